@@ -1,0 +1,3 @@
+//! chatd: a small, fast chat server.
+pub mod attach;
+pub mod http;
