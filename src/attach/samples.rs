@@ -76,3 +76,7 @@ impl Declared {
 pub fn incoming(files: &[Declared]) -> Vec<IncomingFile<'_>> {
     files.iter().map(Declared::incoming).collect()
 }
+
+pub fn encode(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}

@@ -230,3 +230,338 @@ impl Drop for Cleanup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attach::samples::{Declared, incoming, sample_bytes};
+
+    /// 2024-01-01 12:00:00.123 UTC.
+    const NOW_MS: i64 = 1_704_110_400_123;
+
+    fn static_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        prepare_dirs(dir.path()).unwrap();
+        dir
+    }
+
+    /// Every file under `chat_files/`, as sorted relative paths.
+    fn files_on_disk(static_dir: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        for category in Category::ALL {
+            for entry in fs::read_dir(folder_path(static_dir, category)).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                found.push(format!("{CHAT_FILES_DIR}/{}/{name}", category.folder()));
+            }
+        }
+        found.sort();
+        found
+    }
+
+    fn store(
+        dir: &Path,
+        kind: FileMessageKind,
+        files: &[Declared],
+    ) -> Result<Vec<StoredFile>, String> {
+        store_files(dir, 7, NOW_MS, kind, &incoming(files)).map_err(|e| e.to_string())
+    }
+
+    /// Storing `files` fails with `expected` and leaves no file behind.
+    fn check_fails(kind: FileMessageKind, files: &[Declared], expected: &str) {
+        let dir = static_dir();
+        assert_eq!(
+            store(dir.path(), kind, files).err().as_deref(),
+            Some(expected)
+        );
+        assert_eq!(files_on_disk(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_category_is_stored_in_its_folder_under_its_final_name() {
+        let dir = static_dir();
+        let files = [
+            Declared::sample("photo.JPG", "image/jpeg"),
+            Declared::sample("../../etc/report.pdf", "application/pdf"),
+            Declared::sample("notes.txt", "text/plain; charset=UTF-8"),
+            Declared::sample("voice note.mp3", "audio/mpeg").duration(4.5),
+        ];
+        let stored = store(dir.path(), FileMessageKind::File, &files).unwrap();
+        let paths: Vec<_> = stored.iter().map(|s| s.rel_path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "chat_files/images/user_7_20240101_120000_0_photo.JPG",
+                "chat_files/files/user_7_20240101_120000_1_report.pdf",
+                "chat_files/files/user_7_20240101_120000_2_notes.txt",
+                "chat_files/voices/user_7_20240101_120000_3_voice_note.mp3",
+            ]
+        );
+        assert_eq!(stored[1].file_name, "../../etc/report.pdf");
+        assert_eq!(stored[2].mime_type, "text/plain");
+        assert_eq!(stored[3].duration, Some(4.5));
+        assert_eq!(stored[0].duration, None);
+        assert_eq!(stored[3].category, Category::Voice);
+        for (file, declared) in stored.iter().zip(&files) {
+            let bytes = fs::read(dir.path().join(&file.rel_path)).unwrap();
+            assert_eq!(bytes.len() as u64, file.file_size);
+            assert_eq!(bytes.len() as i64, declared.size);
+        }
+        let mut expected: Vec<_> = paths.iter().map(|p| p.to_string()).collect();
+        expected.sort();
+        assert_eq!(files_on_disk(dir.path()), expected);
+    }
+
+    #[test]
+    fn every_type_round_trips_through_a_voice_image_or_file_message() {
+        let cases = [
+            (FileMessageKind::Image, "a.jpeg", "image/jpeg"),
+            (FileMessageKind::Image, "a.png", "image/png"),
+            (FileMessageKind::Image, "a.gif", "image/gif"),
+            (FileMessageKind::Image, "a.webp", "image/webp"),
+            (FileMessageKind::File, "a.doc", "application/msword"),
+            (FileMessageKind::File, "a.xls", "application/vnd.ms-excel"),
+            (
+                FileMessageKind::File,
+                "a.docx",
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            ),
+            (
+                FileMessageKind::File,
+                "a.xlsx",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            ),
+            (
+                FileMessageKind::File,
+                "a.zip",
+                "application/x-zip-compressed",
+            ),
+            (FileMessageKind::File, "a.rar", "application/vnd.rar"),
+            (FileMessageKind::Voice, "a.wav", "audio/x-wav"),
+            (FileMessageKind::Voice, "a.mp3", "audio/mp3"),
+        ];
+        for (kind, name, mime) in cases {
+            let dir = static_dir();
+            let file = Declared::sample(name, mime).duration(1.0);
+            let stored = store(dir.path(), kind, &[file]).unwrap();
+            let bytes = fs::read(dir.path().join(&stored[0].rel_path)).unwrap();
+            let ext = name.rsplit('.').next().unwrap();
+            assert_eq!(bytes, sample_bytes(ext), "{name}");
+        }
+        // An empty ZIP and an MP3 that starts with a frame, not ID3.
+        let dir = static_dir();
+        let empty_zip = [b"PK\x05\x06".as_slice(), &[0; 18]].concat();
+        let frame = b"\xFF\xFB\x90\x64\x00\x00\x00\x00";
+        let files = [
+            Declared::new("e.zip", "application/zip", &empty_zip),
+            Declared::new("f.mp3", "audio/mpeg", frame).duration(0.1),
+        ];
+        assert!(store(dir.path(), FileMessageKind::File, &files).is_ok());
+    }
+
+    #[test]
+    fn content_that_does_not_fit_the_type_is_refused_and_nothing_stays() {
+        let png = sample_bytes("png");
+        check_fails(
+            FileMessageKind::Image,
+            &[Declared::new("photo.jpg", "image/jpeg", &png)],
+            "photo.jpg: File content does not match the file type",
+        );
+        check_fails(
+            FileMessageKind::File,
+            &[Declared::new(
+                "fake.pdf",
+                "application/pdf",
+                b"just some text",
+            )],
+            "fake.pdf: File content does not match the file type",
+        );
+        check_fails(
+            FileMessageKind::File,
+            &[Declared::new(
+                "a.docx",
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                &sample_bytes("doc"),
+            )],
+            "a.docx: File content does not match the file type",
+        );
+        check_fails(
+            FileMessageKind::Voice,
+            &[Declared::new("v.wav", "audio/wav", &sample_bytes("webp")).duration(1.0)],
+            "v.wav: File content does not match the file type",
+        );
+        check_fails(
+            FileMessageKind::File,
+            &[Declared::new("a.txt", "text/plain", b"bin\0ary")],
+            "a.txt: File content does not match the file type",
+        );
+        check_fails(
+            FileMessageKind::File,
+            &[Declared::new("a.txt", "text/plain", b"caf\xE9")],
+            "a.txt: File content does not match the file type",
+        );
+    }
+
+    #[test]
+    fn invalid_base64_is_refused_and_nothing_stays() {
+        for data in [
+            "JVBE Ri0x",
+            "JVBERi0x\n",
+            "JVBE*i0x",
+            "JV==Ri0x",
+            "JVBERi0x\r\n",
+            "A=A=",
+        ] {
+            let mut file = Declared::sample("a.pdf", "application/pdf");
+            file.data = data.to_owned();
+            file.size = 6;
+            if data.ends_with('=') {
+                file.size = 2;
+            }
+            check_fails(FileMessageKind::File, &[file], "a.pdf: Invalid base64 data");
+        }
+    }
+
+    #[test]
+    fn one_bad_file_removes_every_file_of_the_message() {
+        let good = Declared::sample("a.png", "image/png");
+        let mut bad = Declared::sample("b.png", "image/png");
+        bad.data = bad.data.replacen('A', "!", 1);
+        check_fails(
+            FileMessageKind::Image,
+            &[good.clone(), good.clone(), bad],
+            "b.png: Invalid base64 data",
+        );
+        let fake = Declared::new("c.gif", "image/gif", &sample_bytes("png"));
+        check_fails(
+            FileMessageKind::Image,
+            &[good.clone(), fake],
+            "c.gif: File content does not match the file type",
+        );
+        check_fails(
+            FileMessageKind::Image,
+            &vec![good; 11],
+            "A message can carry 1 to 10 files, not 11",
+        );
+    }
+
+    #[test]
+    fn refusals_before_decoding_leave_nothing_either() {
+        let mut lying = Declared::sample("a.png", "image/png");
+        lying.size += 3;
+        check_fails(
+            FileMessageKind::Image,
+            &[lying],
+            "a.png: File size does not match the file data",
+        );
+        check_fails(
+            FileMessageKind::Voice,
+            &[Declared::sample("v.mp3", "audio/mpeg")],
+            "v.mp3: Duration must be a number of seconds greater than 0",
+        );
+        check_fails(
+            FileMessageKind::File,
+            &[Declared::sample("a\0.txt", "text/plain")],
+            "a?.txt: Invalid file name",
+        );
+    }
+
+    #[test]
+    fn large_file_is_decoded_across_many_chunks() {
+        let dir = static_dir();
+        let mut bytes = sample_bytes("pdf");
+        bytes.extend((0..1_000_000u32).map(|i| (i % 253) as u8));
+        let stored = store(
+            dir.path(),
+            FileMessageKind::File,
+            &[Declared::new("big.pdf", "application/pdf", &bytes)],
+        )
+        .unwrap();
+        assert_eq!(
+            fs::read(dir.path().join(&stored[0].rel_path)).unwrap(),
+            bytes
+        );
+    }
+
+    #[test]
+    fn an_existing_file_is_never_overwritten() {
+        let dir = static_dir();
+        let first = [
+            Declared::sample("a.png", "image/png"),
+            Declared::sample("a.png", "image/png"),
+        ];
+        let mut other = Declared::sample("a.png", "image/png");
+        other.data =
+            crate::attach::samples::encode(&[sample_bytes("png"), b"more".to_vec()].concat());
+        other.size += 4;
+        let a = store(dir.path(), FileMessageKind::Image, &first).unwrap();
+        let b = store(dir.path(), FileMessageKind::Image, &[other.clone()]).unwrap();
+        let c = store(dir.path(), FileMessageKind::Image, &[other]).unwrap();
+        assert_eq!(
+            a[0].rel_path,
+            "chat_files/images/user_7_20240101_120000_0_a.png"
+        );
+        assert_eq!(
+            a[1].rel_path,
+            "chat_files/images/user_7_20240101_120000_1_a.png"
+        );
+        assert_eq!(
+            b[0].rel_path,
+            "chat_files/images/user_7_20240101_120000_0_a_1.png"
+        );
+        assert_eq!(
+            c[0].rel_path,
+            "chat_files/images/user_7_20240101_120000_0_a_2.png"
+        );
+        let original = fs::read(dir.path().join(&a[0].rel_path)).unwrap();
+        assert_eq!(original, sample_bytes("png"));
+        assert_eq!(files_on_disk(dir.path()).len(), 4);
+    }
+
+    #[test]
+    fn remove_stored_removes_only_files_under_chat_files() {
+        let dir = static_dir();
+        let stored = store(
+            dir.path(),
+            FileMessageKind::Image,
+            &[Declared::sample("a.png", "image/png")],
+        )
+        .unwrap();
+        let outside = dir.path().join("keep.txt");
+        fs::write(&outside, b"keep").unwrap();
+        fs::write(dir.path().join("chat_files/keep.txt"), b"keep").unwrap();
+        let absolute = outside.display().to_string();
+        remove_stored(
+            dir.path(),
+            &[
+                &stored[0].rel_path,
+                "chat_files/images/missing.png",
+                "chat_files/images/../../keep.txt",
+                "chat_files/../keep.txt",
+                "chat_files/keep.txt",
+                "chat_files/images/",
+                "chat_files/images/..",
+                &absolute,
+                "",
+            ],
+        );
+        assert_eq!(files_on_disk(dir.path()), Vec::<String>::new());
+        assert!(outside.exists());
+        assert!(dir.path().join("chat_files/keep.txt").exists());
+    }
+
+    #[test]
+    fn prepare_dirs_creates_folders_and_removes_crash_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(prepare_dirs(dir.path()).unwrap(), 0);
+        let images = folder_path(dir.path(), Category::Image);
+        let voices = folder_path(dir.path(), Category::Voice);
+        fs::write(images.join(".tmp-0123456789abcdef"), b"half").unwrap();
+        fs::write(voices.join(".tmp-fedcba9876543210"), b"half").unwrap();
+        fs::write(images.join("user_1_20240101_000000_0_a.png"), b"keep").unwrap();
+        assert_eq!(prepare_dirs(dir.path()).unwrap(), 2);
+        assert_eq!(
+            files_on_disk(dir.path()),
+            ["chat_files/images/user_1_20240101_000000_0_a.png"]
+        );
+    }
+}
