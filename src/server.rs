@@ -11,7 +11,6 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
@@ -112,7 +111,9 @@ impl Server {
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let state = self.state.clone();
         let limit = Arc::new(Semaphore::new(state.config.max_connections));
-        let graceful = GracefulShutdown::new();
+        // hyper-util's GracefulShutdown does not take upgradeable connections,
+        // so each connection task watches the shutdown flag itself.
+        let http_tasks = TaskTracker::new();
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -142,9 +143,17 @@ impl Server {
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
+            let mut stopping = self.shutdown_tx.subscribe();
+            http_tasks.spawn(async move {
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    result = conn.as_mut() => result,
+                    _ = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
                     tracing::debug!(error = %e, "http connection ended with an error");
                 }
                 drop(permit);
@@ -154,7 +163,8 @@ impl Server {
         tracing::info!("shutting down");
         let _ = self.shutdown_tx.send(true);
         // Let in-flight HTTP requests finish (bounded).
-        let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+        http_tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(10), http_tasks.wait()).await;
         // Everything queued before this point is committed and handed to the
         // hub before the hub is told to close connections, so each client
         // receives its echoes and then 1001.

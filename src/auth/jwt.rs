@@ -74,7 +74,7 @@ impl Keys {
             Err(e) => return Err(e),
         }
         let mut raw = [0u8; 48];
-        getrandom::fill(&mut raw).map_err(std::io::Error::other)?;
+        getrandom::fill(&mut raw).map_err(|e| std::io::Error::other(e.to_string()))?;
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
         write_private(&path, secret.as_bytes())?;
         Ok(Keys::new(secret.as_bytes(), ttl))

@@ -7,7 +7,7 @@ mod handlers;
 pub use handlers::auth::normalize_email;
 pub mod router;
 pub mod static_files;
-mod util;
+pub(crate) mod util;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -64,8 +64,8 @@ pub fn online_users(conn: &Connection, caller: UserId) -> Result<Vec<User>, Stor
 /// The users of a room, in id order.
 pub fn participants(conn: &Connection, room_id: RoomId) -> Result<Vec<User>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {USER_COLS} FROM chat_participants cp JOIN {USER_FROM} ON u.id = cp.user_id
-         WHERE cp.room_id = ?1 ORDER BY u.id"
+        "SELECT {USER_COLS} FROM chat_participants cp JOIN users u ON u.id = cp.user_id
+         LEFT JOIN user_presence p ON p.user_id = u.id WHERE cp.room_id = ?1 ORDER BY u.id"
     ))?;
     Ok(stmt.query_map([room_id], user_from_row)?.collect::<Result<Vec<_>, _>>()?)
 }

@@ -85,7 +85,7 @@ pub async fn register(state: &Arc<AppState>, req: Request<Incoming>) -> Result<R
 
 pub async fn login(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let (headers, bytes) = read_body(req, state.config.max_body_bytes).await?;
-    let body = if is_form(&headers) {
+    let body = if is_form(&headers) && !bytes.trim_ascii_start().starts_with(b"{") {
         let mut form = pairs(&bytes);
         match (form.remove("username").or_else(|| form.remove("email")), form.remove("password")) {
             (Some(email), Some(password)) => LoginBody { email, password },
