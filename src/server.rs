@@ -17,8 +17,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Keys, password};
 use crate::config::Config;
-use crate::hub::{HubHandle, HubSink};
 use crate::http::router::ROUTE_NAMES;
+use crate::hub::{HubHandle, HubSink};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store;
@@ -52,7 +52,8 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     if removed > 0 {
         tracing::info!(removed, "removed temporary files left by a crash");
     }
-    let keys = Keys::load(config.jwt_secret.as_deref(), &config.data_dir, config.token_ttl).map_err(StartError::Secret)?;
+    let keys =
+        Keys::load(config.jwt_secret.as_deref(), &config.data_dir, config.token_ttl).map_err(StartError::Secret)?;
     let metrics = Arc::new(Metrics::new(ROUTE_NAMES));
     let base_url: Arc<str> = config.base_url.as_str().into();
     // The hub needs the writer (for presence) and the writer needs the hub
