@@ -224,7 +224,7 @@ mod tests {
         let send = parse(r#"{"type":"send_message","data":{"room_id":1,"receiver_id":2,"message_type":"text","content":"hi","local_temp_id":"t1"}}"#).unwrap();
         let ClientCommand::SendMessage(m) = send else { panic!("not a send") };
         assert_eq!((m.room_id, m.receiver_id, m.message_type), (Some(1), Some(2), MessageType::Text));
-        assert!(matches!(m.content, Cow::Borrowed("hi")));
+        assert_eq!(m.content, "hi");
         assert_eq!(m.local_temp_id.as_deref(), Some("t1"));
         assert_eq!(
             parse(r#"{"type":"typing","data":{"room_id":3,"is_typing":true}}"#).unwrap(),
