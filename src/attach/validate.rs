@@ -168,8 +168,10 @@ pub fn strip_data_url(data: &str) -> Option<&str> {
     }
     let window = &data.as_bytes()[..data.len().min(MAX_HEADER)];
     let comma = window.iter().position(|&b| b == b',')?;
-    let header = &data[..comma];
-    let is_base64 = header.len() >= 7 && header[header.len() - 7..].eq_ignore_ascii_case(";base64");
+    // Compared as bytes: the header may hold multi-byte characters.
+    let header = &data.as_bytes()[..comma];
+    let is_base64 =
+        header.len() >= 7 && header[header.len() - 7..].eq_ignore_ascii_case(b";base64");
     is_base64.then(|| &data[comma + 1..])
 }
 
@@ -212,6 +214,10 @@ pub fn sanitize_file_name(raw: &str) -> Result<String, AttachError> {
             name.push_str(&ext);
         } else {
             name.truncate(MAX_SANITISED_CHARS);
+        }
+        // Cutting "....(100 dots)x.y" can leave only dots.
+        if name.bytes().all(|b| b == b'.') {
+            return Err(invalid());
         }
     }
     Ok(name)
@@ -512,6 +518,8 @@ mod tests {
         // 255 bytes is the longest accepted.
         assert!(sanitised(&format!("{}.txt", "a".repeat(251))).is_ok());
         assert!(sanitised(&format!("{}.txt", "a".repeat(252))).is_err());
+        // Found by fuzzing: shortening must not leave a name of only dots.
+        assert!(sanitised(&format!("{}nn..j.", ".".repeat(150))).is_err());
     }
 
     #[test]

@@ -144,6 +144,33 @@ pub async fn serve(static_dir: &Path, raw_path: &str, method: &Method, headers: 
     }
 }
 
+/// Fuzz harness shared by `fuzz/` and `tests/fuzz_corpus.rs`: whatever
+/// `resolve` accepts lies strictly below the static dir, made of plain
+/// segments only. Panics when that breaks; nothing else may call it.
+#[doc(hidden)]
+pub fn fuzz_static_path(data: &[u8]) {
+    use std::path::Component;
+    let Ok(raw) = std::str::from_utf8(data) else {
+        return;
+    };
+    let root = Path::new("/srv/static");
+    let Some(path) = resolve(root, raw) else {
+        return;
+    };
+    let rel = path.strip_prefix(root);
+    assert!(rel.is_ok(), "{raw:?} -> {}", path.display());
+    let rel = rel.unwrap_or(Path::new(""));
+    assert!(
+        rel.components().next().is_some(),
+        "{raw:?} -> the root itself"
+    );
+    for component in rel.components() {
+        let plain = matches!(component, Component::Normal(part)
+            if part.to_str().is_some_and(is_plain_segment));
+        assert!(plain, "{raw:?} -> {}", path.display());
+    }
+}
+
 /// Decodes `%XX` escapes; `None` for a malformed escape, an encoded `/`,
 /// `\` or NUL, or bytes that are not UTF-8.
 fn percent_decode(raw: &str) -> Option<String> {
