@@ -160,3 +160,55 @@ async fn every_echoed_message_survives_sigkill() {
     }
     assert!(stored.len() >= echoed.len());
 }
+
+#[tokio::test]
+async fn sigterm_drains_checkpoints_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("dir");
+    let addr = free_addr();
+    let mut server = Chatd::spawn(dir.path(), &addr);
+    server.ready().await;
+    let body = json!({"name": "ann", "email": "ann@test.io", "password": "password123"}).to_string();
+    assert_eq!(http(&addr, "POST", "/api/auth/register", None, &body).await.0, StatusCode::CREATED);
+    let killed = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "chatd did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    let wal = dir.path().join("data/chatd.sqlite3-wal");
+    let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal_len, 0, "the WAL was checkpointed");
+}
+
+#[tokio::test]
+async fn user_add_and_token_subcommands_make_a_working_login() {
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_chatd"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--static-dir")
+            .arg(dir.path().join("static"))
+            .output()
+            .expect("run chatd");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(run(&["migrate"]).contains("schema version"));
+    let added = run(&["user", "add", "--name", "Ann", "--email", "Ann@Test.io"]);
+    let password = added.lines().find_map(|l| l.strip_prefix("password: ")).expect("generated password").to_owned();
+    let token = run(&["token", "--email", "ann@test.io"]).trim().to_owned();
+    let addr = free_addr();
+    let server = Chatd::spawn(dir.path(), &addr);
+    server.ready().await;
+    let (status, me) = http(&addr, "GET", "/api/auth/me", Some(&token), "").await;
+    assert_eq!((status, me["email"].as_str()), (StatusCode::OK, Some("ann@test.io")));
+    let login = json!({"email": "ann@test.io", "password": password}).to_string();
+    assert_eq!(http(&addr, "POST", "/api/auth/login", None, &login).await.0, StatusCode::OK);
+}
