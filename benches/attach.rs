@@ -35,10 +35,7 @@ fn incoming(data: &str, len: usize) -> IncomingFile<'_> {
 }
 
 fn bench_attach(c: &mut Criterion) {
-    let payloads: Vec<(usize, String)> = [MB, 10 * MB]
-        .into_iter()
-        .map(|len| (len, pdf_base64(len)))
-        .collect();
+    let payloads: Vec<(usize, String)> = [MB, 10 * MB].into_iter().map(|len| (len, pdf_base64(len))).collect();
 
     let mut group = c.benchmark_group("check_files");
     for (len, data) in &payloads {
@@ -55,14 +52,7 @@ fn bench_attach(c: &mut Criterion) {
     for (len, data) in &payloads {
         group.throughput(Throughput::Bytes(data.len() as u64));
         group.bench_function(format!("{}MB", len / MB), |b| {
-            b.iter(|| {
-                decode_into(
-                    black_box(data),
-                    Magic::Pdf,
-                    &mut std::io::sink(),
-                    &mut buffer,
-                )
-            })
+            b.iter(|| decode_into(black_box(data), Magic::Pdf, &mut std::io::sink(), &mut buffer))
         });
     }
     group.finish();
@@ -76,8 +66,7 @@ fn bench_attach(c: &mut Criterion) {
         let files = [incoming(data, *len)];
         group.bench_function(format!("{}MB", len / MB), |b| {
             b.iter(|| {
-                let stored = store_files(dir.path(), 1, NOW_MS, FileMessageKind::File, &files)
-                    .expect("valid file");
+                let stored = store_files(dir.path(), 1, NOW_MS, FileMessageKind::File, &files).expect("valid file");
                 remove_stored(dir.path(), &[stored[0].rel_path.as_str()]);
             })
         });

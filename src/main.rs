@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_target(false)
+        .with_writer(std::io::stderr)
         .init();
     let config = match Config::from_settings(&cli.settings) {
         Ok(c) => c,
@@ -97,7 +98,8 @@ async fn token(config: &Config, email: &str) -> Result<(), String> {
     let found = reader.run_blocking(|c| reads::user_by_email(c, &email)).map_err(|e| e.to_string());
     writer.shutdown().await;
     let (user, _) = found?.ok_or_else(|| format!("no user with email {email}"))?;
-    let keys = Keys::load(config.jwt_secret.as_deref(), &config.data_dir, config.token_ttl).map_err(|e| e.to_string())?;
+    let keys =
+        Keys::load(config.jwt_secret.as_deref(), &config.data_dir, config.token_ttl).map_err(|e| e.to_string())?;
     println!("{}", keys.issue(user.id).map_err(|e| e.to_string())?);
     Ok(())
 }

@@ -108,8 +108,16 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         };
         gauge(&mut out, "chatd_ws_connections", "Open WebSocket connections.", self.ws_connections.load(Relaxed));
-        gauge(&mut out, "chatd_users_connected", "Users with at least one open connection.", self.users_connected.load(Relaxed));
-        let _ = writeln!(out, "# HELP chatd_messages_stored_total Messages committed, by type.\n# TYPE chatd_messages_stored_total counter");
+        gauge(
+            &mut out,
+            "chatd_users_connected",
+            "Users with at least one open connection.",
+            self.users_connected.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP chatd_messages_stored_total Messages committed, by type.\n# TYPE chatd_messages_stored_total counter"
+        );
         for kind in MessageType::ALL {
             let _ = writeln!(
                 out,
@@ -118,16 +126,41 @@ impl Metrics {
                 self.messages_stored[kind as usize].load(Relaxed)
             );
         }
-        counter(&mut out, "chatd_events_delivered_total", "Event frames queued to connections.", self.events_delivered.load(Relaxed));
-        counter(&mut out, "chatd_slow_consumers_closed_total", "Connections closed because their outbox was full.", self.slow_consumers_closed.load(Relaxed));
-        counter(&mut out, "chatd_attachment_bytes_total", "Bytes of attachments stored.", self.attachment_bytes.load(Relaxed));
-        let _ = writeln!(out, "# HELP chatd_writer_batch_size Commands per committed transaction.\n# TYPE chatd_writer_batch_size histogram");
+        counter(
+            &mut out,
+            "chatd_events_delivered_total",
+            "Event frames queued to connections.",
+            self.events_delivered.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "chatd_slow_consumers_closed_total",
+            "Connections closed because their outbox was full.",
+            self.slow_consumers_closed.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "chatd_attachment_bytes_total",
+            "Bytes of attachments stored.",
+            self.attachment_bytes.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP chatd_writer_batch_size Commands per committed transaction.\n# TYPE chatd_writer_batch_size histogram"
+        );
         self.writer_batch_size.write(&mut out, "chatd_writer_batch_size", "");
-        let _ = writeln!(out, "# HELP chatd_writer_commit_seconds Time to run and commit one batch.\n# TYPE chatd_writer_commit_seconds histogram");
+        let _ = writeln!(
+            out,
+            "# HELP chatd_writer_commit_seconds Time to run and commit one batch.\n# TYPE chatd_writer_commit_seconds histogram"
+        );
         self.writer_commit_seconds.write(&mut out, "chatd_writer_commit_seconds", "");
-        let _ = writeln!(out, "# HELP chatd_http_requests_total HTTP requests by route and status.\n# TYPE chatd_http_requests_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP chatd_http_requests_total HTTP requests by route and status.\n# TYPE chatd_http_requests_total counter"
+        );
         for (r, route) in self.routes.iter().enumerate() {
-            for (c, count) in self.requests[r * (STATUSES.len() + 1)..(r + 1) * (STATUSES.len() + 1)].iter().enumerate() {
+            for (c, count) in self.requests[r * (STATUSES.len() + 1)..(r + 1) * (STATUSES.len() + 1)].iter().enumerate()
+            {
                 let n = count.load(Relaxed);
                 if n > 0 {
                     let status = STATUSES.get(c).map_or("other".to_owned(), u16::to_string);
@@ -135,10 +168,17 @@ impl Metrics {
                 }
             }
         }
-        let _ = writeln!(out, "# HELP chatd_http_request_duration_seconds HTTP request latency by route.\n# TYPE chatd_http_request_duration_seconds histogram");
+        let _ = writeln!(
+            out,
+            "# HELP chatd_http_request_duration_seconds HTTP request latency by route.\n# TYPE chatd_http_request_duration_seconds histogram"
+        );
         for (r, route) in self.routes.iter().enumerate() {
             if self.request_seconds[r].count.load(Relaxed) > 0 {
-                self.request_seconds[r].write(&mut out, "chatd_http_request_duration_seconds", &format!("route=\"{route}\""));
+                self.request_seconds[r].write(
+                    &mut out,
+                    "chatd_http_request_duration_seconds",
+                    &format!("route=\"{route}\""),
+                );
             }
         }
         out

@@ -49,12 +49,7 @@ impl MessageType {
         })
     }
 
-    pub const ALL: [MessageType; 4] = [
-        MessageType::Text,
-        MessageType::Image,
-        MessageType::File,
-        MessageType::Voice,
-    ];
+    pub const ALL: [MessageType; 4] = [MessageType::Text, MessageType::Image, MessageType::File, MessageType::Voice];
 }
 
 /// One stored attachment as kept in `chat_messages.files_data`.
@@ -180,11 +175,7 @@ pub struct Room {
 
 impl Room {
     pub fn json(&self, viewer: UserId, base_url: &str) -> serde_json::Value {
-        let other = self
-            .participants
-            .iter()
-            .find(|u| u.id != viewer)
-            .or_else(|| self.participants.first());
+        let other = self.participants.iter().find(|u| u.id != viewer).or_else(|| self.participants.first());
         serde_json::json!({
             "id": self.id,
             "name": self.name,
@@ -234,8 +225,10 @@ impl Event {
 
     /// The frame text of this event for `viewer`.
     pub fn render(&self, viewer: UserId, base_url: &str) -> String {
-        let frame = match self {
-            Event::NewMessage(m) => Frame { kind: "new_message", data: m.json(viewer, false, base_url, TempId::Show) }.to_json(),
+        match self {
+            Event::NewMessage(m) => {
+                Frame { kind: "new_message", data: m.json(viewer, false, base_url, TempId::Show) }.to_json()
+            }
             Event::MessageUpdate { message, liked_by } => Frame {
                 kind: "message_update",
                 data: message.json(viewer, liked_by.contains(&viewer), base_url, TempId::Hide),
@@ -264,8 +257,7 @@ impl Event {
                 "data": {"room_id": room_id, "user_id": user_id, "user_name": user_name}
             })
             .to_string(),
-        };
-        frame
+        }
     }
 }
 

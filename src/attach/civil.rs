@@ -34,18 +34,13 @@ impl UtcDateTime {
 
     /// `YYYYMMDD_HHMMSS`, as in stored file names.
     pub fn file_stamp(&self) -> String {
-        format!(
-            "{:04}{:02}{:02}_{:02}{:02}{:02}",
-            self.year, self.month, self.day, self.hour, self.minute, self.second
-        )
+        format!("{:04}{:02}{:02}_{:02}{:02}{:02}", self.year, self.month, self.day, self.hour, self.minute, self.second)
     }
 
     /// IMF-fixdate of RFC 9110, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
     pub fn http_date(&self) -> String {
         const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-        const MONTHS: [&str; 12] = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ];
+        const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
         format!(
             "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
             DAYS[self.weekday as usize % 7],
@@ -87,38 +82,14 @@ mod tests {
     #[test]
     fn known_dates_format_as_stamps_and_http_dates() {
         check(0, "19700101_000000", "Thu, 01 Jan 1970 00:00:00 GMT");
-        check(
-            784_111_777,
-            "19941106_084937",
-            "Sun, 06 Nov 1994 08:49:37 GMT",
-        );
-        check(
-            1_704_110_400,
-            "20240101_120000",
-            "Mon, 01 Jan 2024 12:00:00 GMT",
-        );
+        check(784_111_777, "19941106_084937", "Sun, 06 Nov 1994 08:49:37 GMT");
+        check(1_704_110_400, "20240101_120000", "Mon, 01 Jan 2024 12:00:00 GMT");
         // A leap day and the day after it.
-        check(
-            1_709_164_800,
-            "20240229_000000",
-            "Thu, 29 Feb 2024 00:00:00 GMT",
-        );
-        check(
-            1_709_251_199,
-            "20240229_235959",
-            "Thu, 29 Feb 2024 23:59:59 GMT",
-        );
-        check(
-            951_782_400,
-            "20000229_000000",
-            "Tue, 29 Feb 2000 00:00:00 GMT",
-        );
+        check(1_709_164_800, "20240229_000000", "Thu, 29 Feb 2024 00:00:00 GMT");
+        check(1_709_251_199, "20240229_235959", "Thu, 29 Feb 2024 23:59:59 GMT");
+        check(951_782_400, "20000229_000000", "Tue, 29 Feb 2000 00:00:00 GMT");
         check(-1, "19691231_235959", "Wed, 31 Dec 1969 23:59:59 GMT");
-        check(
-            4_102_444_800,
-            "21000101_000000",
-            "Fri, 01 Jan 2100 00:00:00 GMT",
-        );
+        check(4_102_444_800, "21000101_000000", "Fri, 01 Jan 2100 00:00:00 GMT");
     }
 
     #[test]
@@ -130,11 +101,7 @@ mod tests {
             let next_day = y == py && m == pm && d == pd + 1;
             let next_month = y == py && m == pm + 1 && d == 1;
             let next_year = y == py + 1 && m == 1 && d == 1 && pm == 12 && pd == 31;
-            assert!(
-                next_day || next_month || next_year,
-                "{days}: {previous:?} -> {:?}",
-                (y, m, d)
-            );
+            assert!(next_day || next_month || next_year, "{days}: {previous:?} -> {:?}", (y, m, d));
             previous = (y, m, d);
         }
     }

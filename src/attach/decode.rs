@@ -32,9 +32,7 @@ pub struct DecodeBuffer {
 
 impl DecodeBuffer {
     pub fn new() -> DecodeBuffer {
-        DecodeBuffer {
-            bytes: vec![0; CHUNK_DECODED_BYTES + UTF8_CARRY_MAX + 1].into_boxed_slice(),
-        }
+        DecodeBuffer { bytes: vec![0; CHUNK_DECODED_BYTES + UTF8_CARRY_MAX + 1].into_boxed_slice() }
     }
 }
 
@@ -69,9 +67,7 @@ pub fn decode_into<W: Write>(
         if index + 1 < chunk_count && chunk.last() == Some(&b'=') {
             return Err(DecodeError::InvalidBase64);
         }
-        let decoded = STANDARD
-            .decode_slice(chunk, &mut buf[carry..])
-            .map_err(|_| DecodeError::InvalidBase64)?;
+        let decoded = STANDARD.decode_slice(chunk, &mut buf[carry..]).map_err(|_| DecodeError::InvalidBase64)?;
         let fresh = &buf[carry..carry + decoded];
         if index == 0 && !magic_matches(magic, fresh) {
             return Err(DecodeError::ContentMismatch);
@@ -143,10 +139,7 @@ mod tests {
             let mut data = vec![b'a'; CHUNK_DECODED_BYTES + 10];
             data.extend(bad);
             let text = STANDARD.encode(&data);
-            assert!(matches!(
-                decode(&text, Magic::Text),
-                Err(DecodeError::ContentMismatch)
-            ));
+            assert!(matches!(decode(&text, Magic::Text), Err(DecodeError::ContentMismatch)));
         }
     }
 
@@ -155,25 +148,13 @@ mod tests {
         let mut text = "QUFB".repeat(CHUNK_BASE64_BYTES / 4 - 1);
         text.push_str("AA==");
         text.push_str("AAAA");
-        assert!(matches!(
-            decode(&text, Magic::Text),
-            Err(DecodeError::InvalidBase64)
-        ));
-        assert!(matches!(
-            decode("JVBE Ri0x", Magic::Pdf),
-            Err(DecodeError::InvalidBase64)
-        ));
-        assert!(matches!(
-            decode("JVBERi0x\n", Magic::Pdf),
-            Err(DecodeError::InvalidBase64)
-        ));
+        assert!(matches!(decode(&text, Magic::Text), Err(DecodeError::InvalidBase64)));
+        assert!(matches!(decode("JVBE Ri0x", Magic::Pdf), Err(DecodeError::InvalidBase64)));
+        assert!(matches!(decode("JVBERi0x\n", Magic::Pdf), Err(DecodeError::InvalidBase64)));
     }
 
     #[test]
     fn empty_payload_has_no_magic() {
-        assert!(matches!(
-            decode("", Magic::Text),
-            Err(DecodeError::ContentMismatch)
-        ));
+        assert!(matches!(decode("", Magic::Text), Err(DecodeError::ContentMismatch)));
     }
 }

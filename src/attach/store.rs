@@ -42,15 +42,10 @@ pub fn store_files(
 
     let stamp = UtcDateTime::from_unix_secs(now_unix_ms.div_euclid(1000)).file_stamp();
     let mut stored = Vec::with_capacity(planned.len());
-    for (index, ((folder, temp), (plan, file))) in
-        temps.iter().zip(planned.iter().zip(files)).enumerate()
-    {
+    for (index, ((folder, temp), (plan, file))) in temps.iter().zip(planned.iter().zip(files)).enumerate() {
         let base = format!("user_{user_id}_{stamp}_{index}_{}", plan.sanitised);
-        let final_name =
-            link_no_clobber(temp, folder, &base).map_err(|source| AttachError::Io {
-                name: plan.sanitised.clone(),
-                source,
-            })?;
+        let final_name = link_no_clobber(temp, folder, &base)
+            .map_err(|source| AttachError::Io { name: plan.sanitised.clone(), source })?;
         cleanup.paths.push(folder.join(&final_name));
         if let Err(error) = fs::remove_file(temp) {
             // The final name holds the data; prepare_dirs removes the leftover.
@@ -58,10 +53,7 @@ pub fn store_files(
         }
         stored.push(StoredFile {
             file_name: file.file_name.to_owned(),
-            rel_path: format!(
-                "{CHAT_FILES_DIR}/{}/{final_name}",
-                plan.file_type.category.folder()
-            ),
+            rel_path: format!("{CHAT_FILES_DIR}/{}/{final_name}", plan.file_type.category.folder()),
             file_size: plan.decoded_len,
             mime_type: plan.file_type.mime.to_owned(),
             duration: plan.duration,
@@ -105,10 +97,7 @@ pub fn prepare_dirs(static_dir: &Path) -> io::Result<usize> {
         fs::create_dir_all(&folder)?;
         for entry in fs::read_dir(&folder)? {
             let entry = entry?;
-            let is_temp = entry
-                .file_name()
-                .to_str()
-                .is_some_and(|name| name.starts_with(TEMP_PREFIX));
+            let is_temp = entry.file_name().to_str().is_some_and(|name| name.starts_with(TEMP_PREFIX));
             if is_temp && entry.file_type()?.is_file() {
                 fs::remove_file(entry.path())?;
                 removed += 1;
@@ -129,8 +118,7 @@ fn stored_path(static_dir: &Path, rel_path: &str) -> Option<PathBuf> {
     let (root, folder, name) = (parts.next()?, parts.next()?, parts.next()?);
     let category = Category::ALL.into_iter().find(|c| c.folder() == folder)?;
     let plain = !name.is_empty() && !name.starts_with('.') && !name.contains(['\\', '\0', ':']);
-    (root == CHAT_FILES_DIR && parts.next().is_none() && plain)
-        .then(|| folder_path(static_dir, category).join(name))
+    (root == CHAT_FILES_DIR && parts.next().is_none() && plain).then(|| folder_path(static_dir, category).join(name))
 }
 
 /// Decodes one planned file into a new temporary file in `folder`, fsynced.
@@ -140,22 +128,16 @@ fn write_temp(
     buffer: &mut DecodeBuffer,
     cleanup: &mut Cleanup,
 ) -> Result<PathBuf, AttachError> {
-    let io_error = |source| AttachError::Io {
-        name: plan.sanitised.clone(),
-        source,
-    };
+    let io_error = |source| AttachError::Io { name: plan.sanitised.clone(), source };
     fs::create_dir_all(folder).map_err(io_error)?;
     let (temp, mut file) = create_temp(folder).map_err(io_error)?;
     cleanup.paths.push(temp.clone());
     let name = || plan.sanitised.clone();
-    let written =
-        decode_into(plan.payload, plan.file_type.magic, &mut file, buffer).map_err(|error| {
-            match error {
-                DecodeError::InvalidBase64 => AttachError::InvalidBase64 { name: name() },
-                DecodeError::ContentMismatch => AttachError::ContentMismatch { name: name() },
-                DecodeError::Io(source) => io_error(source),
-            }
-        })?;
+    let written = decode_into(plan.payload, plan.file_type.magic, &mut file, buffer).map_err(|error| match error {
+        DecodeError::InvalidBase64 => AttachError::InvalidBase64 { name: name() },
+        DecodeError::ContentMismatch => AttachError::ContentMismatch { name: name() },
+        DecodeError::Io(source) => io_error(source),
+    })?;
     if written != plan.decoded_len {
         return Err(AttachError::SizeMismatch { name: name() });
     }
@@ -187,21 +169,14 @@ fn link_no_clobber(temp: &Path, folder: &Path, base: &str) -> io::Result<String>
         None => (base, String::new()),
     };
     for attempt in 0..MAX_NAME_ATTEMPTS {
-        let name = if attempt == 0 {
-            base.to_owned()
-        } else {
-            format!("{stem}_{attempt}{ext}")
-        };
+        let name = if attempt == 0 { base.to_owned() } else { format!("{stem}_{attempt}{ext}") };
         match fs::hard_link(temp, folder.join(&name)) {
             Ok(()) => return Ok(name),
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(error) => return Err(error),
         }
     }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "no free name for a stored file",
-    ))
+    Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free name for a stored file"))
 }
 
 /// Makes the new directory entries durable. Best effort: some filesystems
@@ -258,21 +233,14 @@ mod tests {
         found
     }
 
-    fn store(
-        dir: &Path,
-        kind: FileMessageKind,
-        files: &[Declared],
-    ) -> Result<Vec<StoredFile>, String> {
+    fn store(dir: &Path, kind: FileMessageKind, files: &[Declared]) -> Result<Vec<StoredFile>, String> {
         store_files(dir, 7, NOW_MS, kind, &incoming(files)).map_err(|e| e.to_string())
     }
 
     /// Storing `files` fails with `expected` and leaves no file behind.
     fn check_fails(kind: FileMessageKind, files: &[Declared], expected: &str) {
         let dir = static_dir();
-        assert_eq!(
-            store(dir.path(), kind, files).err().as_deref(),
-            Some(expected)
-        );
+        assert_eq!(store(dir.path(), kind, files).err().as_deref(), Some(expected));
         assert_eq!(files_on_disk(dir.path()), Vec::<String>::new());
     }
 
@@ -325,16 +293,8 @@ mod tests {
                 "a.docx",
                 "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
             ),
-            (
-                FileMessageKind::File,
-                "a.xlsx",
-                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-            ),
-            (
-                FileMessageKind::File,
-                "a.zip",
-                "application/x-zip-compressed",
-            ),
+            (FileMessageKind::File, "a.xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+            (FileMessageKind::File, "a.zip", "application/x-zip-compressed"),
             (FileMessageKind::File, "a.rar", "application/vnd.rar"),
             (FileMessageKind::Voice, "a.wav", "audio/x-wav"),
             (FileMessageKind::Voice, "a.mp3", "audio/mp3"),
@@ -368,11 +328,7 @@ mod tests {
         );
         check_fails(
             FileMessageKind::File,
-            &[Declared::new(
-                "fake.pdf",
-                "application/pdf",
-                b"just some text",
-            )],
+            &[Declared::new("fake.pdf", "application/pdf", b"just some text")],
             "fake.pdf: File content does not match the file type",
         );
         check_fails(
@@ -403,14 +359,7 @@ mod tests {
 
     #[test]
     fn invalid_base64_is_refused_and_nothing_stays() {
-        for data in [
-            "JVBE Ri0x",
-            "JVBERi0x\n",
-            "JVBE*i0x",
-            "JV==Ri0x",
-            "JVBERi0x\r\n",
-            "A=A=",
-        ] {
+        for data in ["JVBE Ri0x", "JVBERi0x\n", "JVBE*i0x", "JV==Ri0x", "JVBERi0x\r\n", "A=A="] {
             let mut file = Declared::sample("a.pdf", "application/pdf");
             file.data = data.to_owned();
             file.size = 6;
@@ -426,43 +375,23 @@ mod tests {
         let good = Declared::sample("a.png", "image/png");
         let mut bad = Declared::sample("b.png", "image/png");
         bad.data = bad.data.replacen('A', "!", 1);
-        check_fails(
-            FileMessageKind::Image,
-            &[good.clone(), good.clone(), bad],
-            "b.png: Invalid base64 data",
-        );
+        check_fails(FileMessageKind::Image, &[good.clone(), good.clone(), bad], "b.png: Invalid base64 data");
         let fake = Declared::new("c.gif", "image/gif", &sample_bytes("png"));
-        check_fails(
-            FileMessageKind::Image,
-            &[good.clone(), fake],
-            "c.gif: File content does not match the file type",
-        );
-        check_fails(
-            FileMessageKind::Image,
-            &vec![good; 11],
-            "A message can carry 1 to 10 files, not 11",
-        );
+        check_fails(FileMessageKind::Image, &[good.clone(), fake], "c.gif: File content does not match the file type");
+        check_fails(FileMessageKind::Image, &vec![good; 11], "A message can carry 1 to 10 files, not 11");
     }
 
     #[test]
     fn refusals_before_decoding_leave_nothing_either() {
         let mut lying = Declared::sample("a.png", "image/png");
         lying.size += 3;
-        check_fails(
-            FileMessageKind::Image,
-            &[lying],
-            "a.png: File size does not match the file data",
-        );
+        check_fails(FileMessageKind::Image, &[lying], "a.png: File size does not match the file data");
         check_fails(
             FileMessageKind::Voice,
             &[Declared::sample("v.mp3", "audio/mpeg")],
             "v.mp3: Duration must be a number of seconds greater than 0",
         );
-        check_fails(
-            FileMessageKind::File,
-            &[Declared::sample("a\0.txt", "text/plain")],
-            "a?.txt: Invalid file name",
-        );
+        check_fails(FileMessageKind::File, &[Declared::sample("a\0.txt", "text/plain")], "a?.txt: Invalid file name");
     }
 
     #[test]
@@ -470,48 +399,25 @@ mod tests {
         let dir = static_dir();
         let mut bytes = sample_bytes("pdf");
         bytes.extend((0..1_000_000u32).map(|i| (i % 253) as u8));
-        let stored = store(
-            dir.path(),
-            FileMessageKind::File,
-            &[Declared::new("big.pdf", "application/pdf", &bytes)],
-        )
-        .unwrap();
-        assert_eq!(
-            fs::read(dir.path().join(&stored[0].rel_path)).unwrap(),
-            bytes
-        );
+        let stored =
+            store(dir.path(), FileMessageKind::File, &[Declared::new("big.pdf", "application/pdf", &bytes)]).unwrap();
+        assert_eq!(fs::read(dir.path().join(&stored[0].rel_path)).unwrap(), bytes);
     }
 
     #[test]
     fn an_existing_file_is_never_overwritten() {
         let dir = static_dir();
-        let first = [
-            Declared::sample("a.png", "image/png"),
-            Declared::sample("a.png", "image/png"),
-        ];
+        let first = [Declared::sample("a.png", "image/png"), Declared::sample("a.png", "image/png")];
         let mut other = Declared::sample("a.png", "image/png");
-        other.data =
-            crate::attach::samples::encode(&[sample_bytes("png"), b"more".to_vec()].concat());
+        other.data = crate::attach::samples::encode(&[sample_bytes("png"), b"more".to_vec()].concat());
         other.size += 4;
         let a = store(dir.path(), FileMessageKind::Image, &first).unwrap();
         let b = store(dir.path(), FileMessageKind::Image, &[other.clone()]).unwrap();
         let c = store(dir.path(), FileMessageKind::Image, &[other]).unwrap();
-        assert_eq!(
-            a[0].rel_path,
-            "chat_files/images/user_7_20240101_120000_0_a.png"
-        );
-        assert_eq!(
-            a[1].rel_path,
-            "chat_files/images/user_7_20240101_120000_1_a.png"
-        );
-        assert_eq!(
-            b[0].rel_path,
-            "chat_files/images/user_7_20240101_120000_0_a_1.png"
-        );
-        assert_eq!(
-            c[0].rel_path,
-            "chat_files/images/user_7_20240101_120000_0_a_2.png"
-        );
+        assert_eq!(a[0].rel_path, "chat_files/images/user_7_20240101_120000_0_a.png");
+        assert_eq!(a[1].rel_path, "chat_files/images/user_7_20240101_120000_1_a.png");
+        assert_eq!(b[0].rel_path, "chat_files/images/user_7_20240101_120000_0_a_1.png");
+        assert_eq!(c[0].rel_path, "chat_files/images/user_7_20240101_120000_0_a_2.png");
         let original = fs::read(dir.path().join(&a[0].rel_path)).unwrap();
         assert_eq!(original, sample_bytes("png"));
         assert_eq!(files_on_disk(dir.path()).len(), 4);
@@ -520,12 +426,7 @@ mod tests {
     #[test]
     fn remove_stored_removes_only_files_under_chat_files() {
         let dir = static_dir();
-        let stored = store(
-            dir.path(),
-            FileMessageKind::Image,
-            &[Declared::sample("a.png", "image/png")],
-        )
-        .unwrap();
+        let stored = store(dir.path(), FileMessageKind::Image, &[Declared::sample("a.png", "image/png")]).unwrap();
         let outside = dir.path().join("keep.txt");
         fs::write(&outside, b"keep").unwrap();
         fs::write(dir.path().join("chat_files/keep.txt"), b"keep").unwrap();
@@ -559,9 +460,6 @@ mod tests {
         fs::write(voices.join(".tmp-fedcba9876543210"), b"half").unwrap();
         fs::write(images.join("user_1_20240101_000000_0_a.png"), b"keep").unwrap();
         assert_eq!(prepare_dirs(dir.path()).unwrap(), 2);
-        assert_eq!(
-            files_on_disk(dir.path()),
-            ["chat_files/images/user_1_20240101_000000_0_a.png"]
-        );
+        assert_eq!(files_on_disk(dir.path()), ["chat_files/images/user_1_20240101_000000_0_a.png"]);
     }
 }

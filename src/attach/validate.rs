@@ -39,18 +39,8 @@ pub struct FileType {
     pub magic: Magic,
 }
 
-const fn row(
-    mime: &'static str,
-    category: Category,
-    extensions: &'static [&'static str],
-    magic: Magic,
-) -> FileType {
-    FileType {
-        mime,
-        category,
-        extensions,
-        magic,
-    }
+const fn row(mime: &'static str, category: Category, extensions: &'static [&'static str], magic: Magic) -> FileType {
+    FileType { mime, category, extensions, magic }
 }
 
 /// Every allowed mime type, in the order of SPEC 4 (the order of the error texts).
@@ -67,33 +57,13 @@ pub static FILE_TYPES: &[FileType] = &[
         &["docx"],
         Magic::Zip,
     ),
-    row(
-        "application/vnd.ms-excel",
-        Category::File,
-        &["xls"],
-        Magic::Ole,
-    ),
-    row(
-        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        Category::File,
-        &["xlsx"],
-        Magic::Zip,
-    ),
+    row("application/vnd.ms-excel", Category::File, &["xls"], Magic::Ole),
+    row("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", Category::File, &["xlsx"], Magic::Zip),
     row("text/plain", Category::File, &["txt"], Magic::Text),
     row("application/zip", Category::File, &["zip"], Magic::Zip),
-    row(
-        "application/x-zip-compressed",
-        Category::File,
-        &["zip"],
-        Magic::Zip,
-    ),
+    row("application/x-zip-compressed", Category::File, &["zip"], Magic::Zip),
     row("application/vnd.rar", Category::File, &["rar"], Magic::Rar),
-    row(
-        "application/x-rar-compressed",
-        Category::File,
-        &["rar"],
-        Magic::Rar,
-    ),
+    row("application/x-rar-compressed", Category::File, &["rar"], Magic::Rar),
     row("audio/mpeg", Category::Voice, &["mp3"], Magic::Mp3),
     row("audio/mp3", Category::Voice, &["mp3"], Magic::Mp3),
     row("audio/wav", Category::Voice, &["wav"], Magic::Wav),
@@ -103,12 +73,7 @@ pub static FILE_TYPES: &[FileType] = &[
 
 /// The mime types a message of `kind` accepts, joined for the error text.
 pub fn allowed_types_text(kind: FileMessageKind) -> String {
-    FILE_TYPES
-        .iter()
-        .filter(|t| kind_accepts(kind, t.category))
-        .map(|t| t.mime)
-        .collect::<Vec<_>>()
-        .join(", ")
+    FILE_TYPES.iter().filter(|t| kind_accepts(kind, t.category)).map(|t| t.mime).collect::<Vec<_>>().join(", ")
 }
 
 fn kind_accepts(kind: FileMessageKind, category: Category) -> bool {
@@ -123,9 +88,7 @@ fn kind_accepts(kind: FileMessageKind, category: Category) -> bool {
 /// (`text/plain; charset=utf-8`) are ignored, as RFC 9110 allows.
 pub fn lookup_mime(mime: &str) -> Option<&'static FileType> {
     let essence = mime.split(';').next().unwrap_or("").trim();
-    FILE_TYPES
-        .iter()
-        .find(|t| t.mime.eq_ignore_ascii_case(essence))
+    FILE_TYPES.iter().find(|t| t.mime.eq_ignore_ascii_case(essence))
 }
 
 /// One file after every check that can be made without decoding it.
@@ -143,36 +106,23 @@ pub struct PlannedFile<'a> {
 }
 
 /// Checks a whole message before anything is decoded.
-pub fn plan_files<'a>(
-    kind: FileMessageKind,
-    files: &[IncomingFile<'a>],
-) -> Result<Vec<PlannedFile<'a>>, AttachError> {
+pub fn plan_files<'a>(kind: FileMessageKind, files: &[IncomingFile<'a>]) -> Result<Vec<PlannedFile<'a>>, AttachError> {
     if files.is_empty() || files.len() > MAX_FILES {
         return Err(AttachError::FileCount { count: files.len() });
     }
     files.iter().map(|file| plan_file(kind, file)).collect()
 }
 
-fn plan_file<'a>(
-    kind: FileMessageKind,
-    file: &IncomingFile<'a>,
-) -> Result<PlannedFile<'a>, AttachError> {
+fn plan_file<'a>(kind: FileMessageKind, file: &IncomingFile<'a>) -> Result<PlannedFile<'a>, AttachError> {
     let sanitised = sanitize_file_name(file.file_name)?;
     let name = || sanitised.clone();
 
     let file_type = lookup_mime(file.mime_type)
         .filter(|t| kind_accepts(kind, t.category))
-        .ok_or_else(|| AttachError::TypeNotAllowed {
-            name: name(),
-            allowed: allowed_types_text(kind),
-        })?;
+        .ok_or_else(|| AttachError::TypeNotAllowed { name: name(), allowed: allowed_types_text(kind) })?;
 
     let extension = extension_of(&sanitised);
-    if !file_type
-        .extensions
-        .iter()
-        .any(|allowed| extension.is_some_and(|ext| ext.eq_ignore_ascii_case(allowed)))
-    {
+    if !file_type.extensions.iter().any(|allowed| extension.is_some_and(|ext| ext.eq_ignore_ascii_case(allowed))) {
         return Err(AttachError::ExtensionMismatch { name: name() });
     }
 
@@ -189,16 +139,11 @@ fn plan_file<'a>(
     if file.file_size < 0 {
         return Err(AttachError::SizeMismatch { name: name() });
     }
-    let payload = strip_data_url(file.file_data)
-        .ok_or_else(|| AttachError::InvalidBase64 { name: name() })?;
-    let decoded_len =
-        decoded_len(payload).ok_or_else(|| AttachError::InvalidBase64 { name: name() })?;
+    let payload = strip_data_url(file.file_data).ok_or_else(|| AttachError::InvalidBase64 { name: name() })?;
+    let decoded_len = decoded_len(payload).ok_or_else(|| AttachError::InvalidBase64 { name: name() })?;
     let max_bytes = file_type.category.max_bytes();
     if decoded_len > max_bytes {
-        return Err(AttachError::TooLarge {
-            name: name(),
-            max_bytes,
-        });
+        return Err(AttachError::TooLarge { name: name(), max_bytes });
     }
     if decoded_len == 0 {
         return Err(AttachError::Empty { name: name() });
@@ -207,13 +152,7 @@ fn plan_file<'a>(
         return Err(AttachError::SizeMismatch { name: name() });
     }
 
-    Ok(PlannedFile {
-        file_type,
-        sanitised,
-        payload,
-        decoded_len,
-        duration,
-    })
+    Ok(PlannedFile { file_type, sanitised, payload, decoded_len, duration })
 }
 
 /// Removes a `data:<mime>;base64,` prefix; `None` for a `data:` URL that is
@@ -229,8 +168,9 @@ pub fn strip_data_url(data: &str) -> Option<&str> {
     }
     let window = &data.as_bytes()[..data.len().min(MAX_HEADER)];
     let comma = window.iter().position(|&b| b == b',')?;
-    let header = &data[..comma];
-    let is_base64 = header.len() >= 7 && header[header.len() - 7..].eq_ignore_ascii_case(";base64");
+    // Compared as bytes: the header may hold multi-byte characters.
+    let header = &data.as_bytes()[..comma];
+    let is_base64 = header.len() >= 7 && header[header.len() - 7..].eq_ignore_ascii_case(b";base64");
     is_base64.then(|| &data[comma + 1..])
 }
 
@@ -254,9 +194,7 @@ pub fn decoded_len(payload: &str) -> Option<u64> {
 /// anything outside `[A-Za-z0-9._-]` replaced by `_`, at most 100 characters
 /// with the extension kept.
 pub fn sanitize_file_name(raw: &str) -> Result<String, AttachError> {
-    let invalid = || AttachError::InvalidName {
-        name: printable_name(raw),
-    };
+    let invalid = || AttachError::InvalidName { name: printable_name(raw) };
     if raw.len() > MAX_RAW_NAME_BYTES || raw.chars().any(char::is_control) {
         return Err(invalid());
     }
@@ -264,16 +202,8 @@ pub fn sanitize_file_name(raw: &str) -> Result<String, AttachError> {
     if last.trim_matches('.').is_empty() || last.trim().is_empty() {
         return Err(invalid());
     }
-    let mut name: String = last
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut name: String =
+        last.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
     if name.len() > MAX_SANITISED_CHARS {
         // All ASCII now, so byte offsets are character offsets.
         let ext_len = name.rfind('.').map_or(0, |dot| name.len() - dot);
@@ -284,6 +214,10 @@ pub fn sanitize_file_name(raw: &str) -> Result<String, AttachError> {
         } else {
             name.truncate(MAX_SANITISED_CHARS);
         }
+        // Cutting "....(100 dots)x.y" can leave only dots.
+        if name.bytes().all(|b| b == b'.') {
+            return Err(invalid());
+        }
     }
     Ok(name)
 }
@@ -291,16 +225,8 @@ pub fn sanitize_file_name(raw: &str) -> Result<String, AttachError> {
 /// A name that is safe to put into an error text even when it was rejected:
 /// control characters replaced, at most 100 characters.
 pub fn printable_name(raw: &str) -> String {
-    let shown: String = raw
-        .chars()
-        .take(MAX_SANITISED_CHARS)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if shown.trim().is_empty() {
-        "(unnamed)".to_owned()
-    } else {
-        shown
-    }
+    let shown: String = raw.chars().take(MAX_SANITISED_CHARS).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if shown.trim().is_empty() { "(unnamed)".to_owned() } else { shown }
 }
 
 /// The extension of a sanitised name, without the dot.
@@ -325,9 +251,7 @@ pub fn magic_matches(magic: Magic, head: &[u8]) -> bool {
         Magic::Ole => head.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]),
         Magic::Zip => head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06"),
         Magic::Rar => head.starts_with(b"Rar!\x1a\x07"),
-        Magic::Mp3 => {
-            head.starts_with(b"ID3") || matches!(head, [0xFF, second, ..] if second & 0xE0 == 0xE0)
-        }
+        Magic::Mp3 => head.starts_with(b"ID3") || matches!(head, [0xFF, second, ..] if second & 0xE0 == 0xE0),
         Magic::Wav => riff_of(head, b"WAVE"),
         Magic::Text => !head.is_empty(),
     }
@@ -350,11 +274,7 @@ mod tests {
     fn check(kind: FileMessageKind, files: &[Declared], expected: Result<(), &str>) {
         let got = check_files(kind, &incoming(files)).map_err(|e| e.to_string());
         let names: Vec<_> = files.iter().map(|f| (&f.name, &f.mime, f.size)).collect();
-        assert_eq!(
-            got.as_ref().map(|_| ()).map_err(String::as_str),
-            expected,
-            "{names:?}"
-        );
+        assert_eq!(got.as_ref().map(|_| ()).map_err(String::as_str), expected, "{names:?}");
     }
 
     fn one(kind: FileMessageKind, file: Declared, expected: Result<(), &str>) {
@@ -372,15 +292,9 @@ mod tests {
             ("a.webp", "image/webp"),
             ("a.pdf", "application/pdf"),
             ("a.doc", "application/msword"),
-            (
-                "a.docx",
-                "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-            ),
+            ("a.docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
             ("a.xls", "application/vnd.ms-excel"),
-            (
-                "a.xlsx",
-                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-            ),
+            ("a.xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
             ("a.txt", "text/plain"),
             ("a.txt", "text/plain; charset=utf-8"),
             ("a.zip", "application/zip"),
@@ -414,15 +328,8 @@ mod tests {
                      audio/mpeg, audio/mp3, audio/wav, audio/x-wav, audio/wave";
         one(FileMessageKind::Voice, pdf().duration(2.0), Err(voice));
         let all: Vec<_> = FILE_TYPES.iter().map(|t| t.mime).collect();
-        let text = format!(
-            "x.exe: File type not allowed. Allowed types: {}",
-            all.join(", ")
-        );
-        one(
-            FileMessageKind::File,
-            Declared::new("x.exe", "application/x-msdownload", b"MZ"),
-            Err(&text),
-        );
+        let text = format!("x.exe: File type not allowed. Allowed types: {}", all.join(", "));
+        one(FileMessageKind::File, Declared::new("x.exe", "application/x-msdownload", b"MZ"), Err(&text));
         let svg = Declared::new("x.svg", "image/svg+xml", b"<svg/>");
         let text = format!("x.svg: File type not allowed. Allowed types: {IMAGE_TYPES}");
         one(FileMessageKind::Image, svg, Err(&text));
@@ -433,20 +340,13 @@ mod tests {
         let mismatch = |name: &str, mime: &str| {
             let bytes = crate::attach::samples::sample_bytes("png");
             let text = format!("{name}: File extension does not match the file type");
-            one(
-                FileMessageKind::File,
-                Declared::new(name, mime, &bytes),
-                Err(&text),
-            );
+            one(FileMessageKind::File, Declared::new(name, mime, &bytes), Err(&text));
         };
         mismatch("photo.png", "image/jpeg");
         mismatch("photo", "image/png");
         mismatch("photo.", "image/png");
         mismatch("photo.png.exe", "image/png");
-        mismatch(
-            "report.doc",
-            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        );
+        mismatch("report.doc", "application/vnd.openxmlformats-officedocument.wordprocessingml.document");
         mismatch("sheet.xlsx", "application/vnd.ms-excel");
         mismatch("song.wav", "audio/mpeg");
     }
@@ -462,21 +362,13 @@ mod tests {
             mime: mime.to_owned(),
             duration: Some(1.0),
         };
-        one(
-            FileMessageKind::Image,
-            sized("big.png", "image/png", 10 * mb - 1),
-            Ok(()),
-        );
+        one(FileMessageKind::Image, sized("big.png", "image/png", 10 * mb - 1), Ok(()));
         one(
             FileMessageKind::Image,
             sized("big.png", "image/png", 10 * mb + 2),
             Err("big.png: File too large. Maximum size: 10.0MB"),
         );
-        one(
-            FileMessageKind::File,
-            sized("big.pdf", "application/pdf", 50 * mb - 1),
-            Ok(()),
-        );
+        one(FileMessageKind::File, sized("big.pdf", "application/pdf", 50 * mb - 1), Ok(()));
         one(
             FileMessageKind::File,
             sized("big.pdf", "application/pdf", 50 * mb + 2),
@@ -490,39 +382,23 @@ mod tests {
         // A lying file_size does not get a large file past the limit.
         let mut lying = sized("big.png", "image/png", 10 * mb + 2);
         lying.size = 10;
-        one(
-            FileMessageKind::Image,
-            lying,
-            Err("big.png: File too large. Maximum size: 10.0MB"),
-        );
+        one(FileMessageKind::Image, lying, Err("big.png: File too large. Maximum size: 10.0MB"));
     }
 
     #[test]
     fn declared_size_must_equal_the_decoded_size() {
         let mut file = Declared::sample("a.png", "image/png");
         file.size += 1;
-        one(
-            FileMessageKind::Image,
-            file.clone(),
-            Err("a.png: File size does not match the file data"),
-        );
+        one(FileMessageKind::Image, file.clone(), Err("a.png: File size does not match the file data"));
         file.size = -1;
-        one(
-            FileMessageKind::Image,
-            file,
-            Err("a.png: File size does not match the file data"),
-        );
+        one(FileMessageKind::Image, file, Err("a.png: File size does not match the file data"));
         for (decoded, data) in [(1, "QQ=="), (2, "QUI="), (3, "QUJD")] {
             let mut file = Declared::sample("a.txt", "text/plain");
             file.data = data.to_owned();
             file.size = decoded;
             one(FileMessageKind::File, file.clone(), Ok(()));
             file.size = decoded + 1;
-            one(
-                FileMessageKind::File,
-                file,
-                Err("a.txt: File size does not match the file data"),
-            );
+            one(FileMessageKind::File, file, Err("a.txt: File size does not match the file data"));
         }
     }
 
@@ -532,11 +408,7 @@ mod tests {
         file.data = format!("data:image/png;base64,{}", file.data);
         one(FileMessageKind::Image, file.clone(), Ok(()));
         file.data = file.data.replacen(";base64", "", 1);
-        one(
-            FileMessageKind::Image,
-            file,
-            Err("a.png: Invalid base64 data"),
-        );
+        one(FileMessageKind::Image, file, Err("a.png: Invalid base64 data"));
     }
 
     #[test]
@@ -546,37 +418,21 @@ mod tests {
             let mut file = Declared::sample("a.txt", "text/plain");
             file.data = data.to_owned();
             file.size = 2;
-            one(
-                FileMessageKind::File,
-                file,
-                Err("a.txt: Invalid base64 data"),
-            );
+            one(FileMessageKind::File, file, Err("a.txt: Invalid base64 data"));
         }
     }
 
     #[test]
     fn empty_file_is_refused() {
-        one(
-            FileMessageKind::File,
-            Declared::new("a.txt", "text/plain", b""),
-            Err("a.txt: File is empty"),
-        );
+        one(FileMessageKind::File, Declared::new("a.txt", "text/plain", b""), Err("a.txt: File is empty"));
     }
 
     #[test]
     fn message_carries_one_to_ten_files() {
-        check(
-            FileMessageKind::File,
-            &[],
-            Err("A message can carry 1 to 10 files, not 0"),
-        );
+        check(FileMessageKind::File, &[], Err("A message can carry 1 to 10 files, not 0"));
         let file = Declared::sample("a.pdf", "application/pdf");
         check(FileMessageKind::File, &vec![file.clone(); 10], Ok(()));
-        check(
-            FileMessageKind::File,
-            &vec![file; 11],
-            Err("A message can carry 1 to 10 files, not 11"),
-        );
+        check(FileMessageKind::File, &vec![file; 11], Err("A message can carry 1 to 10 files, not 11"));
     }
 
     #[test]
@@ -630,10 +486,7 @@ mod tests {
         let no_ext = sanitize_file_name(&"m".repeat(150)).unwrap();
         assert_eq!(no_ext, "m".repeat(100));
         // 100 multi-byte characters are 200 bytes but 100 characters.
-        assert_eq!(
-            sanitize_file_name(&"é".repeat(100)).unwrap(),
-            "_".repeat(100)
-        );
+        assert_eq!(sanitize_file_name(&"é".repeat(100)).unwrap(), "_".repeat(100));
     }
 
     #[test]
@@ -664,6 +517,8 @@ mod tests {
         // 255 bytes is the longest accepted.
         assert!(sanitised(&format!("{}.txt", "a".repeat(251))).is_ok());
         assert!(sanitised(&format!("{}.txt", "a".repeat(252))).is_err());
+        // Found by fuzzing: shortening must not leave a name of only dots.
+        assert!(sanitised(&format!("{}nn..j.", ".".repeat(150))).is_err());
     }
 
     #[test]

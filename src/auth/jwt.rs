@@ -52,12 +52,7 @@ impl Keys {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = 0;
-        Keys {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
-            ttl,
-        }
+        Keys { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation, ttl }
     }
 
     /// The secret from `CHAT_JWT_SECRET`, else the one kept in the data
@@ -93,17 +88,18 @@ impl Keys {
 
     /// The user id and expiry (Unix seconds) of a valid token.
     pub fn verify(&self, token: &str) -> Result<(UserId, u64), AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
-            ErrorKind::InvalidSignature => AuthError::BadSignature,
-            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
-                AuthError::BadAlgorithm
-            }
-            ErrorKind::ExpiredSignature => AuthError::Expired,
-            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-            _ => algorithm_of(token).map_or(AuthError::Malformed, |alg| {
-                if alg == "HS256" { AuthError::Malformed } else { AuthError::BadAlgorithm }
-            }),
-        })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
+                    AuthError::BadAlgorithm
+                }
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                _ => algorithm_of(token).map_or(AuthError::Malformed, |alg| {
+                    if alg == "HS256" { AuthError::Malformed } else { AuthError::BadAlgorithm }
+                }),
+            })?;
         let user = data.claims.sub.parse::<UserId>().map_err(|_| AuthError::Malformed)?;
         Ok((user, data.claims.exp))
     }
@@ -112,17 +108,13 @@ impl Keys {
 /// The `alg` of a token's header, read without trusting it.
 fn algorithm_of(token: &str) -> Option<String> {
     let header = token.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header.trim_end_matches('='))
-        .ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')).ok()?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     value.get("alg")?.as_str().map(str::to_owned)
 }
 
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(unix)]
@@ -137,6 +129,21 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
+}
+
+impl AuthError {
+    /// The `detail` text of the 401.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthError::Missing => "Not authenticated",
+            AuthError::BadSignature => "Invalid token signature",
+            AuthError::BadAlgorithm => "Invalid token algorithm",
+            AuthError::Expired => "Token has expired",
+            AuthError::NotYetValid => "Token is not valid yet",
+            AuthError::Malformed => "Invalid token",
+            AuthError::UnknownUser => "User not found",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -164,7 +171,10 @@ mod tests {
         let now = unix_now();
         let good = serde_json::json!({"sub": "1", "iat": now, "exp": now + 60});
         let secret = b"0123456789abcdef0123456789abcdef";
-        assert_eq!(k.verify(&sign(&good, Algorithm::HS256, b"another secret of enough len")), Err(AuthError::BadSignature));
+        assert_eq!(
+            k.verify(&sign(&good, Algorithm::HS256, b"another secret of enough len")),
+            Err(AuthError::BadSignature)
+        );
         assert_eq!(k.verify(&sign(&good, Algorithm::HS384, secret)), Err(AuthError::BadAlgorithm));
         let expired = serde_json::json!({"sub": "1", "iat": now - 120, "exp": now - 60});
         assert_eq!(k.verify(&sign(&expired, Algorithm::HS256, secret)), Err(AuthError::Expired));
@@ -173,11 +183,7 @@ mod tests {
         let future = serde_json::json!({"sub": "1", "iat": now, "exp": now + 600, "nbf": now + 300});
         assert_eq!(k.verify(&sign(&future, Algorithm::HS256, secret)), Err(AuthError::NotYetValid));
         let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let none = format!(
-            "{}.{}.",
-            engine.encode(br#"{"alg":"none","typ":"JWT"}"#),
-            engine.encode(good.to_string())
-        );
+        let none = format!("{}.{}.", engine.encode(br#"{"alg":"none","typ":"JWT"}"#), engine.encode(good.to_string()));
         assert_eq!(k.verify(&none), Err(AuthError::BadAlgorithm));
         assert_eq!(k.verify("garbage"), Err(AuthError::Malformed));
     }
@@ -194,21 +200,6 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(dir.path().join("jwt_secret")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
-        }
-    }
-}
-
-impl AuthError {
-    /// The `detail` text of the 401.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthError::Missing => "Not authenticated",
-            AuthError::BadSignature => "Invalid token signature",
-            AuthError::BadAlgorithm => "Invalid token algorithm",
-            AuthError::Expired => "Token has expired",
-            AuthError::NotYetValid => "Token is not valid yet",
-            AuthError::Malformed => "Invalid token",
-            AuthError::UnknownUser => "User not found",
         }
     }
 }

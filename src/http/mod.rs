@@ -29,14 +29,20 @@ pub async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Result<Respo
         Route::Found(endpoint) => (endpoint.index(), dispatch(&state, endpoint, req).await),
         Route::NotFound => (router::UNMATCHED, Err(ApiError::NotFound("Not found"))),
         Route::MethodNotAllowed { allow } => (router::UNMATCHED, Err(ApiError::MethodNotAllowed { allow })),
-        Route::BadId(name) => (router::UNMATCHED, Err(ApiError::unprocessable(format!("{name} must be a positive integer")))),
+        Route::BadId(name) => {
+            (router::UNMATCHED, Err(ApiError::unprocessable(format!("{name} must be a positive integer"))))
+        }
     };
     let response = result.unwrap_or_else(ApiError::into_response);
     state.metrics.request(metric, response.status().as_u16(), started.elapsed().as_secs_f64());
     Ok(response)
 }
 
-async fn dispatch(state: &Arc<AppState>, endpoint: Endpoint, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn dispatch(
+    state: &Arc<AppState>,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     use handlers::{auth, messages, misc, rooms};
     match endpoint {
         Endpoint::Index | Endpoint::Static => Ok(misc::static_file(state, req).await),

@@ -34,16 +34,36 @@ pub enum Endpoint {
 pub enum Route {
     Found(Endpoint),
     NotFound,
-    MethodNotAllowed { allow: &'static str },
+    MethodNotAllowed {
+        allow: &'static str,
+    },
     /// The path exists but an id in it is not a positive integer.
     BadId(&'static str),
 }
 
 /// Route names for metrics, indexed by `Endpoint::index` (then "not_found").
 pub const ROUTE_NAMES: &[&str] = &[
-    "index", "static", "healthz", "metrics", "register", "login", "me", "search_users", "list_rooms",
-    "create_room", "get_room", "messages", "mark_read", "edit_message", "delete_message", "like",
-    "unlike", "unread_count", "online_users", "websocket", "not_found",
+    "index",
+    "static",
+    "healthz",
+    "metrics",
+    "register",
+    "login",
+    "me",
+    "search_users",
+    "list_rooms",
+    "create_room",
+    "get_room",
+    "messages",
+    "mark_read",
+    "edit_message",
+    "delete_message",
+    "like",
+    "unlike",
+    "unread_count",
+    "online_users",
+    "websocket",
+    "not_found",
 ];
 
 impl Endpoint {
@@ -121,7 +141,9 @@ pub fn route(method: &Method, path: &str) -> Route {
         ["api", "auth", "me"] => get(Endpoint::Me),
         ["api", "chat", tail @ ..] => match tail {
             ["search-users"] => get(Endpoint::SearchUsers),
-            ["rooms"] => pick(method, &[(Method::GET, Endpoint::ListRooms), (Method::POST, Endpoint::CreateRoom)], "GET, POST"),
+            ["rooms"] => {
+                pick(method, &[(Method::GET, Endpoint::ListRooms), (Method::POST, Endpoint::CreateRoom)], "GET, POST")
+            }
             ["rooms", room] => match id(room, "room_id") {
                 Ok(room) => get(Endpoint::GetRoom(room)),
                 Err(bad) => bad,
@@ -135,11 +157,19 @@ pub fn route(method: &Method, path: &str) -> Route {
                 Err(bad) => bad,
             },
             ["messages", message] => match id(message, "message_id") {
-                Ok(m) => pick(method, &[(Method::PUT, Endpoint::EditMessage(m)), (Method::DELETE, Endpoint::DeleteMessage(m))], "PUT, DELETE"),
+                Ok(m) => pick(
+                    method,
+                    &[(Method::PUT, Endpoint::EditMessage(m)), (Method::DELETE, Endpoint::DeleteMessage(m))],
+                    "PUT, DELETE",
+                ),
                 Err(bad) => bad,
             },
             ["messages", message, "like"] => match id(message, "message_id") {
-                Ok(m) => pick(method, &[(Method::POST, Endpoint::Like(m)), (Method::DELETE, Endpoint::Unlike(m))], "POST, DELETE"),
+                Ok(m) => pick(
+                    method,
+                    &[(Method::POST, Endpoint::Like(m)), (Method::DELETE, Endpoint::Unlike(m))],
+                    "POST, DELETE",
+                ),
                 Err(bad) => bad,
             },
             ["unread-count"] => get(Endpoint::UnreadCount),

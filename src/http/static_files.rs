@@ -56,17 +56,10 @@ pub fn resolve(static_dir: &Path, raw_path: &str) -> Option<PathBuf> {
 /// Serves GET or HEAD of a static file. See the module documentation and
 /// SPEC 4 for the headers; 404 `{"detail":"Not found"}` for anything missing,
 /// a directory or outside the static dir.
-pub async fn serve(
-    static_dir: &Path,
-    raw_path: &str,
-    method: &Method,
-    headers: &HeaderMap,
-) -> Response<Body> {
+pub async fn serve(static_dir: &Path, raw_path: &str, method: &Method, headers: &HeaderMap) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         let mut response = json_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
     let Some(path) = resolve(static_dir, raw_path) else {
@@ -84,17 +77,10 @@ pub async fn serve(
         return not_found();
     }
     let len = metadata.len();
-    let modified = metadata
-        .modified()
-        .ok()
-        .and_then(|time| time.duration_since(UNIX_EPOCH).ok());
-    let etag = format!(
-        "\"{len:x}-{:x}\"",
-        modified.map_or(0, |since| since.as_nanos())
-    );
-    let last_modified = modified.map(|since| {
-        UtcDateTime::from_unix_secs(i64::try_from(since.as_secs()).unwrap_or(i64::MAX)).http_date()
-    });
+    let modified = metadata.modified().ok().and_then(|time| time.duration_since(UNIX_EPOCH).ok());
+    let etag = format!("\"{len:x}-{:x}\"", modified.map_or(0, |since| since.as_nanos()));
+    let last_modified = modified
+        .map(|since| UtcDateTime::from_unix_secs(i64::try_from(since.as_secs()).unwrap_or(i64::MAX)).http_date());
 
     let segments: Vec<&str> = path
         .strip_prefix(static_dir)
@@ -108,28 +94,16 @@ pub async fn serve(
         if let Some(date) = &last_modified {
             insert(out, header::LAST_MODIFIED, date);
         }
-        out.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static(kind.cache_control),
-        );
+        out.insert(header::CACHE_CONTROL, HeaderValue::from_static(kind.cache_control));
         out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        out.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        out.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(kind.content_type),
-        );
+        out.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        out.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind.content_type));
         if let Some(disposition) = &kind.disposition {
             insert(out, header::CONTENT_DISPOSITION, disposition);
         }
         if kind.stored {
             // A stored file is data, never a document of this origin.
-            out.insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static("default-src 'none'; sandbox"),
-            );
+            out.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
         }
     }
 
@@ -146,11 +120,7 @@ pub async fn serve(
         ByteRange::Whole => (0, len),
         ByteRange::Part { start, end } => {
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-            insert(
-                response.headers_mut(),
-                header::CONTENT_RANGE,
-                &format!("bytes {start}-{end}/{len}"),
-            );
+            insert(response.headers_mut(), header::CONTENT_RANGE, &format!("bytes {start}-{end}/{len}"));
             (start, end - start + 1)
         }
         ByteRange::Unsatisfiable => {
@@ -161,9 +131,7 @@ pub async fn serve(
             return response;
         }
     };
-    response
-        .headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     if method == Method::HEAD || count == 0 {
         return response;
     }
@@ -173,6 +141,30 @@ pub async fn serve(
             response
         }
         Err(error) => open_failed(&path, error),
+    }
+}
+
+/// Fuzz harness shared by `fuzz/` and `tests/fuzz_corpus.rs`: whatever
+/// `resolve` accepts lies strictly below the static dir, made of plain
+/// segments only. Panics when that breaks; nothing else may call it.
+#[doc(hidden)]
+pub fn fuzz_static_path(data: &[u8]) {
+    use std::path::Component;
+    let Ok(raw) = std::str::from_utf8(data) else {
+        return;
+    };
+    let root = Path::new("/srv/static");
+    let Some(path) = resolve(root, raw) else {
+        return;
+    };
+    let rel = path.strip_prefix(root);
+    assert!(rel.is_ok(), "{raw:?} -> {}", path.display());
+    let rel = rel.unwrap_or(Path::new(""));
+    assert!(rel.components().next().is_some(), "{raw:?} -> the root itself");
+    for component in rel.components() {
+        let plain = matches!(component, Component::Normal(part)
+            if part.to_str().is_some_and(is_plain_segment));
+        assert!(plain, "{raw:?} -> {}", path.display());
     }
 }
 
@@ -234,10 +226,7 @@ impl ContentKind {
     fn of(segments: &[&str]) -> ContentKind {
         let stored = segments.len() > 1 && segments[0] == CHAT_FILES_DIR;
         let name = segments.last().copied().unwrap_or("");
-        let ext = name
-            .rsplit_once('.')
-            .map(|(_, ext)| ext.to_ascii_lowercase())
-            .unwrap_or_default();
+        let ext = name.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).unwrap_or_default();
         let (mut content_type, mut presentation) = content_type_of(&ext);
         if stored && presentation == Presentation::ClientAsset {
             // Uploads cannot have these types; if one appears, never render it.
@@ -247,14 +236,8 @@ impl ContentKind {
         let disposition = (presentation == Presentation::Download).then(|| {
             let download = if stored { original_name(name) } else { name };
             let safe = !download.is_empty()
-                && download
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-            if safe {
-                format!("attachment; filename=\"{download}\"")
-            } else {
-                "attachment".to_owned()
-            }
+                && download.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if safe { format!("attachment; filename=\"{download}\"") } else { "attachment".to_owned() }
         });
         ContentKind {
             content_type,
@@ -284,15 +267,9 @@ fn content_type_of(ext: &str) -> (&'static str, Presentation) {
         "wasm" => ("application/wasm", ClientAsset),
         "pdf" => ("application/pdf", Download),
         "doc" => ("application/msword", Download),
-        "docx" => (
-            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-            Download,
-        ),
+        "docx" => ("application/vnd.openxmlformats-officedocument.wordprocessingml.document", Download),
         "xls" => ("application/vnd.ms-excel", Download),
-        "xlsx" => (
-            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-            Download,
-        ),
+        "xlsx" => ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", Download),
         "txt" => ("text/plain; charset=utf-8", Download),
         "zip" => ("application/zip", Download),
         "rar" => ("application/vnd.rar", Download),
@@ -307,11 +284,7 @@ fn content_type_of(ext: &str) -> (&'static str, Presentation) {
 fn original_name(stored: &str) -> &str {
     let mut parts = stored.splitn(6, '_');
     let prefix_ok = parts.next() == Some("user")
-        && (0..4).all(|_| {
-            parts
-                .next()
-                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-        });
+        && (0..4).all(|_| parts.next().is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())));
     match parts.next() {
         Some(name) if prefix_ok && !name.is_empty() => name,
         _ => stored,
@@ -372,10 +345,7 @@ fn parse_range(value: Option<&HeaderValue>, len: u64) -> ByteRange {
         return match parse_digits(last) {
             Some(0) => ByteRange::Unsatisfiable,
             Some(_) if len == 0 => ByteRange::Unsatisfiable,
-            Some(suffix) => ByteRange::Part {
-                start: len - suffix.min(len),
-                end: len - 1,
-            },
+            Some(suffix) => ByteRange::Part { start: len - suffix.min(len), end: len - 1 },
             None => ByteRange::Whole,
         };
     }
@@ -393,10 +363,7 @@ fn parse_range(value: Option<&HeaderValue>, len: u64) -> ByteRange {
     if start >= len {
         return ByteRange::Unsatisfiable;
     }
-    ByteRange::Part {
-        start,
-        end: end.map_or(len - 1, |end| end.min(len - 1)),
-    }
+    ByteRange::Part { start, end: end.map_or(len - 1, |end| end.min(len - 1)) }
 }
 
 fn parse_digits(text: &str) -> Option<u64> {
@@ -442,14 +409,8 @@ fn json_error(status: StatusCode, detail: &'static str) -> Response<Body> {
     let mut response = Response::new(body::full(text));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
 }
 
@@ -464,10 +425,7 @@ mod tests {
         let cases = [
             ("/", Some("/srv/static/index.html")),
             ("/?v=3", Some("/srv/static/index.html")),
-            (
-                "/static/chat_files/images/a.png",
-                Some("/srv/static/chat_files/images/a.png"),
-            ),
+            ("/static/chat_files/images/a.png", Some("/srv/static/chat_files/images/a.png")),
             ("/static/app.js?v=1#x", Some("/srv/static/app.js")),
             ("/static/a%20b.txt", Some("/srv/static/a b.txt")),
             ("/static/%D1%84.txt", Some("/srv/static/ф.txt")),
@@ -561,18 +519,9 @@ mod tests {
 
     #[test]
     fn stored_names_download_under_the_senders_name() {
-        assert_eq!(
-            original_name("user_7_20240101_120000_0_photo.jpg"),
-            "photo.jpg"
-        );
-        assert_eq!(
-            original_name("user_7_20240101_120000_3_a_b_1.pdf"),
-            "a_b_1.pdf"
-        );
-        assert_eq!(
-            original_name("user_x_20240101_120000_0_a.pdf"),
-            "user_x_20240101_120000_0_a.pdf"
-        );
+        assert_eq!(original_name("user_7_20240101_120000_0_photo.jpg"), "photo.jpg");
+        assert_eq!(original_name("user_7_20240101_120000_3_a_b_1.pdf"), "a_b_1.pdf");
+        assert_eq!(original_name("user_x_20240101_120000_0_a.pdf"), "user_x_20240101_120000_0_a.pdf");
         assert_eq!(original_name("report.pdf"), "report.pdf");
     }
 
@@ -598,11 +547,7 @@ mod tests {
         Site { dir, content }
     }
 
-    async fn get(
-        site: &Site,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> (StatusCode, HeaderMap, Vec<u8>) {
+    async fn get(site: &Site, path: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Vec<u8>) {
         request(site, Method::GET, path, headers).await
     }
 
@@ -614,10 +559,7 @@ mod tests {
     ) -> (StatusCode, HeaderMap, Vec<u8>) {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
+            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
         }
         let response = serve(site.dir.path(), path, &method, &map).await;
         let (parts, body) = response.into_parts();
@@ -632,12 +574,7 @@ mod tests {
     #[tokio::test]
     async fn an_image_is_served_whole_with_validators_and_inline() {
         let site = site();
-        let (status, headers, body) = get(
-            &site,
-            "/static/chat_files/images/user_1_20240101_120000_0_a.png",
-            &[],
-        )
-        .await;
+        let (status, headers, body) = get(&site, "/static/chat_files/images/user_1_20240101_120000_0_a.png", &[]).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, site.content);
         assert_eq!(header(&headers, "content-type"), Some("image/png"));
@@ -657,12 +594,7 @@ mod tests {
         let path = "/static/chat_files/images/user_1_20240101_120000_0_a.png";
         let (_, headers, _) = get(&site, path, &[]).await;
         let etag = header(&headers, "etag").unwrap().to_owned();
-        for value in [
-            etag.clone(),
-            format!("W/{etag}"),
-            format!("\"other\", {etag}"),
-            "*".to_owned(),
-        ] {
+        for value in [etag.clone(), format!("W/{etag}"), format!("\"other\", {etag}"), "*".to_owned()] {
             let (status, headers, body) = get(&site, path, &[("if-none-match", &value)]).await;
             assert_eq!(status, StatusCode::NOT_MODIFIED, "{value}");
             assert!(body.is_empty());
@@ -680,19 +612,13 @@ mod tests {
         let (status, headers, body) = get(&site, path, &[("range", "bytes=100-199")]).await;
         assert_eq!(status, StatusCode::PARTIAL_CONTENT);
         assert_eq!(body, &site.content[100..200]);
-        assert_eq!(
-            header(&headers, "content-range"),
-            Some("bytes 100-199/200000")
-        );
+        assert_eq!(header(&headers, "content-range"), Some("bytes 100-199/200000"));
         assert_eq!(header(&headers, "content-length"), Some("100"));
 
         let (status, headers, body) = get(&site, path, &[("range", "bytes=-10")]).await;
         assert_eq!(status, StatusCode::PARTIAL_CONTENT);
         assert_eq!(body, &site.content[199_990..]);
-        assert_eq!(
-            header(&headers, "content-range"),
-            Some("bytes 199990-199999/200000")
-        );
+        assert_eq!(header(&headers, "content-range"), Some("bytes 199990-199999/200000"));
 
         let (status, _, body) = get(&site, path, &[("range", "bytes=70000-")]).await;
         assert_eq!(status, StatusCode::PARTIAL_CONTENT);
@@ -708,18 +634,12 @@ mod tests {
         assert_eq!(body.len(), 200_000);
 
         // If-Range naming another version: the whole, current file.
-        let (status, _, body) = get(
-            &site,
-            path,
-            &[("range", "bytes=0-9"), ("if-range", "\"old\"")],
-        )
-        .await;
+        let (status, _, body) = get(&site, path, &[("range", "bytes=0-9"), ("if-range", "\"old\"")]).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body.len(), 200_000);
         let (_, headers, _) = get(&site, path, &[]).await;
         let etag = header(&headers, "etag").unwrap().to_owned();
-        let (status, _, body) =
-            get(&site, path, &[("range", "bytes=0-9"), ("if-range", &etag)]).await;
+        let (status, _, body) = get(&site, path, &[("range", "bytes=0-9"), ("if-range", &etag)]).await;
         assert_eq!(status, StatusCode::PARTIAL_CONTENT);
         assert_eq!(body.len(), 10);
     }
@@ -740,60 +660,30 @@ mod tests {
     #[tokio::test]
     async fn non_images_download_and_client_assets_render() {
         let site = site();
-        let (status, headers, _) = get(
-            &site,
-            "/static/chat_files/files/user_1_20240101_120000_0_doc.pdf",
-            &[],
-        )
-        .await;
+        let (status, headers, _) = get(&site, "/static/chat_files/files/user_1_20240101_120000_0_doc.pdf", &[]).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(header(&headers, "content-type"), Some("application/pdf"));
-        assert_eq!(
-            header(&headers, "content-disposition"),
-            Some("attachment; filename=\"doc.pdf\"")
-        );
+        assert_eq!(header(&headers, "content-disposition"), Some("attachment; filename=\"doc.pdf\""));
 
         let (_, headers, _) = get(&site, "/static/chat_files/files/evil.html", &[]).await;
-        assert_eq!(
-            header(&headers, "content-type"),
-            Some("application/octet-stream")
-        );
-        assert_eq!(
-            header(&headers, "content-disposition"),
-            Some("attachment; filename=\"evil.html\"")
-        );
-        assert!(
-            header(&headers, "content-security-policy")
-                .unwrap()
-                .contains("sandbox")
-        );
+        assert_eq!(header(&headers, "content-type"), Some("application/octet-stream"));
+        assert_eq!(header(&headers, "content-disposition"), Some("attachment; filename=\"evil.html\""));
+        assert!(header(&headers, "content-security-policy").unwrap().contains("sandbox"));
 
         let (status, headers, body) = get(&site, "/", &[]).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, b"<!doctype html>");
-        assert_eq!(
-            header(&headers, "content-type"),
-            Some("text/html; charset=utf-8")
-        );
+        assert_eq!(header(&headers, "content-type"), Some("text/html; charset=utf-8"));
         assert_eq!(header(&headers, "content-disposition"), None);
         assert_eq!(header(&headers, "cache-control"), Some(CACHE_CLIENT));
 
         let (_, headers, _) = get(&site, "/static/app.js", &[]).await;
-        assert_eq!(
-            header(&headers, "content-type"),
-            Some("text/javascript; charset=utf-8")
-        );
+        assert_eq!(header(&headers, "content-type"), Some("text/javascript; charset=utf-8"));
         assert_eq!(header(&headers, "content-disposition"), None);
 
         let (_, headers, _) = get(&site, "/static/notes.bin", &[]).await;
-        assert_eq!(
-            header(&headers, "content-type"),
-            Some("application/octet-stream")
-        );
-        assert_eq!(
-            header(&headers, "content-disposition"),
-            Some("attachment; filename=\"notes.bin\"")
-        );
+        assert_eq!(header(&headers, "content-type"), Some("application/octet-stream"));
+        assert_eq!(header(&headers, "content-disposition"), Some("attachment; filename=\"notes.bin\""));
     }
 
     #[tokio::test]

@@ -27,7 +27,8 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Result<Respons
 /// The request body, at most `limit` bytes (413 beyond).
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<(HeaderMap, Bytes), ApiError> {
     let (parts, incoming) = req.into_parts();
-    if let Some(length) = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+    if let Some(length) =
+        parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
         && length > limit as u64
     {
         return Err(ApiError::PayloadTooLarge);

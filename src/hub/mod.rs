@@ -35,8 +35,14 @@ pub struct ConnectionEntry {
 }
 
 enum ShardCommand {
-    Register { user: UserId, entry: ConnectionEntry },
-    Unregister { user: UserId, conn: ConnId },
+    Register {
+        user: UserId,
+        entry: ConnectionEntry,
+    },
+    Unregister {
+        user: UserId,
+        conn: ConnId,
+    },
     Deliver(Envelope),
     /// Frames straight to the connections of one user (no database involved).
     Shutdown,

@@ -13,13 +13,7 @@ const USER_COLS: &str = "u.id, u.name, u.email, u.avatar_url, COALESCE(p.is_onli
 const USER_FROM: &str = "users u LEFT JOIN user_presence p ON p.user_id = u.id";
 
 fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
-    Ok(User {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        email: row.get(2)?,
-        avatar_url: row.get(3)?,
-        is_online: row.get(4)?,
-    })
+    Ok(User { id: row.get(0)?, name: row.get(1)?, email: row.get(2)?, avatar_url: row.get(3)?, is_online: row.get(4)? })
 }
 
 pub fn user_by_id(conn: &Connection, id: UserId) -> Result<Option<User>, StoreError> {
@@ -29,17 +23,19 @@ pub fn user_by_id(conn: &Connection, id: UserId) -> Result<Option<User>, StoreEr
 
 /// The user and its password hash, for login.
 pub fn user_by_email(conn: &Connection, email: &str) -> Result<Option<(User, String)>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {USER_COLS}, u.password_hash FROM {USER_FROM} WHERE u.email = ?1"
-    ))?;
-    Ok(stmt
-        .query_row([email], |row| Ok((user_from_row(row)?, row.get(5)?)))
-        .optional()?)
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {USER_COLS}, u.password_hash FROM {USER_FROM} WHERE u.email = ?1"))?;
+    Ok(stmt.query_row([email], |row| Ok((user_from_row(row)?, row.get(5)?))).optional()?)
 }
 
 /// Case-insensitive substring match on email (emails are stored lower-case),
 /// the caller excluded, ordered by email. Walks the email index, not the table.
-pub fn search_users(conn: &Connection, caller: UserId, needle: &str, limit: u32) -> Result<(Vec<User>, i64), StoreError> {
+pub fn search_users(
+    conn: &Connection,
+    caller: UserId,
+    needle: &str,
+    limit: u32,
+) -> Result<(Vec<User>, i64), StoreError> {
     let needle = needle.trim().to_lowercase();
     let total: i64 = conn
         .prepare_cached("SELECT count(*) FROM users WHERE instr(email, ?1) > 0 AND id != ?2")?
@@ -47,9 +43,7 @@ pub fn search_users(conn: &Connection, caller: UserId, needle: &str, limit: u32)
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {USER_COLS} FROM {USER_FROM} WHERE instr(u.email, ?1) > 0 AND u.id != ?2 ORDER BY u.email LIMIT ?3"
     ))?;
-    let users = stmt
-        .query_map(params![needle, caller, limit], user_from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
+    let users = stmt.query_map(params![needle, caller, limit], user_from_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok((users, total))
 }
 
@@ -213,7 +207,12 @@ pub struct MessagePage {
 }
 
 /// None when the room does not exist or `viewer` is not in it.
-pub fn messages_page(conn: &Connection, viewer: UserId, room_id: RoomId, query: PageQuery) -> Result<Option<MessagePage>, StoreError> {
+pub fn messages_page(
+    conn: &Connection,
+    viewer: UserId,
+    room_id: RoomId,
+    query: PageQuery,
+) -> Result<Option<MessagePage>, StoreError> {
     if !is_participant(conn, room_id, viewer)? {
         return Ok(None);
     }
@@ -223,15 +222,15 @@ pub fn messages_page(conn: &Connection, viewer: UserId, room_id: RoomId, query: 
     let people = people_map(participants(conn, room_id)?);
     let collect = |sql: &str, a: i64, b: i64| -> Result<Vec<MessageRow>, StoreError> {
         let mut stmt = conn.prepare_cached(sql)?;
-        Ok(stmt
-            .query_map(params![viewer, room_id, a, b], message_from_row)?
-            .collect::<Result<Vec<_>, _>>()?)
+        Ok(stmt.query_map(params![viewer, room_id, a, b], message_from_row)?.collect::<Result<Vec<_>, _>>()?)
     };
     let page = match query {
         PageQuery::Page { page, per_page } => {
             let offset = i64::from(page - 1) * i64::from(per_page);
             let mut rows = collect(
-                &format!("SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.room_id = ?2 ORDER BY m.id DESC LIMIT ?3 OFFSET ?4"),
+                &format!(
+                    "SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.room_id = ?2 ORDER BY m.id DESC LIMIT ?3 OFFSET ?4"
+                ),
                 i64::from(per_page),
                 offset,
             )?;
@@ -248,7 +247,9 @@ pub fn messages_page(conn: &Connection, viewer: UserId, room_id: RoomId, query: 
         }
         PageQuery::Before { id, limit } => {
             let mut rows = collect(
-                &format!("SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.room_id = ?2 AND m.id < ?3 ORDER BY m.id DESC LIMIT ?4"),
+                &format!(
+                    "SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.room_id = ?2 AND m.id < ?3 ORDER BY m.id DESC LIMIT ?4"
+                ),
                 id,
                 i64::from(limit) + 1,
             )?;
@@ -259,7 +260,9 @@ pub fn messages_page(conn: &Connection, viewer: UserId, room_id: RoomId, query: 
         }
         PageQuery::After { id, limit } => {
             let mut rows = collect(
-                &format!("SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.room_id = ?2 AND m.id > ?3 ORDER BY m.id ASC LIMIT ?4"),
+                &format!(
+                    "SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.room_id = ?2 AND m.id > ?3 ORDER BY m.id ASC LIMIT ?4"
+                ),
                 id,
                 i64::from(limit) + 1,
             )?;
@@ -271,7 +274,13 @@ pub fn messages_page(conn: &Connection, viewer: UserId, room_id: RoomId, query: 
     Ok(Some(page))
 }
 
-fn keyset_page(rows: Vec<MessageRow>, people: &HashMap<UserId, User>, total: i64, has_more: bool, limit: u32) -> MessagePage {
+fn keyset_page(
+    rows: Vec<MessageRow>,
+    people: &HashMap<UserId, User>,
+    total: i64,
+    has_more: bool,
+    limit: u32,
+) -> MessagePage {
     MessagePage {
         messages: rows.into_iter().map(|r| r.into_message(people)).collect(),
         total,
@@ -317,10 +326,8 @@ fn room_of(conn: &Connection, viewer: UserId, room_id: RoomId) -> Result<Option<
     let mut last = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.room_id = ?2 ORDER BY m.id DESC LIMIT 1"
     ))?;
-    room.last_message = last
-        .query_row(params![viewer, room_id], message_from_row)
-        .optional()?
-        .map(|row| row.into_message(&people));
+    room.last_message =
+        last.query_row(params![viewer, room_id], message_from_row).optional()?.map(|row| row.into_message(&people));
     if let Some((m, _)) = &room.last_message {
         room.updated_at = room.updated_at.max(m.created_at);
     }

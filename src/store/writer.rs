@@ -56,7 +56,7 @@ pub enum SendOutcome {
     /// Stored now; the hub delivers the echo.
     Stored(MessageId),
     /// The sender used this `local_temp_id` before: the original message.
-    Duplicate(Message),
+    Duplicate(Box<Message>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,13 +70,38 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Command {
     Register(NewUser, Reply<User>),
-    CreateRoom { creator: UserId, other: UserId, reply: Reply<(RoomId, bool)> },
+    CreateRoom {
+        creator: UserId,
+        other: UserId,
+        reply: Reply<(RoomId, bool)>,
+    },
     Send(Box<NewMessage>, Reply<SendOutcome>),
-    Edit { user: UserId, id: MessageId, content: String, reply: Reply<(Message, bool)> },
-    Delete { user: UserId, id: MessageId, reply: Reply<(Message, bool, Vec<String>)> },
-    Like { user: UserId, id: MessageId, like: bool, reply: Reply<LikeState> },
-    MarkRead { user: UserId, room_id: RoomId, reply: Reply<i64> },
-    Presence { user: UserId, online: bool },
+    Edit {
+        user: UserId,
+        id: MessageId,
+        content: String,
+        reply: Reply<(Message, bool)>,
+    },
+    Delete {
+        user: UserId,
+        id: MessageId,
+        reply: Reply<(Message, bool, Vec<String>)>,
+    },
+    Like {
+        user: UserId,
+        id: MessageId,
+        like: bool,
+        reply: Reply<LikeState>,
+    },
+    MarkRead {
+        user: UserId,
+        room_id: RoomId,
+        reply: Reply<i64>,
+    },
+    Presence {
+        user: UserId,
+        online: bool,
+    },
     /// Answers once everything queued before it is committed and published.
     Barrier(Reply<()>),
     Shutdown(oneshot::Sender<()>),
@@ -124,12 +149,12 @@ impl WriterHandle {
 
     /// Queues a message and returns the receiver of its outcome at once, so a
     /// connection can keep reading while the writer works.
-    pub async fn submit_message(&self, message: NewMessage) -> Result<oneshot::Receiver<Result<SendOutcome, StoreError>>, StoreError> {
+    pub async fn submit_message(
+        &self,
+        message: NewMessage,
+    ) -> Result<oneshot::Receiver<Result<SendOutcome, StoreError>>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Command::Send(Box::new(message), reply))
-            .await
-            .map_err(|_| StoreError::Unavailable)?;
+        self.tx.send(Command::Send(Box::new(message), reply)).await.map_err(|_| StoreError::Unavailable)?;
         Ok(answer)
     }
 
@@ -153,10 +178,7 @@ impl WriterHandle {
 
     /// Presence changes come from the hub; they need no answer.
     pub async fn presence(&self, user: UserId, online: bool) -> Result<(), StoreError> {
-        self.tx
-            .send(Command::Presence { user, online })
-            .await
-            .map_err(|_| StoreError::Unavailable)
+        self.tx.send(Command::Presence { user, online }).await.map_err(|_| StoreError::Unavailable)
     }
 
     /// Waits until everything queued before this call is committed and its
@@ -392,7 +414,12 @@ fn room_members(tx: &Connection, cache: &mut Cache, room_id: RoomId) -> Result<O
 }
 
 /// The other participant, if `user` is in the room.
-fn other_member(tx: &Connection, cache: &mut Cache, room_id: RoomId, user: UserId) -> Result<Option<UserId>, StoreError> {
+fn other_member(
+    tx: &Connection,
+    cache: &mut Cache,
+    room_id: RoomId,
+    user: UserId,
+) -> Result<Option<UserId>, StoreError> {
     Ok(room_members(tx, cache, room_id)?.and_then(|[a, b]| match user {
         u if u == a => Some(b),
         u if u == b => Some(a),
@@ -400,7 +427,12 @@ fn other_member(tx: &Connection, cache: &mut Cache, room_id: RoomId, user: UserI
     }))
 }
 
-fn create_room(tx: &Connection, cache: &mut Cache, creator: UserId, other: UserId) -> Result<(RoomId, bool), StoreError> {
+fn create_room(
+    tx: &Connection,
+    cache: &mut Cache,
+    creator: UserId,
+    other: UserId,
+) -> Result<(RoomId, bool), StoreError> {
     if creator == other {
         return Err(StoreError::Invalid("Cannot create a room with yourself"));
     }
@@ -417,13 +449,13 @@ fn create_room(tx: &Connection, cache: &mut Cache, creator: UserId, other: UserI
         )?
         .execute(params![creator, now, key])?;
     if inserted == 0 {
-        let id = tx
-            .prepare_cached("SELECT id FROM chat_rooms WHERE direct_key = ?1")?
-            .query_row([&key], |r| r.get(0))?;
+        let id =
+            tx.prepare_cached("SELECT id FROM chat_rooms WHERE direct_key = ?1")?.query_row([&key], |r| r.get(0))?;
         return Ok((id, false));
     }
     let room_id = tx.last_insert_rowid();
-    let mut add = tx.prepare_cached("INSERT INTO chat_participants (room_id, user_id, joined_at) VALUES (?1, ?2, ?3)")?;
+    let mut add =
+        tx.prepare_cached("INSERT INTO chat_participants (room_id, user_id, joined_at) VALUES (?1, ?2, ?3)")?;
     add.execute(params![room_id, low, now])?;
     add.execute(params![room_id, high, now])?;
     cache.rooms.insert(room_id, [low, high]);
@@ -438,11 +470,16 @@ fn message_from(tx: &Connection, cache: &mut Cache, row: MessageRow) -> Result<(
     Ok(row.into_message(&people))
 }
 
-fn send_message(tx: &Connection, cache: &mut Cache, m: NewMessage, events: &mut Vec<Envelope>) -> Result<SendOutcome, StoreError> {
+fn send_message(
+    tx: &Connection,
+    cache: &mut Cache,
+    m: NewMessage,
+    events: &mut Vec<Envelope>,
+) -> Result<SendOutcome, StoreError> {
     if let Some(temp_id) = &m.local_temp_id
         && let Some(row) = reads::message_by_temp_id(tx, m.sender, temp_id)?
     {
-        return Ok(SendOutcome::Duplicate(message_from(tx, cache, row)?.0));
+        return Ok(SendOutcome::Duplicate(Box::new(message_from(tx, cache, row)?.0)));
     }
     let Some(receiver) = other_member(tx, cache, m.room_id, m.sender)? else {
         return Err(StoreError::NotFound("Room not found"));
@@ -451,7 +488,9 @@ fn send_message(tx: &Connection, cache: &mut Cache, m: NewMessage, events: &mut 
         return Err(StoreError::Invalid("receiver_id is not the other participant of this room"));
     }
     let files_json = match &m.files {
-        Some(files) => Some(serde_json::to_string(files).map_err(|_| StoreError::Invalid("files_data cannot be stored"))?),
+        Some(files) => {
+            Some(serde_json::to_string(files).map_err(|_| StoreError::Invalid("files_data cannot be stored"))?)
+        }
         None => None,
     };
     let first = m.files.as_ref().and_then(|f| f.first());
@@ -498,7 +537,12 @@ fn send_message(tx: &Connection, cache: &mut Cache, m: NewMessage, events: &mut 
 }
 
 /// The message `user` may act on, with the room's other member.
-fn visible_message(tx: &Connection, cache: &mut Cache, user: UserId, id: MessageId) -> Result<(MessageRow, UserId), StoreError> {
+fn visible_message(
+    tx: &Connection,
+    cache: &mut Cache,
+    user: UserId,
+    id: MessageId,
+) -> Result<(MessageRow, UserId), StoreError> {
     let row = reads::message_row(tx, user, id)?.ok_or(StoreError::NotFound("Message not found"))?;
     let other = other_member(tx, cache, row.room_id, user)?.ok_or(StoreError::NotFound("Message not found"))?;
     Ok((row, other))
@@ -509,7 +553,14 @@ fn likers(tx: &Connection, id: MessageId) -> Result<Vec<UserId>, StoreError> {
     Ok(stmt.query_map([id], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?)
 }
 
-fn edit(tx: &Connection, cache: &mut Cache, user: UserId, id: MessageId, content: String, events: &mut Vec<Envelope>) -> Result<(Message, bool), StoreError> {
+fn edit(
+    tx: &Connection,
+    cache: &mut Cache,
+    user: UserId,
+    id: MessageId,
+    content: String,
+    events: &mut Vec<Envelope>,
+) -> Result<(Message, bool), StoreError> {
     let (row, other) = visible_message(tx, cache, user, id)?;
     if row.sender_id != user {
         return Err(StoreError::Forbidden("Only the sender can edit this message"));
@@ -533,7 +584,13 @@ fn edit(tx: &Connection, cache: &mut Cache, user: UserId, id: MessageId, content
     Ok((message, liked))
 }
 
-fn delete(tx: &Connection, cache: &mut Cache, user: UserId, id: MessageId, events: &mut Vec<Envelope>) -> Result<(Message, bool, Vec<String>), StoreError> {
+fn delete(
+    tx: &Connection,
+    cache: &mut Cache,
+    user: UserId,
+    id: MessageId,
+    events: &mut Vec<Envelope>,
+) -> Result<(Message, bool, Vec<String>), StoreError> {
     let (row, other) = visible_message(tx, cache, user, id)?;
     if row.sender_id != user {
         return Err(StoreError::Forbidden("Only the sender can delete this message"));
@@ -559,14 +616,23 @@ fn delete(tx: &Connection, cache: &mut Cache, user: UserId, id: MessageId, event
     Ok((message, liked, if already { Vec::new() } else { files }))
 }
 
-fn like_message(tx: &Connection, cache: &mut Cache, user: UserId, id: MessageId, like: bool, events: &mut Vec<Envelope>) -> Result<LikeState, StoreError> {
+fn like_message(
+    tx: &Connection,
+    cache: &mut Cache,
+    user: UserId,
+    id: MessageId,
+    like: bool,
+    events: &mut Vec<Envelope>,
+) -> Result<LikeState, StoreError> {
     let (row, other) = visible_message(tx, cache, user, id)?;
     if like && row.is_deleted {
         return Err(StoreError::Invalid("Cannot like a deleted message"));
     }
     let changed = if like {
-        tx.prepare_cached("INSERT INTO message_likes (message_id, user_id, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")?
-            .execute(params![id, user, now_ms()])?
+        tx.prepare_cached(
+            "INSERT INTO message_likes (message_id, user_id, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![id, user, now_ms()])?
     } else {
         tx.prepare_cached("DELETE FROM message_likes WHERE message_id = ?1 AND user_id = ?2")?
             .execute(params![id, user])?
@@ -585,7 +651,13 @@ fn like_message(tx: &Connection, cache: &mut Cache, user: UserId, id: MessageId,
     Ok(LikeState { id, is_liked: like, like_count })
 }
 
-fn mark_read(tx: &Connection, cache: &mut Cache, user: UserId, room_id: RoomId, events: &mut Vec<Envelope>) -> Result<i64, StoreError> {
+fn mark_read(
+    tx: &Connection,
+    cache: &mut Cache,
+    user: UserId,
+    room_id: RoomId,
+    events: &mut Vec<Envelope>,
+) -> Result<i64, StoreError> {
     let Some(other) = other_member(tx, cache, room_id, user)? else {
         return Err(StoreError::NotFound("Room not found"));
     };
@@ -601,7 +673,13 @@ fn mark_read(tx: &Connection, cache: &mut Cache, user: UserId, room_id: RoomId, 
     Ok(marked as i64)
 }
 
-fn presence(tx: &Connection, cache: &mut Cache, user: UserId, online: bool, events: &mut Vec<Envelope>) -> Result<(), StoreError> {
+fn presence(
+    tx: &Connection,
+    cache: &mut Cache,
+    user: UserId,
+    online: bool,
+    events: &mut Vec<Envelope>,
+) -> Result<(), StoreError> {
     let Some(mut stored) = cached_user(tx, cache, user)? else { return Ok(()) };
     tx.prepare_cached(
         "INSERT INTO user_presence (user_id, is_online, last_seen) VALUES (?1, ?2, ?3)
@@ -620,7 +698,5 @@ fn presence(tx: &Connection, cache: &mut Cache, user: UserId, online: bool, even
 
 /// The last time a user was seen, for tests and tools.
 pub fn last_seen(conn: &Connection, user: UserId) -> Result<Option<i64>, StoreError> {
-    Ok(conn
-        .query_row("SELECT last_seen FROM user_presence WHERE user_id = ?1", [user], |r| r.get(0))
-        .optional()?)
+    Ok(conn.query_row("SELECT last_seen FROM user_presence WHERE user_id = ?1", [user], |r| r.get(0)).optional()?)
 }

@@ -134,18 +134,17 @@ async fn write_loop(
             ending = &mut end => break ending.unwrap_or(Ending::Gone),
             frame = outbox.recv() => {
                 let Some(frame) = frame else { break Ending::Gone };
-                if sink.feed(WsMessage::Text(frame)).await.is_err() {
-                    break Ending::Gone;
-                }
-                // Batch whatever else is queued into one flush.
-                let mut failed = false;
-                while let Ok(frame) = outbox.try_recv() {
-                    if sink.feed(WsMessage::Text(frame)).await.is_err() {
-                        failed = true;
-                        break;
+                // A peer that accepts no bytes for the idle timeout is gone.
+                let written = tokio::time::timeout(timers.idle_timeout, async {
+                    sink.feed(WsMessage::Text(frame)).await?;
+                    // Batch whatever else is queued into one flush.
+                    while let Ok(frame) = outbox.try_recv() {
+                        sink.feed(WsMessage::Text(frame)).await?;
                     }
-                }
-                if failed || sink.flush().await.is_err() {
+                    sink.flush().await
+                })
+                .await;
+                if !matches!(written, Ok(Ok(()))) {
                     break Ending::Gone;
                 }
             }
@@ -404,7 +403,12 @@ impl Reader {
 
     /// Validates, decodes and stores every file of a message on a blocking
     /// thread, reading base64 straight out of the frame.
-    async fn store_files(&self, frame: &Utf8Bytes, kind: MessageType, files: Vec<FileIn<'_>>) -> Result<Vec<StoredFile>, String> {
+    async fn store_files(
+        &self,
+        frame: &Utf8Bytes,
+        kind: MessageType,
+        files: Vec<FileIn<'_>>,
+    ) -> Result<Vec<StoredFile>, String> {
         let kind = match kind {
             MessageType::Image => FileMessageKind::Image,
             MessageType::Voice => FileMessageKind::Voice,
@@ -417,7 +421,9 @@ impl Reader {
             .into_iter()
             .map(|f| {
                 let data = match f.file_data {
-                    std::borrow::Cow::Borrowed(s) if (s.as_ptr() as usize) >= base && (s.as_ptr() as usize) + s.len() <= end => {
+                    std::borrow::Cow::Borrowed(s)
+                        if (s.as_ptr() as usize) >= base && (s.as_ptr() as usize) + s.len() <= end =>
+                    {
                         let start = s.as_ptr() as usize - base;
                         FileData::InFrame(start..start + s.len())
                     }
@@ -450,7 +456,12 @@ impl Reader {
                     duration: j.duration,
                 })
                 .collect();
-            attach::store_files(&static_dir, user, now_ms(), kind, &incoming).map_err(|e| e.to_string())
+            attach::store_files(&static_dir, user, now_ms(), kind, &incoming).map_err(|e| {
+                if e.is_server_error() {
+                    tracing::warn!(error = ?e, "could not store an attachment");
+                }
+                e.to_string()
+            })
         })
         .await
         .map_err(|e| format!("could not store the files: {e}"))?
@@ -489,7 +500,9 @@ async fn remove_files(state: &AppState, paths: Vec<String>) {
 /// The text of an `error` frame for a store failure (internal causes are logged, not sent).
 fn store_message(e: &StoreError) -> String {
     match e {
-        StoreError::NotFound(m) | StoreError::Conflict(m) | StoreError::Invalid(m) | StoreError::Forbidden(m) => (*m).to_owned(),
+        StoreError::NotFound(m) | StoreError::Conflict(m) | StoreError::Invalid(m) | StoreError::Forbidden(m) => {
+            (*m).to_owned()
+        }
         StoreError::Unavailable => "Server is shutting down".to_owned(),
         other => {
             tracing::warn!(error = %other, "send failed");

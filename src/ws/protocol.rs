@@ -143,14 +143,11 @@ pub fn parse(frame: &str) -> Result<ClientCommand<'_>, ProtocolError> {
 }
 
 fn parse_send(data: Option<&str>) -> Result<ClientCommand<'_>, ProtocolError> {
-    let temp_id = data
-        .and_then(|d| serde_json::from_str::<TempIdOnly<'_>>(d).ok())
-        .and_then(|t| t.local_temp_id);
+    let temp_id = data.and_then(|d| serde_json::from_str::<TempIdOnly<'_>>(d).ok()).and_then(|t| t.local_temp_id);
     let temp = temp_id.as_deref();
     let d: SendData<'_> = fields(data, "send_message", temp)?;
-    let message_type = MessageType::parse(&d.message_type).ok_or_else(|| {
-        ProtocolError::new("message_type must be one of: text, image, file, voice", temp)
-    })?;
+    let message_type = MessageType::parse(&d.message_type)
+        .ok_or_else(|| ProtocolError::new("message_type must be one of: text, image, file, voice", temp))?;
     if let Some(id) = &d.local_temp_id
         && (id.is_empty() || id.len() > MAX_TEMP_ID_BYTES)
     {
@@ -170,7 +167,10 @@ fn parse_send(data: Option<&str>) -> Result<ClientCommand<'_>, ProtocolError> {
             return Err(ProtocolError::new("Message content is empty", temp));
         }
     } else if files.is_empty() {
-        return Err(ProtocolError::new(format!("A {} message needs 1..{MAX_FILES} files in files_data", message_type.as_str()), temp));
+        return Err(ProtocolError::new(
+            format!("A {} message needs 1..{MAX_FILES} files in files_data", message_type.as_str()),
+            temp,
+        ));
     } else if files.len() > MAX_FILES {
         return Err(ProtocolError::new(format!("Too many files: at most {MAX_FILES} per message"), temp));
     }
@@ -224,12 +224,21 @@ mod tests {
         let send = parse(r#"{"type":"send_message","data":{"room_id":1,"receiver_id":2,"message_type":"text","content":"hi","local_temp_id":"t1"}}"#).unwrap();
         let ClientCommand::SendMessage(m) = send else { panic!("not a send") };
         assert_eq!((m.room_id, m.receiver_id, m.message_type), (Some(1), Some(2), MessageType::Text));
-        assert!(matches!(m.content, Cow::Borrowed("hi")));
+        assert_eq!(m.content, "hi");
         assert_eq!(m.local_temp_id.as_deref(), Some("t1"));
-        assert_eq!(parse(r#"{"type":"typing","data":{"room_id":3,"is_typing":true}}"#).unwrap(), ClientCommand::Typing { room_id: Some(3), is_typing: true });
-        assert_eq!(parse(r#"{"type":"join_room","data":{"room_id":3}}"#).unwrap(), ClientCommand::JoinRoom { room_id: 3 });
+        assert_eq!(
+            parse(r#"{"type":"typing","data":{"room_id":3,"is_typing":true}}"#).unwrap(),
+            ClientCommand::Typing { room_id: Some(3), is_typing: true }
+        );
+        assert_eq!(
+            parse(r#"{"type":"join_room","data":{"room_id":3}}"#).unwrap(),
+            ClientCommand::JoinRoom { room_id: 3 }
+        );
         assert_eq!(parse(r#"{"type":"leave_room"}"#).unwrap(), ClientCommand::LeaveRoom);
-        assert_eq!(parse(r#"{"type":"mark_read","data":{"room_id":4}}"#).unwrap(), ClientCommand::MarkRead { room_id: Some(4) });
+        assert_eq!(
+            parse(r#"{"type":"mark_read","data":{"room_id":4}}"#).unwrap(),
+            ClientCommand::MarkRead { room_id: Some(4) }
+        );
         assert_eq!(parse(r#"{"type":"ping","extra":1}"#).unwrap(), ClientCommand::Ping);
     }
 
@@ -247,17 +256,34 @@ mod tests {
         assert!(err("not json").message.starts_with("Invalid message"));
         assert!(err(r#"{"type":"dance"}"#).message.starts_with("Unknown message type"));
         assert!(err(r#"{"data":{}}"#).message.contains("type"));
-        let e = err(r#"{"type":"send_message","data":{"room_id":"x","message_type":"text","content":"a","local_temp_id":"t9"}}"#);
+        let e = err(
+            r#"{"type":"send_message","data":{"room_id":"x","message_type":"text","content":"a","local_temp_id":"t9"}}"#,
+        );
         assert_eq!(e.local_temp_id.as_deref(), Some("t9"));
-        let e = err(r#"{"type":"send_message","data":{"room_id":1,"message_type":"text","content":"   ","local_temp_id":"t8"}}"#);
+        let e = err(
+            r#"{"type":"send_message","data":{"room_id":1,"message_type":"text","content":"   ","local_temp_id":"t8"}}"#,
+        );
         assert_eq!((e.message.as_str(), e.local_temp_id.as_deref()), ("Message content is empty", Some("t8")));
         let long = "é".repeat(MAX_TEXT_CHARS + 1);
-        let e = err(&format!(r#"{{"type":"send_message","data":{{"room_id":1,"message_type":"text","content":"{long}"}}}}"#));
+        let e = err(&format!(
+            r#"{{"type":"send_message","data":{{"room_id":1,"message_type":"text","content":"{long}"}}}}"#
+        ));
         assert!(e.message.starts_with("Message too long"));
         let exact = "é".repeat(MAX_TEXT_CHARS);
-        assert!(parse(&format!(r#"{{"type":"send_message","data":{{"room_id":1,"message_type":"text","content":"{exact}"}}}}"#)).is_ok());
-        assert!(err(r#"{"type":"send_message","data":{"room_id":1,"message_type":"video","content":"a"}}"#).message.contains("message_type"));
-        assert!(err(r#"{"type":"send_message","data":{"room_id":1,"message_type":"image"}}"#).message.contains("files"));
+        assert!(
+            parse(&format!(
+                r#"{{"type":"send_message","data":{{"room_id":1,"message_type":"text","content":"{exact}"}}}}"#
+            ))
+            .is_ok()
+        );
+        assert!(
+            err(r#"{"type":"send_message","data":{"room_id":1,"message_type":"video","content":"a"}}"#)
+                .message
+                .contains("message_type")
+        );
+        assert!(
+            err(r#"{"type":"send_message","data":{"room_id":1,"message_type":"image"}}"#).message.contains("files")
+        );
         assert!(err(r#"{"type":"typing","data":{"room_id":1}}"#).message.contains("is_typing"));
         assert!(err(r#"{"type":"join_room"}"#).message.contains("data"));
     }

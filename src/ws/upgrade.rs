@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, HeaderValue, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE};
+use hyper::header::{
+    CONNECTION, HeaderValue, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
@@ -60,12 +62,9 @@ pub async fn upgrade(state: &Arc<AppState>, mut req: Request<Incoming>) -> Resul
     }
     let key = req.headers().get(SEC_WEBSOCKET_KEY).cloned();
     let version_ok = req.headers().get(SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
-    let (Some(key), true, true, true) = (
-        key,
-        version_ok,
-        header_has(&req, UPGRADE, "websocket"),
-        header_has(&req, CONNECTION, "upgrade"),
-    ) else {
+    let (Some(key), true, true, true) =
+        (key, version_ok, header_has(&req, UPGRADE, "websocket"), header_has(&req, CONNECTION, "upgrade"))
+    else {
         return Err(ApiError::BadRequest("Expected a WebSocket upgrade request".into()));
     };
     let name = state.reader.run(move |c| reads::user_by_id(c, user)).await?.map(|u| u.name).unwrap_or_default();
@@ -88,9 +87,7 @@ pub async fn upgrade(state: &Arc<AppState>, mut req: Request<Incoming>) -> Resul
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     let accept = derive_accept_key(key.as_bytes());
-    headers.insert(
-        SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).map_err(|e| ApiError::Internal(e.to_string()))?,
-    );
+    headers
+        .insert(SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).map_err(|e| ApiError::Internal(e.to_string()))?);
     Ok(response)
 }

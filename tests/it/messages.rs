@@ -7,8 +7,22 @@ use serde_json::{Value, json};
 use crate::support::{TestServer, Ws};
 
 const MESSAGE_KEYS: [&str; 16] = [
-    "id", "room_id", "content", "message_type", "local_temp_id", "files_data", "duration", "created_at", "edited_at",
-    "is_read", "is_deleted", "is_sender", "is_liked", "like_count", "sender_details", "receiver_details",
+    "id",
+    "room_id",
+    "content",
+    "message_type",
+    "local_temp_id",
+    "files_data",
+    "duration",
+    "created_at",
+    "edited_at",
+    "is_read",
+    "is_deleted",
+    "is_sender",
+    "is_liked",
+    "like_count",
+    "sender_details",
+    "receiver_details",
 ];
 
 pub fn assert_message_shape(m: &Value) {
@@ -54,7 +68,11 @@ async fn page_arithmetic_on_0_1_50_51_and_120_messages() {
         let first = s.get(&format!("/api/chat/rooms/{room}/messages?page=1&per_page=50"), &bob.token).await;
         assert_eq!(first.status, StatusCode::OK);
         let j = &first.json;
-        assert_eq!((j["total"].as_i64().unwrap(), j["total_pages"].as_i64().unwrap()), (total as i64, pages), "{total}");
+        assert_eq!(
+            (j["total"].as_i64().unwrap(), j["total_pages"].as_i64().unwrap()),
+            (total as i64, pages),
+            "{total}"
+        );
         assert_eq!(j["page"], 1);
         assert_eq!(j["per_page"], 50);
         assert_eq!(j["has_more"], pages > 1, "{total}");
@@ -75,8 +93,19 @@ async fn page_arithmetic_on_0_1_50_51_and_120_messages() {
     let page = s.get(&format!("/api/chat/rooms/{room}/messages?per_page=1"), &bob.token).await;
     let m = &page.json["messages"][0];
     assert_message_shape(m);
-    assert_eq!((m["is_sender"].as_bool(), m["local_temp_id"].clone(), m["files_data"].clone()), (Some(false), Value::Null, Value::Null));
-    for bad in ["per_page=0", "per_page=101", "page=0", "page=x", "limit=101&before_id=5", "before_id=1&after_id=2", "before_id=abc"] {
+    assert_eq!(
+        (m["is_sender"].as_bool(), m["local_temp_id"].clone(), m["files_data"].clone()),
+        (Some(false), Value::Null, Value::Null)
+    );
+    for bad in [
+        "per_page=0",
+        "per_page=101",
+        "page=0",
+        "page=x",
+        "limit=101&before_id=5",
+        "before_id=1&after_id=2",
+        "before_id=abc",
+    ] {
         let r = s.get(&format!("/api/chat/rooms/{room}/messages?{bad}"), &bob.token).await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
     }
@@ -94,7 +123,10 @@ async fn keyset_pages_walk_backwards_and_catch_up() {
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
     let older = s.get(&format!("/api/chat/rooms/{room}/messages?before_id={}&limit=10", ids[20]), &bob.token).await;
     assert_eq!(contents(&older.json), (11..=20).map(|i| format!("m{i}")).collect::<Vec<_>>());
-    assert_eq!((older.json["has_more"].as_bool(), older.json["page"].clone(), older.json["total_pages"].clone()), (Some(true), Value::Null, Value::Null));
+    assert_eq!(
+        (older.json["has_more"].as_bool(), older.json["page"].clone(), older.json["total_pages"].clone()),
+        (Some(true), Value::Null, Value::Null)
+    );
     let oldest = s.get(&format!("/api/chat/rooms/{room}/messages?before_id={}&limit=10", ids[5]), &bob.token).await;
     assert_eq!((contents(&oldest.json).len(), oldest.json["has_more"].as_bool()), (5, Some(false)));
     let newer = s.get(&format!("/api/chat/rooms/{room}/messages?after_id={}&limit=3", ids[20]), &bob.token).await;
@@ -115,17 +147,36 @@ async fn edit_delete_and_like_follow_the_rules_and_reach_the_room() {
     let id = msg["id"].as_i64().unwrap();
     bob_ws.expect("new_message").await;
 
-    let form = s.raw(Method::PUT, &format!("/api/chat/messages/{id}"), Some(&ann.token), Some("application/x-www-form-urlencoded"), b"content=Updated+message+text".to_vec()).await;
+    let form = s
+        .raw(
+            Method::PUT,
+            &format!("/api/chat/messages/{id}"),
+            Some(&ann.token),
+            Some("application/x-www-form-urlencoded"),
+            b"content=Updated+message+text".to_vec(),
+        )
+        .await;
     assert_eq!(form.status, StatusCode::OK, "{}", form.text());
     assert_message_shape(&form.json);
     assert_eq!(form.json["content"], "Updated message text");
     assert!(form.json["edited_at"].is_string());
     let update = bob_ws.expect("message_update").await;
-    assert_eq!((update["data"]["content"].as_str(), update["data"]["is_sender"].as_bool(), update["data"]["local_temp_id"].clone()), (Some("Updated message text"), Some(false), Value::Null));
-    let json_edit = s.send_json(Method::PUT, &format!("/api/chat/messages/{id}"), Some(&ann.token), json!({"content": "again"})).await;
+    assert_eq!(
+        (
+            update["data"]["content"].as_str(),
+            update["data"]["is_sender"].as_bool(),
+            update["data"]["local_temp_id"].clone()
+        ),
+        (Some("Updated message text"), Some(false), Value::Null)
+    );
+    let json_edit = s
+        .send_json(Method::PUT, &format!("/api/chat/messages/{id}"), Some(&ann.token), json!({"content": "again"}))
+        .await;
     assert_eq!(json_edit.json["content"], "again");
 
-    let not_sender = s.send_json(Method::PUT, &format!("/api/chat/messages/{id}"), Some(&bob.token), json!({"content": "mine now"})).await;
+    let not_sender = s
+        .send_json(Method::PUT, &format!("/api/chat/messages/{id}"), Some(&bob.token), json!({"content": "mine now"}))
+        .await;
     assert_eq!(not_sender.status, StatusCode::FORBIDDEN);
     for bad in [json!({"content": ""}), json!({"content": "x".repeat(5001)}), json!({})] {
         let r = s.send_json(Method::PUT, &format!("/api/chat/messages/{id}"), Some(&ann.token), bad).await;
@@ -139,26 +190,43 @@ async fn edit_delete_and_like_follow_the_rules_and_reach_the_room() {
     let ev = ann_ws.expect("message_like").await;
     assert_eq!(ev["data"], json!({"id": id, "room_id": room, "user_id": bob.id, "like_count": 1}));
     let seen = s.get(&format!("/api/chat/rooms/{room}/messages"), &bob.token).await;
-    assert_eq!((seen.json["messages"][0]["is_liked"].as_bool(), seen.json["messages"][0]["like_count"].as_i64()), (Some(true), Some(1)));
+    assert_eq!(
+        (seen.json["messages"][0]["is_liked"].as_bool(), seen.json["messages"][0]["like_count"].as_i64()),
+        (Some(true), Some(1))
+    );
     let seen_by_ann = s.get(&format!("/api/chat/rooms/{room}/messages"), &ann.token).await;
     assert_eq!(seen_by_ann.json["messages"][0]["is_liked"], false);
-    let unlike = s.raw(Method::DELETE, &format!("/api/chat/messages/{id}/like"), Some(&bob.token), None, Vec::new()).await;
+    let unlike =
+        s.raw(Method::DELETE, &format!("/api/chat/messages/{id}/like"), Some(&bob.token), None, Vec::new()).await;
     assert_eq!(unlike.json, json!({"id": id, "is_liked": false, "like_count": 0}));
 
-    let not_yours = s.raw(Method::DELETE, &format!("/api/chat/messages/{id}"), Some(&bob.token), None, Vec::new()).await;
+    let not_yours =
+        s.raw(Method::DELETE, &format!("/api/chat/messages/{id}"), Some(&bob.token), None, Vec::new()).await;
     assert_eq!(not_yours.status, StatusCode::FORBIDDEN);
     let deleted = s.raw(Method::DELETE, &format!("/api/chat/messages/{id}"), Some(&ann.token), None, Vec::new()).await;
     assert_eq!(deleted.status, StatusCode::OK);
     assert_message_shape(&deleted.json);
-    assert_eq!((deleted.json["content"].as_str(), deleted.json["is_deleted"].as_bool(), deleted.json["files_data"].clone()), (Some(""), Some(true), Value::Null));
+    assert_eq!(
+        (deleted.json["content"].as_str(), deleted.json["is_deleted"].as_bool(), deleted.json["files_data"].clone()),
+        (Some(""), Some(true), Value::Null)
+    );
     assert_eq!(deleted.json["id"], id);
     let ev = bob_ws.expect("message_delete").await;
     assert_eq!(ev["data"], json!({"id": id, "room_id": room}));
-    let edit_deleted = s.send_json(Method::PUT, &format!("/api/chat/messages/{id}"), Some(&ann.token), json!({"content": "zombie"})).await;
+    let edit_deleted = s
+        .send_json(Method::PUT, &format!("/api/chat/messages/{id}"), Some(&ann.token), json!({"content": "zombie"}))
+        .await;
     assert_eq!(edit_deleted.status, StatusCode::BAD_REQUEST);
     let page = s.get(&format!("/api/chat/rooms/{room}/messages"), &bob.token).await;
-    assert_eq!((page.json["messages"][0]["content"].as_str(), page.json["messages"][0]["is_deleted"].as_bool()), (Some(""), Some(true)));
-    let stored: String = s.state.reader.run_blocking(move |c| Ok(c.query_row("SELECT content FROM chat_messages WHERE id = ?1", [id], |r| r.get(0))?)).unwrap();
+    assert_eq!(
+        (page.json["messages"][0]["content"].as_str(), page.json["messages"][0]["is_deleted"].as_bool()),
+        (Some(""), Some(true))
+    );
+    let stored: String = s
+        .state
+        .reader
+        .run_blocking(move |c| Ok(c.query_row("SELECT content FROM chat_messages WHERE id = ?1", [id], |r| r.get(0))?))
+        .unwrap();
     assert_eq!(stored, "", "the row is kept and blanked");
     s.stop().await;
 }

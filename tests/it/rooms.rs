@@ -14,7 +14,19 @@ async fn room_creation_is_idempotent_and_race_safe() {
     let first = s.post("/api/chat/rooms", &ann.token, json!({"receiver_id": bob.id})).await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
     let room = &first.json;
-    for key in ["id", "name", "room_type", "created_by", "created_at", "updated_at", "is_active", "participants", "other_user", "last_message", "unread_count"] {
+    for key in [
+        "id",
+        "name",
+        "room_type",
+        "created_by",
+        "created_at",
+        "updated_at",
+        "is_active",
+        "participants",
+        "other_user",
+        "last_message",
+        "unread_count",
+    ] {
         assert!(room.get(key).is_some(), "room lacks {key}");
     }
     assert_eq!(room["other_user"]["id"], bob.id);
@@ -34,7 +46,8 @@ async fn room_creation_is_idempotent_and_race_safe() {
     let ids: std::collections::HashSet<_> = replies.iter().map(|r| r.json["id"].as_i64().unwrap()).collect();
     assert_eq!(ids.len(), 1, "one room for one pair");
     assert_eq!(replies.iter().filter(|r| r.status == StatusCode::CREATED).count(), 1);
-    let rooms: i64 = s.state.reader.run_blocking(|c| Ok(c.query_row("SELECT count(*) FROM chat_rooms", [], |r| r.get(0))?)).unwrap();
+    let rooms: i64 =
+        s.state.reader.run_blocking(|c| Ok(c.query_row("SELECT count(*) FROM chat_rooms", [], |r| r.get(0))?)).unwrap();
     assert_eq!(rooms, 2);
 
     let me = s.post("/api/chat/rooms", &ann.token, json!({"receiver_id": ann.id})).await;
@@ -70,7 +83,10 @@ async fn room_list_orders_by_activity_and_counts_unread() {
     assert_eq!(rooms[1]["last_message"]["local_temp_id"], json!(null));
 
     let unread = s.get("/api/chat/unread-count", &ann.token).await;
-    assert_eq!(unread.json, json!({"unread_count": 3, "rooms": [{"room_id": room_ab, "unread_count": 2}, {"room_id": room_ac, "unread_count": 1}]}));
+    assert_eq!(
+        unread.json,
+        json!({"unread_count": 3, "rooms": [{"room_id": room_ab, "unread_count": 2}, {"room_id": room_ac, "unread_count": 1}]})
+    );
 
     let read = s.post(&format!("/api/chat/rooms/{room_ab}/read"), &ann.token, json!({})).await;
     assert_eq!(read.json, json!({"room_id": room_ab, "marked_read": 2}));
@@ -93,13 +109,18 @@ async fn other_peoples_rooms_and_messages_are_404() {
     let mut ws = s.ws(&ann).await;
     let msg = s.say(&mut ws, room, "private").await;
     let id = msg["id"].as_i64().unwrap();
-    for path in [format!("/api/chat/rooms/{room}"), format!("/api/chat/rooms/{room}/messages"), "/api/chat/rooms/12345".to_owned()] {
+    for path in [
+        format!("/api/chat/rooms/{room}"),
+        format!("/api/chat/rooms/{room}/messages"),
+        "/api/chat/rooms/12345".to_owned(),
+    ] {
         let r = s.get(&path, &eve.token).await;
         assert_eq!((r.status, r.detail()), (StatusCode::NOT_FOUND, "Room not found"), "{path}");
     }
     let read = s.post(&format!("/api/chat/rooms/{room}/read"), &eve.token, json!({})).await;
     assert_eq!(read.status, StatusCode::NOT_FOUND);
-    let edit = s.send_json(Method::PUT, &format!("/api/chat/messages/{id}"), Some(&eve.token), json!({"content": "x"})).await;
+    let edit =
+        s.send_json(Method::PUT, &format!("/api/chat/messages/{id}"), Some(&eve.token), json!({"content": "x"})).await;
     assert_eq!((edit.status, edit.detail()), (StatusCode::NOT_FOUND, "Message not found"));
     let del = s.raw(Method::DELETE, &format!("/api/chat/messages/{id}"), Some(&eve.token), None, Vec::new()).await;
     assert_eq!(del.status, StatusCode::NOT_FOUND);
@@ -124,7 +145,12 @@ async fn search_and_online_users() {
     assert_eq!(r.json["users"][0]["email"], "bob@test.io");
     let all = s.get("/api/chat/search-users?email=test.io", &ann.token).await;
     assert_eq!(all.json["total"], 2, "the caller is excluded");
-    for bad in ["/api/chat/search-users?email=a&limit=0", "/api/chat/search-users?email=a&limit=101", "/api/chat/search-users?email=a&limit=x", "/api/chat/search-users"] {
+    for bad in [
+        "/api/chat/search-users?email=a&limit=0",
+        "/api/chat/search-users?email=a&limit=101",
+        "/api/chat/search-users?email=a&limit=x",
+        "/api/chat/search-users",
+    ] {
         assert_eq!(s.get(bad, &ann.token).await.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
     }
 

@@ -77,11 +77,19 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
+    #[allow(dead_code)]
     pub fn static_dir(&self) -> std::path::PathBuf {
         self.state.config.static_dir.clone()
     }
 
-    pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, content_type: Option<&str>, body: Vec<u8>) -> Reply {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Reply {
         self.raw_with(method, path, token, content_type, body, &[]).await
     }
 
@@ -139,7 +147,6 @@ impl TestServer {
         TestUser {
             id: r.json["user"]["id"].as_i64().expect("id"),
             token: r.json["access_token"].as_str().expect("token").to_owned(),
-            name: name.to_owned(),
         }
     }
 
@@ -163,7 +170,8 @@ impl TestServer {
 
     pub async fn ws_query(&self, query: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
         let url = format!("ws://{}/api/chat/ws?{query}", self.addr);
-        let (stream, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await.expect("connect in time")?;
+        let (stream, _) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await.expect("connect in time")?;
         Ok(Ws { stream })
     }
 
@@ -185,7 +193,6 @@ pub fn rand_id() -> u64 {
 pub struct TestUser {
     pub id: i64,
     pub token: String,
-    pub name: String,
 }
 
 pub struct Reply {
@@ -219,6 +226,7 @@ impl Ws {
     }
 
     /// The next JSON frame, skipping pings; None if the connection closed.
+    #[allow(dead_code)]
     pub async fn next(&mut self) -> Option<Value> {
         self.next_within(WAIT).await.expect("a frame in time")
     }

@@ -82,7 +82,12 @@ pub async fn delete(state: &Arc<AppState>, req: Request<Incoming>, id: MessageId
     json(StatusCode::OK, &message.json(user, liked, &state.base_url, TempId::Hide))
 }
 
-pub async fn like(state: &Arc<AppState>, req: Request<Incoming>, id: MessageId, like: bool) -> Result<Response<Body>, ApiError> {
+pub async fn like(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    id: MessageId,
+    like: bool,
+) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
     let result = state.writer.like(user, id, like).await?;
     json(

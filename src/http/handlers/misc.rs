@@ -14,10 +14,7 @@ use crate::state::AppState;
 use crate::store::reads;
 
 pub async fn healthz(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
-    let one: i64 = state
-        .reader
-        .run(|c| Ok(c.query_row("SELECT 1", [], |r| r.get(0))?))
-        .await?;
+    let one: i64 = state.reader.run(|c| Ok(c.query_row("SELECT 1", [], |r| r.get(0))?)).await?;
     if one != 1 {
         return Err(ApiError::Internal("database answered oddly".into()));
     }
@@ -26,9 +23,7 @@ pub async fn healthz(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> 
 
 pub fn metrics(state: &Arc<AppState>) -> Response<Body> {
     let mut response = Response::new(body::full(state.metrics.render()));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response
 }
 

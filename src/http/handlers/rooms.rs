@@ -46,7 +46,11 @@ pub async fn get(state: &Arc<AppState>, req: Request<Incoming>, room_id: RoomId)
     json(StatusCode::OK, &room.json(user, &state.base_url))
 }
 
-pub async fn mark_read(state: &Arc<AppState>, req: Request<Incoming>, room_id: RoomId) -> Result<Response<Body>, ApiError> {
+pub async fn mark_read(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    room_id: RoomId,
+) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
     let marked = state.writer.mark_read(user, room_id).await?;
     json(StatusCode::OK, &serde_json::json!({"room_id": room_id, "marked_read": marked}))
@@ -56,9 +60,7 @@ pub async fn unread_count(state: &Arc<AppState>, req: Request<Incoming>) -> Resu
     let user = user_of(state, &req).await?;
     let rooms = state.reader.run(move |c| reads::unread_counts(c, user)).await?;
     let total: i64 = rooms.iter().map(|r| r.1).sum();
-    let rooms: Vec<_> = rooms
-        .iter()
-        .map(|(room_id, count)| serde_json::json!({"room_id": room_id, "unread_count": count}))
-        .collect();
+    let rooms: Vec<_> =
+        rooms.iter().map(|(room_id, count)| serde_json::json!({"room_id": room_id, "unread_count": count})).collect();
     json(StatusCode::OK, &serde_json::json!({"unread_count": total, "rooms": rooms}))
 }
