@@ -51,21 +51,14 @@ impl Target {
                 )));
             }
             None => {
-                return Err(BenchError::new(format!(
-                    "--url {url:?} needs a scheme, as in http://127.0.0.1:8000"
-                )));
+                return Err(BenchError::new(format!("--url {url:?} needs a scheme, as in http://127.0.0.1:8000")));
             }
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| BenchError::new(format!("--url {url:?} has no host")))?;
+        let host = uri.host().ok_or_else(|| BenchError::new(format!("--url {url:?} has no host")))?;
         let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         } else {
-            host.trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse()
-                .map_err(|_| refuse(host))?
+            host.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| refuse(host))?
         };
         if !ip.is_loopback() {
             return Err(refuse(host));
@@ -75,9 +68,7 @@ impl Target {
                 "--url {url:?}: give only scheme, host and port (the API paths are fixed)"
             )));
         }
-        Ok(Target {
-            addr: SocketAddr::new(ip, uri.port_u16().unwrap_or(80)),
-        })
+        Ok(Target { addr: SocketAddr::new(ip, uri.port_u16().unwrap_or(80)) })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -105,16 +96,8 @@ impl Target {
     /// URLs the server hands out), else None: the tool fetches nothing else.
     pub fn own_path(&self, url: &str) -> Option<String> {
         let uri: Uri = url.parse().ok()?;
-        let other = Target::parse(&format!(
-            "{}://{}",
-            uri.scheme_str()?,
-            uri.authority()?.as_str()
-        ))
-        .ok()?;
-        (other == *self).then(|| {
-            uri.path_and_query()
-                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string())
-        })
+        let other = Target::parse(&format!("{}://{}", uri.scheme_str()?, uri.authority()?.as_str())).ok()?;
+        (other == *self).then(|| uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.as_str().to_string()))
     }
 }
 
@@ -208,8 +191,7 @@ impl Api {
 
     /// `GET path` of bytes `first..=last` (an unauthenticated static file).
     pub async fn get_range(&self, path: &str, first: u64, last: u64) -> Result<ApiResponse> {
-        self.call_with_range(Method::GET, path, None, None, Some((first, last)))
-            .await
+        self.call_with_range(Method::GET, path, None, None, Some((first, last))).await
     }
 
     async fn call_with_range(
@@ -221,9 +203,7 @@ impl Api {
         range: Option<(u64, u64)>,
     ) -> Result<ApiResponse> {
         let what = format!("{method} {path}");
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(self.target.http_url(path));
+        let mut builder = Request::builder().method(method).uri(self.target.http_url(path));
         if let Some((first, last)) = range {
             builder = builder.header(header::RANGE, format!("bytes={first}-{last}"));
         }
@@ -246,23 +226,10 @@ impl Api {
                 .get(header::RETRY_AFTER)
                 .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let content_range = response
-                .headers()
-                .get(header::CONTENT_RANGE)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_string);
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .context(format!("{what}: reading the body"))?
-                .to_bytes();
-            Ok(ApiResponse {
-                status,
-                retry_after,
-                content_range,
-                body,
-            })
+            let content_range =
+                response.headers().get(header::CONTENT_RANGE).and_then(|value| value.to_str().ok()).map(str::to_string);
+            let body = response.into_body().collect().await.context(format!("{what}: reading the body"))?.to_bytes();
+            Ok(ApiResponse { status, retry_after, content_range, body })
         };
         timeout(REQUEST_TIMEOUT, exchange)
             .await
@@ -271,15 +238,9 @@ impl Api {
 
     /// Fails early, with advice, when nothing answers at the target.
     pub async fn check_health(&self) -> Result<()> {
-        let response = self
-            .call(Method::GET, "/healthz", None, None)
-            .await
-            .map_err(|error| {
-                BenchError::new(format!(
-                    "no chatd answering at {} ({error}); start it or pass --url",
-                    self.target
-                ))
-            })?;
+        let response = self.call(Method::GET, "/healthz", None, None).await.map_err(|error| {
+            BenchError::new(format!("no chatd answering at {} ({error}); start it or pass --url", self.target))
+        })?;
         if response.status != StatusCode::OK {
             return Err(BenchError::new(format!(
                 "GET /healthz at {} answered HTTP {} {}",
@@ -300,19 +261,13 @@ impl Api {
         loop {
             attempt += 1;
             let pause = backoff(attempt);
-            match self
-                .call(Method::POST, "/api/auth/register", None, Some(&body))
-                .await
-            {
+            match self.call(Method::POST, "/api/auth/register", None, Some(&body)).await {
                 Ok(response) if response.status.is_success() => {
-                    return session_from_auth(&response.json()?, email)
-                        .context(format!("registering {email}"));
+                    return session_from_auth(&response.json()?, email).context(format!("registering {email}"));
                 }
                 Ok(response)
-                    if matches!(
-                        response.status,
-                        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-                    ) && started.elapsed() < REGISTER_BUDGET =>
+                    if matches!(response.status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE)
+                        && started.elapsed() < REGISTER_BUDGET =>
                 {
                     sleep(response.retry_after.unwrap_or(pause)).await;
                 }
@@ -354,14 +309,8 @@ impl Api {
 
     /// The direct room of the caller and `receiver_id` (201 or 200).
     pub async fn open_room(&self, token: &str, receiver_id: i64) -> Result<i64> {
-        let response = self
-            .call(
-                Method::POST,
-                "/api/chat/rooms",
-                Some(token),
-                Some(&json!({"receiver_id": receiver_id})),
-            )
-            .await?;
+        let response =
+            self.call(Method::POST, "/api/chat/rooms", Some(token), Some(&json!({"receiver_id": receiver_id}))).await?;
         if !response.status.is_success() {
             return Err(BenchError::new(format!(
                 "POST /api/chat/rooms: HTTP {} {}",
@@ -387,11 +336,7 @@ impl Api {
         let results: Vec<Result<Pair>> = stream::iter(halves)
             .map(|(sender, receiver)| async move {
                 let room_id = self.open_room(&sender.token, receiver.user_id).await?;
-                Ok(Pair {
-                    sender,
-                    receiver,
-                    room_id,
-                })
+                Ok(Pair { sender, receiver, room_id })
             })
             .buffered(16)
             .collect()
@@ -413,11 +358,7 @@ fn session_from_auth(answer: &Value, email: &str) -> Result<Session> {
         .pointer("/user/id")
         .and_then(Value::as_i64)
         .ok_or_else(|| BenchError::new("the answer has no user.id"))?;
-    Ok(Session {
-        user_id,
-        token: token.to_string(),
-        email: email.to_string(),
-    })
+    Ok(Session { user_id, token: token.to_string(), email: email.to_string() })
 }
 
 pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -455,9 +396,9 @@ impl ConnectFailure {
 impl fmt::Display for ConnectFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConnectFailure::TooManyOpenFiles => f.write_str(
-                "too many open files in chatd-bench (raise its limit: `ulimit -n 65536` before running)",
-            ),
+            ConnectFailure::TooManyOpenFiles => {
+                f.write_str("too many open files in chatd-bench (raise its limit: `ulimit -n 65536` before running)")
+            }
             ConnectFailure::NoLocalPort => f.write_str("no free local port (ephemeral ports used up)"),
             ConnectFailure::Refused => f.write_str("connection refused"),
             ConnectFailure::Reset => f.write_str("connection reset by the server"),
@@ -475,14 +416,10 @@ impl From<tungstenite::Error> for ConnectFailure {
                 (Some(23 | 24), _) => ConnectFailure::TooManyOpenFiles,
                 (Some(99), _) => ConnectFailure::NoLocalPort,
                 (_, io::ErrorKind::ConnectionRefused) => ConnectFailure::Refused,
-                (_, io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) => {
-                    ConnectFailure::Reset
-                }
+                (_, io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) => ConnectFailure::Reset,
                 _ => ConnectFailure::Other(describe(&error)),
             },
-            tungstenite::Error::Http(response) => {
-                ConnectFailure::Status(response.status().as_u16())
-            }
+            tungstenite::Error::Http(response) => ConnectFailure::Status(response.status().as_u16()),
             _ => ConnectFailure::Other(describe(&error)),
         }
     }
@@ -496,9 +433,7 @@ pub fn busy_ws_config() -> WebSocketConfig {
 /// The client configuration for connections that only sit there: small
 /// buffers, so ten thousand of them fit in this process too.
 pub fn idle_ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
+    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
 }
 
 /// Opens `GET /api/chat/ws?token=...` (the token never reaches an error
@@ -509,12 +444,7 @@ pub async fn connect_ws(
     config: WebSocketConfig,
 ) -> std::result::Result<WsStream, ConnectFailure> {
     let url = target.ws_url(&format!("/api/chat/ws?token={token}"));
-    match timeout(
-        CONNECT_TIMEOUT,
-        connect_async_with_config(url, Some(config), true),
-    )
-    .await
-    {
+    match timeout(CONNECT_TIMEOUT, connect_async_with_config(url, Some(config), true)).await {
         Err(_) => Err(ConnectFailure::Timeout),
         Ok(Ok((ws, _response))) => Ok(ws),
         Ok(Err(error)) => Err(ConnectFailure::from(error)),
@@ -525,12 +455,7 @@ pub async fn connect_ws(
 pub async fn connect_ws_or_fail(target: &Target, session: &Session) -> Result<WsStream> {
     connect_ws(target, &session.token, busy_ws_config())
         .await
-        .map_err(|failure| {
-            BenchError::new(format!(
-                "opening the WebSocket of {}: {failure}",
-                session.email
-            ))
-        })
+        .map_err(|failure| BenchError::new(format!("opening the WebSocket of {}: {failure}", session.email)))
 }
 
 /// Sends a close frame and waits briefly for the server's; errors are moot.
@@ -556,9 +481,7 @@ pub fn text_message_frame(room_id: i64, content: &str, local_temp_id: &str) -> S
 /// whitespace at either end.
 pub fn text_content(size: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    (0..size)
-        .map(|i| char::from(ALPHABET[i % ALPHABET.len()]))
-        .collect()
+    (0..size).map(|i| char::from(ALPHABET[i % ALPHABET.len()])).collect()
 }
 
 /// A stored file as the `new_message` echo describes it.
@@ -643,22 +566,14 @@ pub fn parse_event(text: &str) -> Option<ServerEvent> {
                     .files_data
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|file| EchoedFile {
-                        file_path: file.file_path,
-                        file_size: file.file_size,
-                    })
+                    .map(|file| EchoedFile { file_path: file.file_path, file_size: file.file_size })
                     .collect(),
             }))
         }
         "error" => Some(ServerEvent::Error {
             message: raw
                 .message
-                .or_else(|| {
-                    raw.data
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
+                .or_else(|| raw.data.get("message").and_then(Value::as_str).map(str::to_string))
                 .unwrap_or_default(),
             local_temp_id: temp_id_text(&raw.local_temp_id)
                 .or_else(|| raw.data.get("local_temp_id").and_then(temp_id_text)),
@@ -697,11 +612,9 @@ pub fn classify(item: Option<std::result::Result<Message, tungstenite::Error>>) 
             None => Incoming::Unparsed,
         },
         Some(Ok(Message::Close(frame))) => Incoming::Closed(match frame {
-            Some(frame) => format!(
-                "closed by the server with code {} {:?}",
-                u16::from(frame.code),
-                frame.reason.as_str()
-            ),
+            Some(frame) => {
+                format!("closed by the server with code {} {:?}", u16::from(frame.code), frame.reason.as_str())
+            }
             None => "closed by the server without a code".to_string(),
         }),
         Some(Ok(_)) => Incoming::Nothing,
@@ -724,34 +637,23 @@ pub async fn send_texts(
     while acknowledged < count {
         while sent < count && sent - acknowledged < window.max(1) {
             let frame = text_message_frame(room_id, &content, &format!("{temp_prefix}{sent}"));
-            ws.send(Message::text(frame))
-                .await
-                .context("sending a set-up message")?;
+            ws.send(Message::text(frame)).await.context("sending a set-up message")?;
             sent += 1;
         }
-        let item = timeout(REQUEST_TIMEOUT, ws.next()).await.map_err(|_| {
-            BenchError::new(format!(
-                "no echo for a set-up message within {REQUEST_TIMEOUT:?}"
-            ))
-        })?;
+        let item = timeout(REQUEST_TIMEOUT, ws.next())
+            .await
+            .map_err(|_| BenchError::new(format!("no echo for a set-up message within {REQUEST_TIMEOUT:?}")))?;
         match classify(item) {
             Incoming::Event(ServerEvent::NewMessage(message))
-                if message
-                    .local_temp_id
-                    .as_deref()
-                    .is_some_and(|id| id.starts_with(temp_prefix)) =>
+                if message.local_temp_id.as_deref().is_some_and(|id| id.starts_with(temp_prefix)) =>
             {
                 acknowledged += 1;
             }
             Incoming::Event(ServerEvent::Error { message, .. }) => {
-                return Err(BenchError::new(format!(
-                    "the server refused a set-up message: {message}"
-                )));
+                return Err(BenchError::new(format!("the server refused a set-up message: {message}")));
             }
             Incoming::Closed(reason) => {
-                return Err(BenchError::new(format!(
-                    "the WebSocket closed while sending set-up messages: {reason}"
-                )));
+                return Err(BenchError::new(format!("the WebSocket closed while sending set-up messages: {reason}")));
             }
             _ => {}
         }
@@ -834,10 +736,7 @@ mod tests {
         assert_eq!(message.local_temp_id, None);
         assert_eq!(
             message.files,
-            vec![EchoedFile {
-                file_path: "http://127.0.0.1:1/static/a.mp3".to_string(),
-                file_size: Some(10)
-            }]
+            vec![EchoedFile { file_path: "http://127.0.0.1:1/static/a.mp3".to_string(), file_size: Some(10) }]
         );
     }
 
@@ -852,29 +751,19 @@ mod tests {
             })
         );
         let bare = r#"{"type":"error","message":"bad","local_temp_id":null}"#;
-        assert!(matches!(
-            parse_event(bare),
-            Some(ServerEvent::Error {
-                local_temp_id: None,
-                ..
-            })
-        ));
+        assert!(matches!(parse_event(bare), Some(ServerEvent::Error { local_temp_id: None, .. })));
     }
 
     #[test]
     fn other_events_and_garbage() {
-        assert_eq!(
-            parse_event(r#"{"type":"pong"}"#),
-            Some(ServerEvent::Other("pong".to_string()))
-        );
+        assert_eq!(parse_event(r#"{"type":"pong"}"#), Some(ServerEvent::Other("pong".to_string())));
         assert_eq!(parse_event("not json"), None);
         assert_eq!(parse_event(r#"{"data":{}}"#), None);
     }
 
     #[test]
     fn text_frame_is_a_send_message() {
-        let frame: Value =
-            serde_json::from_str(&text_message_frame(3, "abc", "t-1")).expect("json");
+        let frame: Value = serde_json::from_str(&text_message_frame(3, "abc", "t-1")).expect("json");
         assert_eq!(frame["type"], "send_message");
         assert_eq!(frame["data"]["room_id"], 3);
         assert_eq!(frame["data"]["message_type"], "text");

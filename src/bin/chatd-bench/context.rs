@@ -87,11 +87,7 @@ impl CpuMeter {
 impl CpuUse {
     pub fn human(&self) -> String {
         let show = |value: Option<f64>| value.map_or("?".to_string(), |v| format!("{v:.0}%"));
-        format!(
-            "CPU: server {}, chatd-bench {} (100% = one core)",
-            show(self.server_percent),
-            show(self.bench_percent)
-        )
+        format!("CPU: server {}, chatd-bench {} (100% = one core)", show(self.server_percent), show(self.bench_percent))
     }
 }
 
@@ -119,10 +115,7 @@ pub fn kb_human(kb: u64) -> String {
 }
 
 /// "VmRSS a → b" for the human report, or a note that the pid is unknown.
-pub fn rss_change_human(
-    before: Option<&ProcessSnapshot>,
-    after: Option<&ProcessSnapshot>,
-) -> String {
+pub fn rss_change_human(before: Option<&ProcessSnapshot>, after: Option<&ProcessSnapshot>) -> String {
     match (before, after) {
         (Some(before), Some(after)) => format!(
             "server VmRSS {} → {}, VmHWM {} → {}",

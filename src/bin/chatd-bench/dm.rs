@@ -13,8 +13,8 @@ use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{
-    Incoming, Pair, ServerEvent, WsStream, classify, close_quietly, connect_ws_or_fail,
-    text_content, text_message_frame,
+    Incoming, Pair, ServerEvent, WsStream, classify, close_quietly, connect_ws_or_fail, text_content,
+    text_message_frame,
 };
 use crate::context::{Bench, CpuMeter, Report, progress, rss_change_human, snapshot_json};
 use crate::error::{BenchError, Result, describe};
@@ -83,15 +83,9 @@ impl PairOutcome {
 
 pub async fn run(bench: &Bench, args: &DmArgs) -> Result<Report> {
     let pair_count = args.pairs as usize;
-    progress(format!(
-        "dm: registering {} users and opening {pair_count} rooms",
-        pair_count * 2
-    ));
+    progress(format!("dm: registering {} users and opening {pair_count} rooms", pair_count * 2));
     let pairs = bench.api.make_pairs(&bench.run_id, pair_count).await?;
-    progress(format!(
-        "dm: opening {} WebSocket connections",
-        pair_count * 2
-    ));
+    progress(format!("dm: opening {} WebSocket connections", pair_count * 2));
     let target = bench.target;
     let connected: Vec<Result<(Pair, WsStream, WsStream)>> = stream::iter(pairs)
         .map(|pair| async move {
@@ -124,21 +118,12 @@ pub async fn run(bench: &Bench, args: &DmArgs) -> Result<Report> {
         .into_iter()
         .enumerate()
         .map(|(index, (pair, sender, receiver))| {
-            tokio::spawn(drive_pair(
-                index,
-                pair.room_id,
-                sender,
-                receiver,
-                Arc::clone(&plan),
-            ))
+            tokio::spawn(drive_pair(index, pair.room_id, sender, receiver, Arc::clone(&plan)))
         })
         .collect();
     let mut outcomes = Vec::with_capacity(tasks.len());
     for task in tasks {
-        outcomes.push(
-            task.await
-                .map_err(|error| BenchError::new(format!("a pair task failed: {error}")))?,
-        );
+        outcomes.push(task.await.map_err(|error| BenchError::new(format!("a pair task failed: {error}")))?);
     }
     let after = bench.server_snapshot();
     let cpu_use = cpu.finish(after.as_ref());
@@ -154,8 +139,7 @@ async fn drive_pair(
     plan: Arc<Plan>,
 ) -> PairOutcome {
     let prefix = format!("b{}-{index}-", plan.run_id);
-    let seq_of =
-        |temp_id: Option<&str>| -> Option<u64> { temp_id?.strip_prefix(&prefix)?.parse().ok() };
+    let seq_of = |temp_id: Option<&str>| -> Option<u64> { temp_id?.strip_prefix(&prefix)?.parse().ok() };
     let mut outcome = PairOutcome::default();
     let mut in_flight: HashMap<u64, Instant> = HashMap::with_capacity(plan.window);
     let mut unechoed: HashMap<u64, Instant> = HashMap::with_capacity(plan.window);
@@ -167,20 +151,15 @@ async fn drive_pair(
     sleep_until(plan.start_at).await;
     loop {
         let now = Instant::now();
-        if grace_until.is_none()
-            && (next_seq >= plan.messages || now >= plan.send_until || !sender_open)
-        {
+        if grace_until.is_none() && (next_seq >= plan.messages || now >= plan.send_until || !sender_open) {
             grace_until = Some(now + plan.grace);
         }
         if grace_until.is_none() {
             while in_flight.len() < plan.window && next_seq < plan.messages {
-                let frame =
-                    text_message_frame(room_id, &plan.content, &format!("{prefix}{next_seq}"));
+                let frame = text_message_frame(room_id, &plan.content, &format!("{prefix}{next_seq}"));
                 let sent_at = Instant::now();
                 if let Err(error) = sender.send(Message::text(frame)).await {
-                    outcome
-                        .close_reasons
-                        .push(format!("sender: {}", describe(&error)));
+                    outcome.close_reasons.push(format!("sender: {}", describe(&error)));
                     sender_open = false;
                     break;
                 }
@@ -294,9 +273,7 @@ fn report(
         total.last_receipt = total.last_receipt.max(outcome.last_receipt);
     }
     let delivered = total.latencies.len() as u64;
-    let elapsed = total.last_receipt.map_or(Duration::ZERO, |last| {
-        last.saturating_duration_since(plan.start_at)
-    });
+    let elapsed = total.last_receipt.map_or(Duration::ZERO, |last| last.saturating_duration_since(plan.start_at));
     let per_second = round2(rate(delivered as f64, elapsed));
     let latency = LatencySummary::from_samples(std::mem::take(&mut total.latencies));
     let echo = LatencySummary::from_samples(std::mem::take(&mut total.echo_latencies));
@@ -346,14 +323,8 @@ fn report(
         "  lost {} (not at the receiver {} s after sending stopped), rejected {}, error events {}, echoes missing {}, duplicates {}, out of order {}\n",
         total.lost, args.grace, total.rejected, total.errors, total.echoes_missing, total.duplicates, total.out_of_order
     ));
-    text.push_str(&format!(
-        "  latency send → receiver: {}\n",
-        summary_human(latency.as_ref())
-    ));
-    text.push_str(&format!(
-        "  latency send → sender's echo: {}\n",
-        summary_human(echo.as_ref())
-    ));
+    text.push_str(&format!("  latency send → receiver: {}\n", summary_human(latency.as_ref())));
+    text.push_str(&format!("  latency send → sender's echo: {}\n", summary_human(echo.as_ref())));
     for sample in &total.error_samples {
         text.push_str(&format!("  error: {sample}\n"));
     }
@@ -363,13 +334,6 @@ fn report(
             total.close_reasons.join("; ")
         ));
     }
-    text.push_str(&format!(
-        "  {}\n  {}",
-        cpu.human(),
-        rss_change_human(before.as_ref(), after.as_ref())
-    ));
-    Report {
-        json: Value::Object(json),
-        text,
-    }
+    text.push_str(&format!("  {}\n  {}", cpu.human(), rss_change_human(before.as_ref(), after.as_ref())));
+    Report { json: Value::Object(json), text }
 }

@@ -13,9 +13,7 @@ pub type Result<T> = std::result::Result<T, BenchError>;
 
 impl BenchError {
     pub fn new(message: impl Into<String>) -> BenchError {
-        BenchError {
-            message: message.into(),
-        }
+        BenchError { message: message.into() }
     }
 }
 

@@ -12,9 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::client::{
-    ConnectFailure, Incoming, WsStream, classify, close_quietly, connect_ws, idle_ws_config,
-};
+use crate::client::{ConnectFailure, Incoming, WsStream, classify, close_quietly, connect_ws, idle_ws_config};
 use crate::context::{Bench, Report, kb_human, progress, snapshot_json};
 use crate::error::{BenchError, Result};
 use crate::procfs::{self, Limit, ProcessSnapshot};
@@ -49,11 +47,7 @@ pub async fn run(bench: &Bench, args: &IdleArgs) -> Result<Report> {
     if let (Some(before), Some(after)) = (raise.before, raise.after)
         && after.soft > before.soft
     {
-        progress(format!(
-            "idle: raised the open-file limit from {} to {}",
-            before.soft,
-            limit_text(after.soft)
-        ));
+        progress(format!("idle: raised the open-file limit from {} to {}", before.soft, limit_text(after.soft)));
     }
     if let Some(limit) = raise.after
         && limit.soft < wanted + FD_HEADROOM
@@ -64,9 +58,7 @@ pub async fn run(bench: &Bench, args: &IdleArgs) -> Result<Report> {
             wanted + FD_HEADROOM
         ));
     }
-    let server_limit = bench
-        .server_pid
-        .and_then(|pid| procfs::read_nofile_limit(&pid.to_string()));
+    let server_limit = bench.server_pid.and_then(|pid| procfs::read_nofile_limit(&pid.to_string()));
     if let (Some(pid), Some(limit)) = (bench.server_pid, server_limit)
         && limit.soft < wanted + FD_HEADROOM
     {
@@ -85,18 +77,12 @@ pub async fn run(bench: &Bench, args: &IdleArgs) -> Result<Report> {
 
     let user_count = wanted.div_ceil(u64::from(args.per_user)) as usize;
     progress(format!("idle: registering {user_count} users"));
-    let users = bench
-        .api
-        .register_users(&bench.run_id, 0, user_count, 4)
-        .await?;
+    let users = bench.api.register_users(&bench.run_id, 0, user_count, 4).await?;
     // Let the registrations' hashing buffers go back before the first reading.
     sleep(Duration::from_secs(1)).await;
     let before = bench.server_snapshot();
 
-    progress(format!(
-        "idle: opening {wanted} connections, {} at a time",
-        args.concurrency
-    ));
+    progress(format!("idle: opening {wanted} connections, {} at a time", args.concurrency));
     let (stop_sender, stop) = watch::channel(false);
     let closed_early = Arc::new(AtomicU64::new(0));
     let mut holders = Vec::with_capacity(args.connections as usize);
@@ -115,11 +101,7 @@ pub async fn run(bench: &Bench, args: &IdleArgs) -> Result<Report> {
     while let Some(attempt) = attempts.next().await {
         done += 1;
         match attempt {
-            Ok(ws) => holders.push(tokio::spawn(hold(
-                ws,
-                stop.clone(),
-                Arc::clone(&closed_early),
-            ))),
+            Ok(ws) => holders.push(tokio::spawn(hold(ws, stop.clone(), Arc::clone(&closed_early)))),
             Err(failure) => {
                 *failures.entry(failure.label()).or_default() += 1;
                 let sample = failure.to_string();
@@ -129,26 +111,16 @@ pub async fn run(bench: &Bench, args: &IdleArgs) -> Result<Report> {
             }
         }
         if done.is_multiple_of(1000) {
-            progress(format!(
-                "idle: {done}/{wanted} attempted, {} open",
-                holders.len()
-            ));
+            progress(format!("idle: {done}/{wanted} attempted, {} open", holders.len()));
         }
     }
     drop(attempts);
     let open_elapsed = open_started.elapsed();
     let opened = holders.len() as u64;
     if failures.contains_key(&ConnectFailure::TooManyOpenFiles.label()) {
-        hints.push(format!(
-            "chatd-bench hit its open-file limit: run `ulimit -n {}` before it",
-            wanted + FD_HEADROOM
-        ));
+        hints.push(format!("chatd-bench hit its open-file limit: run `ulimit -n {}` before it", wanted + FD_HEADROOM));
     }
-    progress(format!(
-        "idle: {opened} open in {:.1} s; holding {} s",
-        open_elapsed.as_secs_f64(),
-        args.hold
-    ));
+    progress(format!("idle: {opened} open in {:.1} s; holding {} s", open_elapsed.as_secs_f64(), args.hold));
     sleep(Duration::from_secs(1)).await;
     let after_open = bench.server_snapshot();
     sleep(Duration::from_secs(args.hold)).await;
@@ -175,15 +147,12 @@ pub async fn run(bench: &Bench, args: &IdleArgs) -> Result<Report> {
     let after_close = bench.server_snapshot();
 
     if opened == 0 {
-        return Err(BenchError::new(format!(
-            "idle: no connection could be opened: {}",
-            failure_samples.join("; ")
-        )));
+        return Err(BenchError::new(format!("idle: no connection could be opened: {}", failure_samples.join("; "))));
     }
     let per_connection_kb = match (&before, &after_open) {
-        (Some(before), Some(after)) => Some(round2(
-            (after.memory.vm_rss_kb as f64 - before.memory.vm_rss_kb as f64) / opened as f64,
-        )),
+        (Some(before), Some(after)) => {
+            Some(round2((after.memory.vm_rss_kb as f64 - before.memory.vm_rss_kb as f64) / opened as f64))
+        }
         _ => None,
     };
     Ok(report(
@@ -210,11 +179,7 @@ pub async fn run(bench: &Bench, args: &IdleArgs) -> Result<Report> {
 
 /// Keeps one connection open (reading, so pings get their pongs) until told
 /// to stop; returns why the server closed it, if it did so first.
-async fn hold(
-    mut ws: WsStream,
-    mut stop: watch::Receiver<bool>,
-    closed_early: Arc<AtomicU64>,
-) -> Option<String> {
+async fn hold(mut ws: WsStream, mut stop: watch::Receiver<bool>, closed_early: Arc<AtomicU64>) -> Option<String> {
     loop {
         tokio::select! {
             _ = stop.changed() => {
@@ -249,11 +214,7 @@ struct Outcome {
 }
 
 fn limit_text(value: u64) -> String {
-    if value == u64::MAX {
-        "unlimited".to_string()
-    } else {
-        value.to_string()
-    }
+    if value == u64::MAX { "unlimited".to_string() } else { value.to_string() }
 }
 
 fn report(bench: &Bench, args: &IdleArgs, outcome: Outcome) -> Report {
@@ -273,27 +234,12 @@ fn report(bench: &Bench, args: &IdleArgs, outcome: Outcome) -> Report {
         ("still_open_after_hold", json!(outcome.still_open)),
         ("close_reasons", json!(outcome.close_reasons)),
         ("per_connection_kb", json!(outcome.per_connection_kb)),
-        (
-            "bench_nofile_soft",
-            json!(outcome.bench_limit.map(|l| l.soft)),
-        ),
-        (
-            "server_nofile_soft",
-            json!(outcome.server_limit.map(|l| l.soft)),
-        ),
+        ("bench_nofile_soft", json!(outcome.bench_limit.map(|l| l.soft))),
+        ("server_nofile_soft", json!(outcome.server_limit.map(|l| l.soft))),
         ("server_before", snapshot_json(outcome.before.as_ref())),
-        (
-            "server_after_open",
-            snapshot_json(outcome.after_open.as_ref()),
-        ),
-        (
-            "server_after_hold",
-            snapshot_json(outcome.after_hold.as_ref()),
-        ),
-        (
-            "server_after_close",
-            snapshot_json(outcome.after_close.as_ref()),
-        ),
+        ("server_after_open", snapshot_json(outcome.after_open.as_ref())),
+        ("server_after_hold", snapshot_json(outcome.after_hold.as_ref())),
+        ("server_after_close", snapshot_json(outcome.after_close.as_ref())),
         ("hints", json!(outcome.hints)),
     ] {
         json.insert(key.to_string(), value);
@@ -338,17 +284,10 @@ fn report(bench: &Bench, args: &IdleArgs, outcome: Outcome) -> Report {
     ));
     text.push_str(&format!(
         "  per connection: {}",
-        outcome
-            .per_connection_kb
-            .map_or("unknown (no server pid)".to_string(), |kb| format!(
-                "{kb:.1} KiB"
-            ))
+        outcome.per_connection_kb.map_or("unknown (no server pid)".to_string(), |kb| format!("{kb:.1} KiB"))
     ));
     for hint in &outcome.hints {
         text.push_str(&format!("\n  hint: {hint}"));
     }
-    Report {
-        json: Value::Object(json),
-        text,
-    }
+    Report { json: Value::Object(json), text }
 }

@@ -30,12 +30,7 @@ use crate::error::{BenchError, Result};
 #[command(name = "chatd-bench", version)]
 struct Cli {
     /// The chatd to load; loopback addresses only.
-    #[arg(
-        long,
-        global = true,
-        env = "CHATD_BENCH_URL",
-        default_value = "http://127.0.0.1:8000"
-    )]
+    #[arg(long, global = true, env = "CHATD_BENCH_URL", default_value = "http://127.0.0.1:8000")]
     url: String,
     /// Print one JSON line of results instead of text.
     #[arg(long, global = true)]
@@ -62,10 +57,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("chatd-bench: error: cannot start the tokio runtime: {error}");
@@ -92,19 +84,12 @@ async fn run(cli: &Cli) -> Result<Report> {
     let target = Target::parse(&cli.url)?;
     let api = Api::new(target);
     api.check_health().await?;
-    let bench = Bench {
-        target,
-        api,
-        run_id: new_run_id(),
-        server_pid: server_pid(cli.pid, target.port())?,
-    };
+    let bench = Bench { target, api, run_id: new_run_id(), server_pid: server_pid(cli.pid, target.port())? };
     progress(format!(
         "run {} against {} (server pid {})",
         bench.run_id,
         bench.target,
-        bench
-            .server_pid
-            .map_or("unknown".to_string(), |pid| pid.to_string())
+        bench.server_pid.map_or("unknown".to_string(), |pid| pid.to_string())
     ));
     match &cli.command {
         Command::Dm(args) => dm::run(&bench, args).await,
@@ -120,9 +105,7 @@ fn new_run_id() -> String {
     let random = getrandom::u32().unwrap_or_else(|_| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| {
-                elapsed.subsec_nanos() ^ elapsed.as_secs() as u32
-            })
+            .map_or(0, |elapsed| elapsed.subsec_nanos() ^ elapsed.as_secs() as u32)
     });
     format!("{random:08x}")
 }
@@ -140,9 +123,7 @@ fn server_pid(given: Option<u32>, port: u16) -> Result<Option<u32>> {
         return Ok(Some(pid));
     }
     if let Some(pid) = procfs::find_pid_by_name("chatd") {
-        progress(format!(
-            "warning: no process found listening on port {port}; using the process named chatd ({pid})"
-        ));
+        progress(format!("warning: no process found listening on port {port}; using the process named chatd ({pid})"));
         return Ok(Some(pid));
     }
     progress("warning: the server's pid is unknown (pass --pid): no memory or CPU readings");

@@ -46,10 +46,7 @@ pub fn parse_status(text: &str) -> Option<MemoryStatus> {
         let Some((key, value)) = line.split_once(':') else {
             continue;
         };
-        let number = value
-            .split_whitespace()
-            .next()
-            .and_then(|word| word.parse::<u64>().ok());
+        let number = value.split_whitespace().next().and_then(|word| word.parse::<u64>().ok());
         match key {
             "VmRSS" => rss = number,
             "VmHWM" => hwm = number,
@@ -57,11 +54,7 @@ pub fn parse_status(text: &str) -> Option<MemoryStatus> {
             _ => {}
         }
     }
-    Some(MemoryStatus {
-        vm_rss_kb: rss?,
-        vm_hwm_kb: hwm?,
-        threads,
-    })
+    Some(MemoryStatus { vm_rss_kb: rss?, vm_hwm_kb: hwm?, threads })
 }
 
 /// Parses the utime + stime fields of /proc/<pid>/stat. The command name
@@ -78,9 +71,7 @@ pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 
 /// Parses the "Max open files" line of /proc/<pid>/limits.
 pub fn parse_nofile_limit(limits: &str) -> Option<Limit> {
-    let line = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))?;
+    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
     let mut words = line["Max open files".len()..].split_whitespace();
     let parse = |word: Option<&str>| match word? {
         "unlimited" => Some(u64::MAX),
@@ -127,16 +118,9 @@ pub fn snapshot(pid: u32) -> Result<ProcessSnapshot> {
     let memory = read_memory(pid)?;
     let stat_path = format!("/proc/{pid}/stat");
     let stat = fs::read_to_string(&stat_path).context(format!("reading {stat_path}"))?;
-    let cpu_ticks = parse_cpu_ticks(&stat)
-        .ok_or_else(|| BenchError::new(format!("{stat_path} has no CPU times")))?;
-    let open_files = fs::read_dir(format!("/proc/{pid}/fd"))
-        .ok()
-        .map(|entries| entries.count());
-    Ok(ProcessSnapshot {
-        memory,
-        cpu_ticks,
-        open_files,
-    })
+    let cpu_ticks = parse_cpu_ticks(&stat).ok_or_else(|| BenchError::new(format!("{stat_path} has no CPU times")))?;
+    let open_files = fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|entries| entries.count());
+    Ok(ProcessSnapshot { memory, cpu_ticks, open_files })
 }
 
 /// CPU ticks used by this process so far.
@@ -172,10 +156,7 @@ pub fn find_pid_by_port(port: u16) -> Option<u32> {
     if inodes.is_empty() {
         return None;
     }
-    let wanted: Vec<String> = inodes
-        .iter()
-        .map(|inode| format!("socket:[{inode}]"))
-        .collect();
+    let wanted: Vec<String> = inodes.iter().map(|inode| format!("socket:[{inode}]")).collect();
     let own_pid = std::process::id();
     for pid in numeric_proc_entries() {
         if pid == own_pid {
@@ -199,9 +180,7 @@ pub fn find_pid_by_port(port: u16) -> Option<u32> {
 pub fn find_pid_by_name(name: &str) -> Option<u32> {
     let own_pid = std::process::id();
     numeric_proc_entries().into_iter().find(|pid| {
-        *pid != own_pid
-            && fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|comm| comm.trim_end() == name)
+        *pid != own_pid && fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim_end() == name)
     })
 }
 
@@ -209,10 +188,7 @@ fn numeric_proc_entries() -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let mut pids: Vec<u32> = entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .collect();
+    let mut pids: Vec<u32> = entries.flatten().filter_map(|entry| entry.file_name().to_str()?.parse().ok()).collect();
     pids.sort_unstable();
     pids
 }
@@ -231,41 +207,22 @@ pub struct NofileRaise {
 pub fn raise_own_nofile_limit() -> NofileRaise {
     let before = read_nofile_limit("self");
     let Some(limit) = before else {
-        return NofileRaise {
-            before,
-            after: None,
-            note: Some("cannot read /proc/self/limits".to_string()),
-        };
+        return NofileRaise { before, after: None, note: Some("cannot read /proc/self/limits".to_string()) };
     };
     if limit.soft >= limit.hard {
-        return NofileRaise {
-            before,
-            after: before,
-            note: None,
-        };
+        return NofileRaise { before, after: before, note: None };
     }
-    let hard = if limit.hard == u64::MAX {
-        "unlimited".to_string()
-    } else {
-        limit.hard.to_string()
-    };
+    let hard = if limit.hard == u64::MAX { "unlimited".to_string() } else { limit.hard.to_string() };
     let outcome = Command::new("prlimit")
         .arg(format!("--pid={}", std::process::id()))
         .arg(format!("--nofile={hard}:{hard}"))
         .output();
     let note = match outcome {
         Ok(output) if output.status.success() => None,
-        Ok(output) => Some(format!(
-            "prlimit failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )),
+        Ok(output) => Some(format!("prlimit failed: {}", String::from_utf8_lossy(&output.stderr).trim())),
         Err(error) => Some(format!("cannot run prlimit: {error}")),
     };
-    NofileRaise {
-        before,
-        after: read_nofile_limit("self"),
-        note,
-    }
+    NofileRaise { before, after: read_nofile_limit("self"), note }
 }
 
 #[cfg(test)]
@@ -279,14 +236,7 @@ mod tests {
     #[test]
     fn status_gives_rss_hwm_and_threads() {
         let status = parse_status(STATUS).expect("memory lines");
-        assert_eq!(
-            status,
-            MemoryStatus {
-                vm_rss_kb: 20480,
-                vm_hwm_kb: 40960,
-                threads: 5
-            }
-        );
+        assert_eq!(status, MemoryStatus { vm_rss_kb: 20480, vm_hwm_kb: 40960, threads: 5 });
     }
 
     #[test]
@@ -311,22 +261,9 @@ mod tests {
         let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
             Max cpu time              unlimited            unlimited            seconds   \n\
             Max open files            1024                 524288               files     \n";
-        assert_eq!(
-            parse_nofile_limit(limits),
-            Some(Limit {
-                soft: 1024,
-                hard: 524288
-            })
-        );
-        let unlimited =
-            "Max open files            unlimited            unlimited            files\n";
-        assert_eq!(
-            parse_nofile_limit(unlimited),
-            Some(Limit {
-                soft: u64::MAX,
-                hard: u64::MAX
-            })
-        );
+        assert_eq!(parse_nofile_limit(limits), Some(Limit { soft: 1024, hard: 524288 }));
+        let unlimited = "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_nofile_limit(unlimited), Some(Limit { soft: u64::MAX, hard: u64::MAX }));
     }
 
     const NET_TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\

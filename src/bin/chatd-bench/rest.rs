@@ -17,9 +17,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::client::{
-    CONNECT_TIMEOUT, REQUEST_TIMEOUT, Target, close_quietly, connect_ws_or_fail, send_texts,
-};
+use crate::client::{CONNECT_TIMEOUT, REQUEST_TIMEOUT, Target, close_quietly, connect_ws_or_fail, send_texts};
 use crate::context::{Bench, CpuMeter, Report, progress, rss_change_human, snapshot_json};
 use crate::error::{BenchError, Result, describe};
 use crate::stats::{LatencySummary, rate, round2, summary_human, summary_json};
@@ -86,26 +84,12 @@ pub async fn run(bench: &Bench, args: &RestArgs) -> Result<Report> {
         .next()
         .ok_or_else(|| BenchError::new("rest: no pair was created"))?;
     if args.messages > 0 {
-        progress(format!(
-            "rest: sending {} messages into the room",
-            args.messages
-        ));
+        progress(format!("rest: sending {} messages into the room", args.messages));
         let mut ws = connect_ws_or_fail(&bench.target, &pair.sender).await?;
-        send_texts(
-            &mut ws,
-            pair.room_id,
-            args.messages as usize,
-            100,
-            &format!("r{}-", bench.run_id),
-            32,
-        )
-        .await?;
+        send_texts(&mut ws, pair.room_id, args.messages as usize, 100, &format!("r{}-", bench.run_id), 32).await?;
         close_quietly(ws).await;
     }
-    let messages_path = format!(
-        "/api/chat/rooms/{}/messages?page=1&per_page={}",
-        pair.room_id, args.per_page
-    );
+    let messages_path = format!("/api/chat/rooms/{}/messages?page=1&per_page={}", pair.room_id, args.per_page);
     check_page(bench, &pair.sender.token, &messages_path, args).await?;
 
     let before = bench.server_snapshot();
@@ -120,22 +104,16 @@ pub async fn run(bench: &Bench, args: &RestArgs) -> Result<Report> {
         request_limit: args.requests,
         issued: AtomicU64::new(0),
     });
-    progress(format!(
-        "rest: {} connections for up to {} s",
-        args.connections, args.duration
-    ));
+    progress(format!("rest: {} connections for up to {} s", args.connections, args.duration));
     let workers: Vec<_> = (0..args.connections)
         .map(|index| {
-            let seed = getrandom::u64().unwrap_or(0)
-                ^ (u64::from(index) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let seed = getrandom::u64().unwrap_or(0) ^ (u64::from(index) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             tokio::spawn(worker(Arc::clone(&plan), seed))
         })
         .collect();
     let mut total = WorkerOutcome::default();
     for worker in workers {
-        let outcome = worker
-            .await
-            .map_err(|error| BenchError::new(format!("a rest worker failed: {error}")))?;
+        let outcome = worker.await.map_err(|error| BenchError::new(format!("a rest worker failed: {error}")))?;
         total.message_latencies.extend(outcome.message_latencies);
         total.room_latencies.extend(outcome.room_latencies);
         for (status, count) in outcome.statuses {
@@ -154,23 +132,15 @@ pub async fn run(bench: &Bench, args: &RestArgs) -> Result<Report> {
     let cpu_use = cpu.finish(after.as_ref());
 
     let answered: u64 = total.statuses.values().sum();
-    let non_200: u64 = total
-        .statuses
-        .iter()
-        .filter(|(status, _)| **status != 200)
-        .map(|(_, count)| count)
-        .sum();
+    let non_200: u64 = total.statuses.iter().filter(|(status, _)| **status != 200).map(|(_, count)| count).sum();
     let per_second = round2(rate(answered as f64, elapsed));
     let mut all = total.message_latencies.clone();
     all.extend(&total.room_latencies);
     let latency = LatencySummary::from_samples(all);
     let message_latency = LatencySummary::from_samples(total.message_latencies);
     let room_latency = LatencySummary::from_samples(total.room_latencies);
-    let statuses: BTreeMap<String, u64> = total
-        .statuses
-        .iter()
-        .map(|(status, count)| (status.to_string(), *count))
-        .collect();
+    let statuses: BTreeMap<String, u64> =
+        total.statuses.iter().map(|(status, count)| (status.to_string(), *count)).collect();
 
     let mut json = bench.header("rest");
     for (key, value) in [
@@ -213,33 +183,17 @@ pub async fn run(bench: &Bench, args: &RestArgs) -> Result<Report> {
         total.transport_errors,
         total.connections_opened
     ));
-    text.push_str(&format!(
-        "  latency, all: {}\n",
-        summary_human(latency.as_ref())
-    ));
-    text.push_str(&format!(
-        "  latency, messages page: {}\n",
-        summary_human(message_latency.as_ref())
-    ));
-    text.push_str(&format!(
-        "  latency, room list: {}\n",
-        summary_human(room_latency.as_ref())
-    ));
+    text.push_str(&format!("  latency, all: {}\n", summary_human(latency.as_ref())));
+    text.push_str(&format!("  latency, messages page: {}\n", summary_human(message_latency.as_ref())));
+    text.push_str(&format!("  latency, room list: {}\n", summary_human(room_latency.as_ref())));
     if non_200 > 0 {
         text.push_str(&format!("  statuses: {statuses:?}\n"));
     }
     for sample in &total.error_samples {
         text.push_str(&format!("  error: {sample}\n"));
     }
-    text.push_str(&format!(
-        "  {}\n  {}",
-        cpu_use.human(),
-        rss_change_human(before.as_ref(), after.as_ref())
-    ));
-    Ok(Report {
-        json: Value::Object(json),
-        text,
-    })
+    text.push_str(&format!("  {}\n  {}", cpu_use.human(), rss_change_human(before.as_ref(), after.as_ref())));
+    Ok(Report { json: Value::Object(json), text })
 }
 
 /// One read through the pooled client first: the page must be there and
@@ -247,22 +201,13 @@ pub async fn run(bench: &Bench, args: &RestArgs) -> Result<Report> {
 async fn check_page(bench: &Bench, token: &str, path: &str, args: &RestArgs) -> Result<()> {
     let response = bench.api.call(Method::GET, path, Some(token), None).await?;
     if response.status != StatusCode::OK {
-        return Err(BenchError::new(format!(
-            "GET {path}: HTTP {} {}",
-            response.status,
-            response.detail()
-        )));
+        return Err(BenchError::new(format!("GET {path}: HTTP {} {}", response.status, response.detail())));
     }
     let page = response.json()?;
-    let listed = page
-        .get("messages")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
+    let listed = page.get("messages").and_then(Value::as_array).map_or(0, Vec::len);
     let wanted = args.messages.min(args.per_page) as usize;
     if listed != wanted {
-        progress(format!(
-            "rest: warning: the first page lists {listed} messages, expected {wanted}"
-        ));
+        progress(format!("rest: warning: the first page lists {listed} messages, expected {wanted}"));
     }
     Ok(())
 }
@@ -274,9 +219,7 @@ async fn worker(plan: Arc<Plan>, seed: u64) -> WorkerOutcome {
     let mut random = XorShift::new(seed);
     let mut connection: Option<SendRequest<Full<Bytes>>> = None;
     let mut failures_in_a_row = 0;
-    while Instant::now() < plan.deadline
-        && plan.issued.fetch_add(1, Ordering::Relaxed) < plan.request_limit
-    {
+    while Instant::now() < plan.deadline && plan.issued.fetch_add(1, Ordering::Relaxed) < plan.request_limit {
         let sender = match connection.as_mut() {
             Some(sender) => sender,
             None => match open_connection(plan.target).await {
@@ -296,11 +239,7 @@ async fn worker(plan: Arc<Plan>, seed: u64) -> WorkerOutcome {
             },
         };
         let lists_rooms = random.below(100) < u64::from(plan.rooms_percent);
-        let path = if lists_rooms {
-            "/api/chat/rooms"
-        } else {
-            plan.messages_path.as_str()
-        };
+        let path = if lists_rooms { "/api/chat/rooms" } else { plan.messages_path.as_str() };
         let request = Request::builder()
             .method(Method::GET)
             .uri(path)
@@ -358,9 +297,7 @@ async fn open_connection(target: Target) -> Result<SendRequest<Full<Bytes>>> {
         .await
         .map_err(|_| BenchError::new(format!("connecting to {target}: timed out")))?
         .map_err(|error| BenchError::new(format!("connecting to {target}: {error}")))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|error| BenchError::new(format!("setting TCP_NODELAY: {error}")))?;
+    stream.set_nodelay(true).map_err(|error| BenchError::new(format!("setting TCP_NODELAY: {error}")))?;
     let (sender, connection) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|error| BenchError::new(format!("HTTP/1.1 handshake: {}", describe(&error))))?;

@@ -13,9 +13,7 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{
-    EchoedFile, Incoming, ServerEvent, classify, close_quietly, connect_ws_or_fail,
-};
+use crate::client::{EchoedFile, Incoming, ServerEvent, classify, close_quietly, connect_ws_or_fail};
 use crate::context::{Bench, CpuMeter, Report, kb_human, progress, snapshot_json};
 use crate::error::{BenchError, Result, describe};
 use crate::procfs::{self, ProcessSnapshot};
@@ -93,13 +91,8 @@ pub async fn run(bench: &Bench, args: &UploadArgs) -> Result<Report> {
         .next()
         .ok_or_else(|| BenchError::new("upload: no pair was created"))?;
     let mut ws = connect_ws_or_fail(&bench.target, &pair.sender).await?;
-    let size = usize::try_from(args.size)
-        .map_err(|_| BenchError::new("upload: --size does not fit this machine"))?;
-    progress(format!(
-        "upload: building a {} {} and its base64",
-        kb_human(args.size / 1024),
-        args.kind.message_type()
-    ));
+    let size = usize::try_from(args.size).map_err(|_| BenchError::new("upload: --size does not fit this machine"))?;
+    progress(format!("upload: building a {} {} and its base64", kb_human(args.size / 1024), args.kind.message_type()));
     let file = build_file(args.kind, size);
     let base64 = STANDARD.encode(&file);
     let head = file[..file.len().min(16)].to_vec();
@@ -129,10 +122,7 @@ pub async fn run(bench: &Bench, args: &UploadArgs) -> Result<Report> {
         let sent = timeout_at(deadline, ws.send(Message::text(frame))).await;
         match sent {
             Err(_) => {
-                closed = Some(format!(
-                    "sending upload {index} took over {} s",
-                    args.timeout
-                ));
+                closed = Some(format!("sending upload {index} took over {} s", args.timeout));
                 break;
             }
             Ok(Err(error)) => {
@@ -145,10 +135,7 @@ pub async fn run(bench: &Bench, args: &UploadArgs) -> Result<Report> {
             let item = match timeout_at(deadline, ws.next()).await {
                 Ok(item) => item,
                 Err(_) => {
-                    break Answer::Closed(format!(
-                        "no echo for upload {index} within {} s",
-                        args.timeout
-                    ));
+                    break Answer::Closed(format!("no echo for upload {index} within {} s", args.timeout));
                 }
             };
             match classify(item) {
@@ -157,11 +144,8 @@ pub async fn run(bench: &Bench, args: &UploadArgs) -> Result<Report> {
                 {
                     break Answer::Echo(message.files);
                 }
-                Incoming::Event(ServerEvent::Error {
-                    message,
-                    local_temp_id,
-                }) if local_temp_id.is_none()
-                    || local_temp_id.as_deref() == Some(temp_id.as_str()) =>
+                Incoming::Event(ServerEvent::Error { message, local_temp_id })
+                    if local_temp_id.is_none() || local_temp_id.as_deref() == Some(temp_id.as_str()) =>
                 {
                     break Answer::Refused(message);
                 }
@@ -190,12 +174,7 @@ pub async fn run(bench: &Bench, args: &UploadArgs) -> Result<Report> {
                 break;
             }
         }
-        progress(format!(
-            "upload: {}/{} done in {:.2} s",
-            index + 1,
-            args.count,
-            took.as_secs_f64()
-        ));
+        progress(format!("upload: {}/{} done in {:.2} s", index + 1, args.count, took.as_secs_f64()));
     }
     let after = bench.server_snapshot();
     let cpu_use = cpu.finish(after.as_ref());
@@ -211,17 +190,11 @@ pub async fn run(bench: &Bench, args: &UploadArgs) -> Result<Report> {
     let file_rate = rate((uploaded * args.size) as f64, busy) / MIB;
     let base64_rate = rate((uploaded * base64.len() as u64) as f64, busy) / MIB;
     let peak_growth_kb = match (&before, &after) {
-        (Some(before), Some(after)) => Some(
-            after
-                .memory
-                .vm_hwm_kb
-                .saturating_sub(before.memory.vm_hwm_kb),
-        ),
+        (Some(before), Some(after)) => Some(after.memory.vm_hwm_kb.saturating_sub(before.memory.vm_hwm_kb)),
         _ => None,
     };
-    let peak_growth_ratio = peak_growth_kb
-        .filter(|_| frame_bytes > 0)
-        .map(|kb| round2(kb as f64 * 1024.0 / frame_bytes as f64));
+    let peak_growth_ratio =
+        peak_growth_kb.filter(|_| frame_bytes > 0).map(|kb| round2(kb as f64 * 1024.0 / frame_bytes as f64));
     let latency = LatencySummary::from_samples(latencies);
 
     let mut json = bench.header("upload");
@@ -238,18 +211,8 @@ pub async fn run(bench: &Bench, args: &UploadArgs) -> Result<Report> {
         ("file_mib_per_s", json!(round2(file_rate))),
         ("base64_mib_per_s", json!(round2(base64_rate))),
         ("latency", summary_json(latency.as_ref())),
-        (
-            "stored_file_verified",
-            json!(verified.as_ref().map(|v| v.is_ok())),
-        ),
-        (
-            "stored_file_problem",
-            json!(
-                verified
-                    .as_ref()
-                    .and_then(|v| v.as_ref().err().map(|e| e.to_string()))
-            ),
-        ),
+        ("stored_file_verified", json!(verified.as_ref().map(|v| v.is_ok()))),
+        ("stored_file_problem", json!(verified.as_ref().and_then(|v| v.as_ref().err().map(|e| e.to_string())))),
         ("server_before", snapshot_json(before.as_ref())),
         ("server_after", snapshot_json(after.as_ref())),
         ("peak_growth_kb", json!(peak_growth_kb)),
@@ -271,10 +234,7 @@ pub async fn run(bench: &Bench, args: &UploadArgs) -> Result<Report> {
     text.push_str(&format!(
         "  uploaded {uploaded}, failed {failed}; {file_rate:.1} MiB/s of file bytes, {base64_rate:.1} MiB/s of base64\n"
     ));
-    text.push_str(&format!(
-        "  send → echo: {}\n",
-        summary_human(latency.as_ref())
-    ));
+    text.push_str(&format!("  send → echo: {}\n", summary_human(latency.as_ref())));
     for error in &errors {
         text.push_str(&format!("  server error: {error}\n"));
     }
@@ -282,22 +242,13 @@ pub async fn run(bench: &Bench, args: &UploadArgs) -> Result<Report> {
         text.push_str(&format!("  stopped: {reason}\n"));
     }
     match &verified {
-        Some(Ok(())) => {
-            text.push_str("  the stored file reads back with the right size and first bytes\n")
-        }
+        Some(Ok(())) => text.push_str("  the stored file reads back with the right size and first bytes\n"),
         Some(Err(problem)) => text.push_str(&format!("  stored file check failed: {problem}\n")),
         None => {}
     }
-    text.push_str(&memory_human(
-        before.as_ref(),
-        after.as_ref(),
-        peak_growth_ratio,
-    ));
+    text.push_str(&memory_human(before.as_ref(), after.as_ref(), peak_growth_ratio));
     text.push_str(&format!("\n  {}", cpu_use.human()));
-    Ok(Report {
-        json: Value::Object(json),
-        text,
-    })
+    Ok(Report { json: Value::Object(json), text })
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -308,11 +259,7 @@ enum Answer {
     Closed(String),
 }
 
-fn memory_human(
-    before: Option<&ProcessSnapshot>,
-    after: Option<&ProcessSnapshot>,
-    ratio: Option<f64>,
-) -> String {
+fn memory_human(before: Option<&ProcessSnapshot>, after: Option<&ProcessSnapshot>, ratio: Option<f64>) -> String {
     match (before, after) {
         (Some(before), Some(after)) => format!(
             "  server VmRSS {} → {}, peak (VmHWM) {} → {}: peak grew by {} of memory per byte of frame",
@@ -328,31 +275,17 @@ fn memory_human(
 
 /// Reads the first 16 bytes of the stored file back through `/static` and
 /// checks them and the total size.
-async fn verify_stored(
-    bench: &Bench,
-    file: &EchoedFile,
-    args: &UploadArgs,
-    head: &[u8],
-) -> Result<()> {
+async fn verify_stored(bench: &Bench, file: &EchoedFile, args: &UploadArgs, head: &[u8]) -> Result<()> {
     let path = bench.target.own_path(&file.file_path).ok_or_else(|| {
-        BenchError::new(format!(
-            "file_path {:?} is not a URL of {} (BASE_URL?)",
-            file.file_path, bench.target
-        ))
+        BenchError::new(format!("file_path {:?} is not a URL of {} (BASE_URL?)", file.file_path, bench.target))
     })?;
     if file.file_size != Some(args.size) {
-        return Err(BenchError::new(format!(
-            "the echo says file_size {:?}, sent {}",
-            file.file_size, args.size
-        )));
+        return Err(BenchError::new(format!("the echo says file_size {:?}, sent {}", file.file_size, args.size)));
     }
     let last = head.len().saturating_sub(1) as u64;
     let response = bench.api.get_range(&path, 0, last).await?;
     if response.status != StatusCode::PARTIAL_CONTENT {
-        return Err(BenchError::new(format!(
-            "GET {path} with Range: HTTP {} (wanted 206)",
-            response.status
-        )));
+        return Err(BenchError::new(format!("GET {path} with Range: HTTP {} (wanted 206)", response.status)));
     }
     let expected_range = format!("bytes 0-{last}/{}", args.size);
     if response.content_range.as_deref() != Some(expected_range.as_str()) {
@@ -362,25 +295,15 @@ async fn verify_stored(
         )));
     }
     if response.body.as_ref() != head {
-        return Err(BenchError::new(format!(
-            "GET {path}: the first bytes differ from those sent"
-        )));
+        return Err(BenchError::new(format!("GET {path}: the first bytes differ from those sent")));
     }
     Ok(())
 }
 
 /// The `send_message` frame of one upload, written by hand so that the
 /// base64 (up to ~70 MB) is copied once.
-pub fn upload_frame(
-    room_id: i64,
-    kind: Kind,
-    size: u64,
-    local_temp_id: &str,
-    base64: &str,
-) -> String {
-    let duration = kind
-        .duration()
-        .map_or(String::new(), |seconds| format!("\"duration\":{seconds},"));
+pub fn upload_frame(room_id: i64, kind: Kind, size: u64, local_temp_id: &str, base64: &str) -> String {
+    let duration = kind.duration().map_or(String::new(), |seconds| format!("\"duration\":{seconds},"));
     let mut frame = String::with_capacity(base64.len() + 512);
     frame.push_str(&format!(
         "{{\"type\":\"send_message\",\"data\":{{\"room_id\":{room_id},\"message_type\":\"{}\",\"content\":\"\",{duration}\"local_temp_id\":{},\"files_data\":[{{\"file_name\":\"{}\",\"file_size\":{size},\"mime_type\":\"{}\",{duration}\"file_data\":\"",
@@ -488,11 +411,7 @@ fn crc32(bytes: &[u8]) -> u32 {
             let mut c = n as u32;
             let mut k = 0;
             while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
                 k += 1;
             }
             table[n] = c;
@@ -543,8 +462,7 @@ mod tests {
     #[test]
     fn upload_frame_is_valid_json_with_the_fields() {
         let base64 = STANDARD.encode(build_file(Kind::Voice, 100));
-        let frame: Value =
-            serde_json::from_str(&upload_frame(9, Kind::Voice, 100, "u-1", &base64)).expect("json");
+        let frame: Value = serde_json::from_str(&upload_frame(9, Kind::Voice, 100, "u-1", &base64)).expect("json");
         assert_eq!(frame["type"], "send_message");
         let data = &frame["data"];
         assert_eq!(data["room_id"], 9);
@@ -556,8 +474,7 @@ mod tests {
         assert_eq!(file["mime_type"], "audio/mpeg");
         assert_eq!(file["duration"], 1.5);
         assert_eq!(file["file_data"], base64.as_str());
-        let pdf: Value =
-            serde_json::from_str(&upload_frame(1, Kind::File, 64, "x", "AAAA")).expect("json");
+        let pdf: Value = serde_json::from_str(&upload_frame(1, Kind::File, 64, "x", "AAAA")).expect("json");
         assert!(pdf["data"]["files_data"][0].get("duration").is_none());
     }
 }
