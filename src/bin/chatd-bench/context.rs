@@ -18,6 +18,9 @@ pub struct Bench {
     /// Makes this run's emails and temp ids unique.
     pub run_id: String,
     pub server_pid: Option<u32>,
+    /// The machine's 1-minute load average when the run started: other
+    /// work on the same cores makes every number here noisier.
+    pub loadavg_at_start: Option<f64>,
 }
 
 impl Bench {
@@ -33,6 +36,8 @@ impl Bench {
         map.insert("run_id".into(), json!(self.run_id));
         map.insert("url".into(), json!(self.target.to_string()));
         map.insert("server_pid".into(), json!(self.server_pid));
+        map.insert("loadavg_at_start".into(), json!(self.loadavg_at_start));
+        map.insert("cores".into(), json!(std::thread::available_parallelism().map_or(0, |n| n.get())));
         map
     }
 }

@@ -84,7 +84,21 @@ async fn run(cli: &Cli) -> Result<Report> {
     let target = Target::parse(&cli.url)?;
     let api = Api::new(target);
     api.check_health().await?;
-    let bench = Bench { target, api, run_id: new_run_id(), server_pid: server_pid(cli.pid, target.port())? };
+    let bench = Bench {
+        target,
+        api,
+        run_id: new_run_id(),
+        server_pid: server_pid(cli.pid, target.port())?,
+        loadavg_at_start: procfs::read_loadavg(),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(load) = bench.loadavg_at_start
+        && load > cores as f64
+    {
+        progress(format!(
+            "warning: this machine is busy (load average {load:.1} on {cores} cores): the numbers will be noisy"
+        ));
+    }
     progress(format!(
         "run {} against {} (server pid {})",
         bench.run_id,

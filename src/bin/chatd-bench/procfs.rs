@@ -106,6 +106,16 @@ pub fn parse_listening_inodes(net_tcp: &str, port: u16) -> Vec<u64> {
     inodes
 }
 
+/// The 1-minute load average, the first field of /proc/loadavg.
+pub fn parse_loadavg(text: &str) -> Option<f64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// This machine's 1-minute load average.
+pub fn read_loadavg() -> Option<f64> {
+    parse_loadavg(&fs::read_to_string("/proc/loadavg").ok()?)
+}
+
 /// Reads the memory lines of a process.
 pub fn read_memory(pid: u32) -> Result<MemoryStatus> {
     let path = format!("/proc/{pid}/status");
@@ -290,6 +300,12 @@ mod tests {
         let tcp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
    0: 00000000000000000000000001000000:4650 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 77 1 0000000000000000 100 0 0 10 0\n";
         assert_eq!(parse_listening_inodes(tcp6, 18000), vec![77]);
+    }
+
+    #[test]
+    fn loadavg_is_the_first_field() {
+        assert_eq!(parse_loadavg("9.61 8.51 5.85 3/250 31871\n"), Some(9.61));
+        assert_eq!(parse_loadavg(""), None);
     }
 
     #[test]
