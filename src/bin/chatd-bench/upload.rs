@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{EchoedFile, Incoming, ServerEvent, classify, close_quietly, connect_ws_or_fail};
+use crate::client::{EchoedFile, Incoming, ServerEvent, WsStream, classify, close_quietly, connect_ws_or_fail};
 use crate::context::{Bench, CpuMeter, Report, kb_human, progress, snapshot_json};
 use crate::error::{BenchError, Result, describe};
 use crate::procfs::{self, ProcessSnapshot};
@@ -122,11 +122,19 @@ pub async fn run(bench: &Bench, args: &UploadArgs) -> Result<Report> {
         let sent = timeout_at(deadline, ws.send(Message::text(frame))).await;
         match sent {
             Err(_) => {
+                failed += 1;
                 closed = Some(format!("sending upload {index} took over {} s", args.timeout));
                 break;
             }
             Ok(Err(error)) => {
-                closed = Some(format!("sending upload {index}: {}", describe(&error)));
+                // The server may have closed with a code (1009: too big)
+                // before it reset the connection; say so when it did.
+                failed += 1;
+                let close = match close_reason(&mut ws).await {
+                    Some(reason) => format!(" ({reason})"),
+                    None => String::new(),
+                };
+                closed = Some(format!("sending upload {index}: {}{close}", describe(&error)));
                 break;
             }
             Ok(Ok(())) => {}
@@ -252,6 +260,21 @@ pub async fn run(bench: &Bench, args: &UploadArgs) -> Result<Report> {
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// Whatever close frame is left to read after a failed send, within a second.
+async fn close_reason(ws: &mut WsStream) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match timeout_at(deadline, ws.next()).await {
+            Err(_) => return None,
+            Ok(item) => {
+                if let Incoming::Closed(reason) = classify(item) {
+                    return Some(reason);
+                }
+            }
+        }
+    }
+}
 
 enum Answer {
     Echo(Vec<EchoedFile>),
