@@ -348,6 +348,15 @@ function markRead(roomId) {
 // ------------------------------------------------------- the live link
 
 function handleOpen() {
+  // Where each open conversation stood before this link delivers anything:
+  // the catch-up starts there, whatever arrives live in the meantime
+  // (including the echoes of the pending messages re-sent just below).
+  for (const [roomId, conv] of state.convs) {
+    if (!conv.loaded) continue;
+    const mark = newestId(conv);
+    const earlier = catchUpMarks.get(roomId);
+    catchUpMarks.set(roomId, earlier === undefined || earlier === null || mark === null ? (earlier ?? mark) : Math.min(earlier, mark));
+  }
   if (state.currentRoomId !== null) socket.send('join_room', { room_id: state.currentRoomId });
   const waiting = Array.from(state.pending.values())
     .filter((p) => p.status === 'sending' && p.data)
@@ -356,10 +365,12 @@ function handleOpen() {
   catchUp();
 }
 
+/** room id → the newest message id known to be contiguous before a (re)connect. */
+const catchUpMarks = new Map();
 let catchUpRunning = null;
 let catchUpAgain = false;
 
-/** After (re)connecting: the room list, then every open conversation from its newest message on. */
+/** After (re)connecting: the room list, then every open conversation from its mark on. */
 function catchUp() {
   if (catchUpRunning) {
     catchUpAgain = true;
@@ -369,12 +380,16 @@ function catchUp() {
     do {
       catchUpAgain = false;
       await loadRooms();
-      for (const [roomId, conv] of state.convs) {
-        if (!conv.loaded) continue;
+      const marks = new Map(catchUpMarks);
+      catchUpMarks.clear();
+      for (const [roomId, mark] of marks) {
+        const conv = state.convs.get(roomId);
+        if (!conv || !conv.loaded) continue;
         try {
-          await catchUpRoom(roomId, conv);
+          await catchUpRoom(roomId, conv, mark);
         } catch {
-          // The next reconnect tries again.
+          // Try again on the next connection, from the same mark.
+          if (!catchUpMarks.has(roomId)) catchUpMarks.set(roomId, mark);
         }
       }
       const current = state.currentRoomId;
@@ -389,9 +404,9 @@ function catchUp() {
   return catchUpRunning;
 }
 
-async function catchUpRoom(roomId, conv) {
-  let after = newestId(conv);
-  if (after === null) {
+async function catchUpRoom(roomId, conv, mark) {
+  let after = mark;
+  if (after === null || after === undefined) {
     const page = await api.messagesPage(roomId, 1, 50);
     for (const message of page.messages || []) upsertMessage(message);
     conv.hasOlder = Boolean(page.has_more);

@@ -2,6 +2,7 @@
 // chips (picker, drag and drop, paste), voice recording, errors and progress.
 
 import { $, el, formatDuration, formatSize } from './dom.js';
+import { icon } from './icons.js';
 import { audioDuration, canRecord, describeFile, MAX_FILES, VoiceRecorder } from './files.js';
 import { state } from './state.js';
 
@@ -168,13 +169,13 @@ function renderChips() {
   list.hidden = attachments.length === 0;
   list.replaceChildren(
     ...attachments.map((item) => {
-      const icon = item.category === 'image' ? '🖼' : item.category === 'voice' ? '🎤' : '📄';
+      const glyph = item.category === 'image' ? 'image' : item.category === 'voice' ? 'mic' : 'file';
       const details = [formatSize(item.size)];
       if (item.category === 'voice' && typeof item.duration === 'number') details.push(formatDuration(item.duration));
       return el(
         'li',
         { class: `chip${item.error ? ' invalid' : ''}`, testid: 'attachment-chip', title: item.error || item.name },
-        el('span', { class: 'chip-icon', 'aria-hidden': 'true', text: icon }),
+        el('span', { class: 'chip-icon' }, icon(glyph, { size: 16 })),
         el('span', { class: 'chip-name', testid: 'chip-name', text: item.name }),
         el('span', { class: 'chip-size', testid: 'chip-size', text: details.join(' · ') }),
         el('button', {

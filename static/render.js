@@ -1,6 +1,7 @@
 // Rendering: the room list, search results, the conversation header and the
 // message list. Reads `state`, calls back into `actions` for user input.
 
+import { icon } from './icons.js';
 import { $, el, fillAvatar, formatDay, formatDuration, formatSize, formatStamp, formatTime, safeUrl } from './dom.js';
 import {
   isOwn,
@@ -338,7 +339,7 @@ function buildMessage(message, { editing, confirming, previous, filesSig }) {
       class: `status${message.is_read ? ' read' : ''}`,
       testid: 'message-status',
       dataset: { status: message.is_read ? 'read' : 'sent' },
-      text: message.is_read ? '✓✓ Read' : '✓ Sent',
+      text: message.is_read ? 'Read' : 'Sent',
     }));
   }
   bubble.append(meta);
@@ -356,15 +357,15 @@ function buildMessage(message, { editing, confirming, previous, filesSig }) {
         title: message.is_liked ? 'Unlike' : 'Like',
         onclick: () => actions.toggleLike(message),
       },
-      el('span', { class: 'heart', 'aria-hidden': 'true', text: message.is_liked ? '♥' : '♡' }),
+      icon('heart', { filled: Boolean(message.is_liked), size: 16 }),
       el('span', { class: 'like-count', testid: 'like-count', text: likeCount > 0 ? String(likeCount) : '' }),
     );
     const tools = el('div', { class: 'msg-tools' }, like);
     if (own && message.message_type === 'text' && !editing) {
-      tools.append(el('button', { type: 'button', class: 'tool', testid: 'edit-button', title: 'Edit', 'aria-label': 'Edit message', text: '✎', onclick: () => actions.startEdit(message.id) }));
+      tools.append(el('button', { type: 'button', class: 'tool', testid: 'edit-button', title: 'Edit', 'aria-label': 'Edit message', onclick: () => actions.startEdit(message.id) }, icon('edit', { size: 16 })));
     }
     if (own) {
-      tools.append(el('button', { type: 'button', class: 'tool', testid: 'delete-button', title: 'Delete', 'aria-label': 'Delete message', text: '🗑', onclick: () => actions.askDelete(message.id) }));
+      tools.append(el('button', { type: 'button', class: 'tool', testid: 'delete-button', title: 'Delete', 'aria-label': 'Delete message', onclick: () => actions.askDelete(message.id) }, icon('trash', { size: 16 })));
     }
     row.append(tools);
   }
@@ -438,7 +439,7 @@ function buildFile(file, messageType) {
     class: 'file-link', href: url || '#', download: name, testid: 'message-file',
     target: '_blank', rel: 'noopener noreferrer',
   },
-  el('span', { class: 'file-icon', 'aria-hidden': 'true', text: '📄' }),
+  el('span', { class: 'file-icon' }, icon('file', { size: 22 })),
   el('span', { class: 'file-text' },
     el('span', { class: 'file-name', text: name }),
     el('span', { class: 'file-size', text: formatSize(file.file_size) })));
@@ -479,7 +480,7 @@ function buildPending(pending) {
         wrap.append(el('span', { class: 'image-link' }, el('img', { src: f.url, alt: f.name })));
       } else {
         wrap.append(el('span', { class: 'file-link' },
-          el('span', { class: 'file-icon', 'aria-hidden': 'true', text: f.category === 'voice' ? '🎤' : '📄' }),
+          el('span', { class: 'file-icon' }, icon(f.category === 'voice' ? 'mic' : 'file', { size: 22 })),
           el('span', { class: 'file-text' },
             el('span', { class: 'file-name', text: f.name }),
             el('span', { class: 'file-size', text: formatSize(f.size) }))));

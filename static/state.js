@@ -79,10 +79,13 @@ export function sortedMessages(conv) {
   return Array.from(conv.messages.values()).sort((a, b) => a.id - b.id);
 }
 
-/** Put a message into its conversation (when loaded), keeping the newest knowledge. */
+/**
+ * Put a message into its conversation, when the conversation is loaded or
+ * loading (a live message that arrives during the first page is kept).
+ */
 export function upsertMessage(message) {
   const conv = state.convs.get(message.room_id);
-  if (!conv || !conv.loaded) return;
+  if (!conv) return;
   const previous = conv.messages.get(message.id);
   if (previous && previous.is_deleted && !message.is_deleted) return; // deletion is final
   conv.messages.set(message.id, previous ? { ...previous, ...message } : message);
@@ -155,13 +158,13 @@ export function previewText(message) {
   let body;
   switch (message.message_type) {
     case 'image':
-      body = files.length > 1 ? `📷 ${files.length} photos` : '📷 Photo';
+      body = files.length > 1 ? `${files.length} photos` : 'Photo';
       break;
     case 'voice':
-      body = '🎤 Voice message';
+      body = 'Voice message';
       break;
     case 'file':
-      body = files.length > 1 ? `📎 ${files.length} files` : `📎 ${(files[0] && files[0].file_name) || 'File'}`;
+      body = files.length > 1 ? `${files.length} files` : (files[0] && files[0].file_name) || 'File';
       break;
     default:
       body = null;

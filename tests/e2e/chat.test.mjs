@@ -41,10 +41,23 @@ function step(name, fn) {
       await fn(t);
     } catch (error) {
       failed = true;
+      await screenshotAll('failure');
       if (server) error.message += `\n--- chatd output (tail) ---\n${server.logs().slice(-4000)}`;
       throw error;
     }
   });
+}
+
+/** Screenshots of every open page, to see what a failed step left on screen. */
+async function screenshotAll(prefix) {
+  for (const [label, who] of [['alice', alice], ['bob', bob]]) {
+    if (!who || who.page.isClosed()) continue;
+    try {
+      await who.page.screenshot({ path: path.join(artifactsDir, `${prefix}-${label}.png`), timeout: 5000 });
+    } catch {
+      // The page is gone; nothing to show.
+    }
+  }
 }
 
 /** What the message list shows, in order. */
