@@ -173,6 +173,7 @@ export function renderConnection() {
 // ------------------------------------------------------------- message list
 
 const rendered = new Map(); // key → {node, sig, filesSig}
+let toolsOpenId = null; // the message whose tools a tap opened (phones)
 
 /** Forget every rendered message (room switch, logout). */
 export function clearMessageList() {
@@ -370,11 +371,20 @@ function buildMessage(message, { editing, confirming, previous, filesSig }) {
     row.append(tools);
   }
 
+  if (toolsOpenId === message.id) classes.push('tools-open');
   const item = el('li', {
     class: classes.join(' '),
     testid: 'message',
     dataset: { id: String(message.id), type: message.message_type, own: String(own) },
   }, row);
+  // Without hover (phones) a tap on the bubble shows or hides the tools.
+  bubble.addEventListener('click', (event) => {
+    if (!window.matchMedia('(hover: none)').matches || event.target.closest('a, button, audio, textarea')) return;
+    const open = !item.classList.contains('tools-open');
+    for (const other of document.querySelectorAll('.msg.tools-open')) other.classList.remove('tools-open');
+    item.classList.toggle('tools-open', open);
+    toolsOpenId = open ? message.id : null;
+  });
 
   if (confirming) {
     item.append(el('div', { class: 'confirm-delete', testid: 'delete-prompt' },
@@ -450,6 +460,7 @@ export function pendingStatusText(pending) {
   if (pending.stage === 'preparing') return 'Preparing…';
   if (pending.stage === 'uploading') return `Uploading ${Math.round((pending.progress || 0) * 100)}%`;
   if (pending.stage === 'processing') return 'Processing…';
+  if (pending.stage === 'queued') return 'Waiting for connection…';
   return 'Sending…';
 }
 
