@@ -216,12 +216,20 @@ describe('chatd web client', { timeout: 110_000 }, () => {
   step('an image: chips before sending, inline image after, no duplicate', async () => {
     const page = alice.page;
     const png = makePng(96, 64);
-    await page.locator(tid('file-input')).setInputFiles([
-      { name: 'gradient.png', mimeType: 'image/png', buffer: png },
-      { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('some notes\n') },
-    ]);
+    await page.locator(tid('file-input')).setInputFiles({ name: 'gradient.png', mimeType: 'image/png', buffer: png });
+    // A second file dropped onto the conversation.
+    const dataTransfer = await page.evaluateHandle(() => {
+      const transfer = new DataTransfer();
+      transfer.items.add(new File(['some notes\n'], 'notes.txt', { type: 'text/plain' }));
+      return transfer;
+    });
+    await page.locator(tid('message-scroller')).dispatchEvent('dragenter', { dataTransfer });
+    assert.equal(await page.locator(tid('drop-overlay')).isVisible(), true, 'the drop zone shows');
+    await page.locator(tid('message-scroller')).dispatchEvent('drop', { dataTransfer });
     const chips = page.locator(tid('attachment-chip'));
     await waitFor('two chips', () => chips.count(), (n) => n === 2);
+    assert.equal(await page.locator(tid('drop-overlay')).isVisible(), false);
+    assert.equal(await chips.nth(1).locator(tid('chip-name')).textContent(), 'notes.txt');
     assert.equal(await chips.nth(0).locator(tid('chip-name')).textContent(), 'gradient.png');
     assert.match(await chips.nth(0).locator(tid('chip-size')).textContent(), /^\d+(\.\d)? (B|KB)$/);
     await chips.nth(1).locator(tid('chip-remove')).click();

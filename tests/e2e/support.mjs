@@ -44,7 +44,7 @@ function copyDir(from, to) {
  * Start `$CHATD_BIN serve` on 127.0.0.1:<free port> and wait (10 s at most)
  * for GET /healthz → 200. Answers {baseUrl, stop(), logs()}.
  */
-export async function startServer() {
+export async function startServer({ env = {} } = {}) {
   const bin = path.resolve(here, process.env.CHATD_BIN || '../../target/release/chatd');
   if (!fs.existsSync(bin)) {
     throw new Error(`chatd binary not found at ${bin}: build it first (cargo build --release) or set CHATD_BIN`);
@@ -58,7 +58,7 @@ export async function startServer() {
   const port = await freePort();
   const addr = `127.0.0.1:${port}`;
   const child = spawn(bin, ['serve', '--addr', addr, '--data-dir', dataDir, '--static-dir', staticDir], {
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', BASE_URL: `http://${addr}` },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', BASE_URL: `http://${addr}`, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
