@@ -116,7 +116,11 @@ async function submitAuth(event, kind) {
   }
 }
 
+/** Bumped on every sign-in and sign-out, so that late answers of an old session are dropped. */
+let session = 0;
+
 function enterChat(user) {
+  session += 1;
   resetState();
   state.me = user;
   clearMessageList();
@@ -140,6 +144,7 @@ function enterChat(user) {
 
 function logout(message) {
   if (!state.me && !getToken()) return;
+  session += 1;
   stopTyping();
   socket.stop();
   setToken(null);
@@ -169,8 +174,10 @@ setUnauthorizedHandler(() => {
 // ----------------------------------------------------------------- rooms
 
 async function loadRooms() {
+  const mine = session;
   try {
     const answer = await api.rooms();
+    if (mine !== session) return;
     const fresh = new Map();
     for (const room of answer.rooms || []) {
       const known = state.rooms.get(room.id);
@@ -187,7 +194,7 @@ async function loadRooms() {
     renderRoomList();
     renderConversationHeader();
   } catch (error) {
-    if (error.status !== 401) showComposerError(`Could not load conversations: ${error.message}`);
+    if (mine === session && error.status !== 401) showComposerError(`Could not load conversations: ${error.message}`);
   }
 }
 
