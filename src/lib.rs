@@ -1,3 +1,28 @@
-//! chatd: a small, fast chat server.
+//! chatd: a small, fast chat server — direct rooms, text, images, files and
+//! voice, presence, typing, read status, edits and deletes — on one SQLite
+//! file.
+//!
+//! The crate map (see `ARCHITECTURE.md` for the data flow and invariants):
+//! - `config`: flags and environment → validated `Config`;
+//! - `server`: accept loop, connection limit, graceful shutdown;
+//! - `http`: router (pure), handlers, static files;
+//! - `ws`: the upgrade, connection tasks, the pure protocol parser;
+//! - `hub`: sharded fan-out of committed events to connection outboxes;
+//! - `store`: SQLite (read pool + the single writer thread), migrations;
+//! - `attach`: attachment validation and streaming base64 decoding;
+//! - `auth`: Argon2id passwords and HS256 tokens;
+//! - `model`: the API's objects and their JSON; `metrics`: Prometheus text.
+
 pub mod attach;
+pub mod auth;
+pub mod config;
+pub mod error;
 pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod model;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod time;
+pub mod ws;

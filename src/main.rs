@@ -1,1 +1,104 @@
-fn main() {}
+//! The `chatd` binary: parses arguments, then serves or runs a subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use chatd::auth::{Keys, password};
+use chatd::config::{Cli, Command, Config, UserCommand};
+use chatd::store::{self, NullSink, reads, writer::NewUser};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_target(false)
+        .init();
+    let config = match Config::from_settings(&cli.settings) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chatd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("chatd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(config).await,
+            Command::Migrate => migrate(&config),
+            Command::User(UserCommand::Add { name, email, password }) => add_user(&config, name, email, password).await,
+            Command::Token { email } => token(&config, &email).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chatd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let addr = config.addr;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let server = chatd::server::start(config).map_err(|e| e.to_string())?;
+    tracing::info!(addr = %listener.local_addr().map_err(|e| e.to_string())?, "chatd listening");
+    server.run(listener, chatd::server::shutdown_signal()).await;
+    Ok(())
+}
+
+fn migrate(config: &Config) -> Result<(), String> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| e.to_string())?;
+    let mut conn = store::open_writer(&store::db_path(&config.data_dir), config.db_sync).map_err(|e| e.to_string())?;
+    let applied = store::migrate::apply(&mut conn).map_err(|e| e.to_string())?;
+    println!("applied {applied} migration(s); schema version {}", store::migrate::latest());
+    Ok(())
+}
+
+async fn add_user(config: &Config, name: String, email: String, password: Option<String>) -> Result<(), String> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| e.to_string())?;
+    let email = chatd::http::normalize_email(&email).map_err(|e| e.to_string())?;
+    let generated = password.is_none();
+    let password = match password {
+        Some(p) if p.chars().count() >= 8 => p,
+        Some(_) => return Err("the password must be at least 8 characters".into()),
+        None => {
+            let mut raw = [0u8; 12];
+            getrandom::fill(&mut raw).map_err(|e| e.to_string())?;
+            raw.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    };
+    let password_hash = password::hash(&password)?;
+    let (_, writer) = store::open(config, Box::new(NullSink)).map_err(|e| e.to_string())?;
+    let user = writer
+        .register(NewUser { name: name.trim().to_owned(), email, password_hash, avatar_url: None })
+        .await
+        .map_err(|e| e.to_string());
+    writer.shutdown().await;
+    let user = user?;
+    println!("created user {} <{}>", user.id, user.email);
+    if generated {
+        println!("password: {password}");
+    }
+    Ok(())
+}
+
+async fn token(config: &Config, email: &str) -> Result<(), String> {
+    let (reader, writer) = store::open(config, Box::new(NullSink)).map_err(|e| e.to_string())?;
+    let email = email.trim().to_lowercase();
+    let found = reader.run_blocking(|c| reads::user_by_email(c, &email)).map_err(|e| e.to_string());
+    writer.shutdown().await;
+    let (user, _) = found?.ok_or_else(|| format!("no user with email {email}"))?;
+    let keys =
+        Keys::load(config.jwt_secret.as_deref(), &config.data_dir, config.token_ttl).map_err(|e| e.to_string())?;
+    println!("{}", keys.issue(user.id).map_err(|e| e.to_string())?);
+    Ok(())
+}

@@ -1,5 +1,68 @@
-//! HTTP: the router, the handlers and static files.
+//! HTTP: one task per TCP connection (hyper http1 with upgrades), the router,
+//! the handlers and static files. Every handler ends in `Result<Response,
+//! ApiError>`; `ApiError::into_response` is the only error-to-bytes path.
+
 pub mod body;
+mod handlers;
+pub use handlers::auth::normalize_email;
+pub mod router;
 pub mod static_files;
+pub(crate) mod util;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response};
 
 pub use body::Body;
+use router::{Endpoint, Route};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Answers one request. Never fails: errors become their response here.
+pub async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+    let started = Instant::now();
+    let route = router::route(req.method(), req.uri().path());
+    let (metric, result) = match route {
+        Route::Found(endpoint) => (endpoint.index(), dispatch(&state, endpoint, req).await),
+        Route::NotFound => (router::UNMATCHED, Err(ApiError::NotFound("Not found"))),
+        Route::MethodNotAllowed { allow } => (router::UNMATCHED, Err(ApiError::MethodNotAllowed { allow })),
+        Route::BadId(name) => {
+            (router::UNMATCHED, Err(ApiError::unprocessable(format!("{name} must be a positive integer"))))
+        }
+    };
+    let response = result.unwrap_or_else(ApiError::into_response);
+    state.metrics.request(metric, response.status().as_u16(), started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+async fn dispatch(
+    state: &Arc<AppState>,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    use handlers::{auth, messages, misc, rooms};
+    match endpoint {
+        Endpoint::Index | Endpoint::Static => Ok(misc::static_file(state, req).await),
+        Endpoint::Healthz => misc::healthz(state).await,
+        Endpoint::Metrics => Ok(misc::metrics(state)),
+        Endpoint::Register => auth::register(state, req).await,
+        Endpoint::Login => auth::login(state, req).await,
+        Endpoint::Me => auth::me(state, req).await,
+        Endpoint::SearchUsers => misc::search_users(state, req).await,
+        Endpoint::OnlineUsers => misc::online_users(state, req).await,
+        Endpoint::UnreadCount => rooms::unread_count(state, req).await,
+        Endpoint::ListRooms => rooms::list(state, req).await,
+        Endpoint::CreateRoom => rooms::create(state, req).await,
+        Endpoint::GetRoom(id) => rooms::get(state, req, id).await,
+        Endpoint::Messages(id) => messages::page(state, req, id).await,
+        Endpoint::MarkRead(id) => rooms::mark_read(state, req, id).await,
+        Endpoint::EditMessage(id) => messages::edit(state, req, id).await,
+        Endpoint::DeleteMessage(id) => messages::delete(state, req, id).await,
+        Endpoint::Like(id) => messages::like(state, req, id, true).await,
+        Endpoint::Unlike(id) => messages::like(state, req, id, false).await,
+        Endpoint::WebSocket => crate::ws::upgrade::upgrade(state, req).await,
+    }
+}

@@ -1,0 +1,97 @@
+//! Messages: pages, edit, soft delete, like and unlike.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::http::Body;
+use crate::http::util::{int_param, is_form, json, pairs, parse_json, query, read_body, user_of};
+use crate::model::{MessageId, RoomId, TempId};
+use crate::state::AppState;
+use crate::store::reads::{self, PageQuery};
+use crate::ws::protocol::MAX_TEXT_CHARS;
+
+pub async fn page(state: &Arc<AppState>, req: Request<Incoming>, room_id: RoomId) -> Result<Response<Body>, ApiError> {
+    let user = user_of(state, &req).await?;
+    let params = query(&req);
+    let before = int_param(&params, "before_id", 1, i64::MAX)?;
+    let after = int_param(&params, "after_id", 0, i64::MAX)?;
+    let limit = int_param(&params, "limit", 1, 100)?.unwrap_or(50) as u32;
+    let query = match (before, after) {
+        (Some(_), Some(_)) => return Err(ApiError::unprocessable("Give before_id or after_id, not both")),
+        (Some(id), None) => PageQuery::Before { id, limit },
+        (None, Some(id)) => PageQuery::After { id, limit },
+        (None, None) => PageQuery::Page {
+            page: int_param(&params, "page", 1, 1_000_000)?.unwrap_or(1) as u32,
+            per_page: int_param(&params, "per_page", 1, 100)?.unwrap_or(50) as u32,
+        },
+    };
+    let page = state.reader.run(move |c| reads::messages_page(c, user, room_id, query)).await?;
+    let page = page.ok_or(ApiError::NotFound("Room not found"))?;
+    let base = &state.base_url;
+    let messages: Vec<_> = page.messages.iter().map(|(m, liked)| m.json(user, *liked, base, TempId::Hide)).collect();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "messages": messages,
+            "total": page.total,
+            "has_more": page.has_more,
+            "page": page.page,
+            "per_page": page.per_page,
+            "total_pages": page.total_pages,
+        }),
+    )
+}
+
+#[derive(Deserialize)]
+struct EditBody {
+    content: String,
+}
+
+pub async fn edit(state: &Arc<AppState>, req: Request<Incoming>, id: MessageId) -> Result<Response<Body>, ApiError> {
+    let user = user_of(state, &req).await?;
+    let (headers, bytes) = read_body(req, state.config.max_body_bytes).await?;
+    let content = if is_form(&headers) {
+        pairs(&bytes).remove("content").ok_or(ApiError::unprocessable("content is required"))?
+    } else {
+        parse_json::<EditBody>(&bytes)?.content
+    };
+    let chars = content.chars().count();
+    if content.trim().is_empty() || chars > MAX_TEXT_CHARS {
+        return Err(ApiError::unprocessable(format!("content must be 1..{MAX_TEXT_CHARS} characters")));
+    }
+    let (message, liked) = state.writer.edit(user, id, content).await?;
+    json(StatusCode::OK, &message.json(user, liked, &state.base_url, TempId::Hide))
+}
+
+pub async fn delete(state: &Arc<AppState>, req: Request<Incoming>, id: MessageId) -> Result<Response<Body>, ApiError> {
+    let user = user_of(state, &req).await?;
+    let (message, liked, files) = state.writer.delete(user, id).await?;
+    if !files.is_empty() {
+        let static_dir = state.config.static_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let paths: Vec<&str> = files.iter().map(String::as_str).collect();
+            crate::attach::remove_stored(&static_dir, &paths);
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    json(StatusCode::OK, &message.json(user, liked, &state.base_url, TempId::Hide))
+}
+
+pub async fn like(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    id: MessageId,
+    like: bool,
+) -> Result<Response<Body>, ApiError> {
+    let user = user_of(state, &req).await?;
+    let result = state.writer.like(user, id, like).await?;
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"id": result.id, "is_liked": result.is_liked, "like_count": result.like_count}),
+    )
+}

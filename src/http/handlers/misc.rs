@@ -1,0 +1,53 @@
+//! Health, metrics, static files and user lookups.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+
+use crate::error::ApiError;
+use crate::http::body::{self, Body};
+use crate::http::static_files;
+use crate::http::util::{int_param, json, query, user_of};
+use crate::state::AppState;
+use crate::store::reads;
+
+pub async fn healthz(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
+    let one: i64 = state.reader.run(|c| Ok(c.query_row("SELECT 1", [], |r| r.get(0))?)).await?;
+    if one != 1 {
+        return Err(ApiError::Internal("database answered oddly".into()));
+    }
+    json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+pub fn metrics(state: &Arc<AppState>) -> Response<Body> {
+    let mut response = Response::new(body::full(state.metrics.render()));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+pub async fn static_file(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    static_files::serve(&state.config.static_dir, req.uri().path(), req.method(), req.headers()).await
+}
+
+pub async fn search_users(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let user = user_of(state, &req).await?;
+    let params = query(&req);
+    let limit = int_param(&params, "limit", 1, 100)?.unwrap_or(20) as u32;
+    let email = params.get("email").map(|e| e.trim().to_owned()).unwrap_or_default();
+    if email.is_empty() {
+        return Err(ApiError::unprocessable("email is required"));
+    }
+    if email.len() > 254 {
+        return Err(ApiError::unprocessable("email is too long"));
+    }
+    let (users, total) = state.reader.run(move |c| reads::search_users(c, user, &email, limit)).await?;
+    json(StatusCode::OK, &serde_json::json!({"users": users, "total": total}))
+}
+
+pub async fn online_users(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let user = user_of(state, &req).await?;
+    let users = state.reader.run(move |c| reads::online_users(c, user)).await?;
+    json(StatusCode::OK, &serde_json::json!({"total": users.len(), "users": users}))
+}

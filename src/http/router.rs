@@ -1,0 +1,254 @@
+//! The router: a pure function from method and path to an `Endpoint`.
+//! Path parameters are parsed here, so handlers get typed ids; a path that
+//! exists with another method is a 405 with `Allow`.
+
+use hyper::Method;
+
+use crate::model::{MessageId, RoomId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Index,
+    Static,
+    Healthz,
+    Metrics,
+    Register,
+    Login,
+    Me,
+    SearchUsers,
+    ListRooms,
+    CreateRoom,
+    GetRoom(RoomId),
+    Messages(RoomId),
+    MarkRead(RoomId),
+    EditMessage(MessageId),
+    DeleteMessage(MessageId),
+    Like(MessageId),
+    Unlike(MessageId),
+    UnreadCount,
+    OnlineUsers,
+    WebSocket,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Found(Endpoint),
+    NotFound,
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    /// The path exists but an id in it is not a positive integer.
+    BadId(&'static str),
+}
+
+/// Route names for metrics, indexed by `Endpoint::index` (then "not_found").
+pub const ROUTE_NAMES: &[&str] = &[
+    "index",
+    "static",
+    "healthz",
+    "metrics",
+    "register",
+    "login",
+    "me",
+    "search_users",
+    "list_rooms",
+    "create_room",
+    "get_room",
+    "messages",
+    "mark_read",
+    "edit_message",
+    "delete_message",
+    "like",
+    "unlike",
+    "unread_count",
+    "online_users",
+    "websocket",
+    "not_found",
+];
+
+impl Endpoint {
+    pub fn index(self) -> usize {
+        match self {
+            Endpoint::Index => 0,
+            Endpoint::Static => 1,
+            Endpoint::Healthz => 2,
+            Endpoint::Metrics => 3,
+            Endpoint::Register => 4,
+            Endpoint::Login => 5,
+            Endpoint::Me => 6,
+            Endpoint::SearchUsers => 7,
+            Endpoint::ListRooms => 8,
+            Endpoint::CreateRoom => 9,
+            Endpoint::GetRoom(_) => 10,
+            Endpoint::Messages(_) => 11,
+            Endpoint::MarkRead(_) => 12,
+            Endpoint::EditMessage(_) => 13,
+            Endpoint::DeleteMessage(_) => 14,
+            Endpoint::Like(_) => 15,
+            Endpoint::Unlike(_) => 16,
+            Endpoint::UnreadCount => 17,
+            Endpoint::OnlineUsers => 18,
+            Endpoint::WebSocket => 19,
+        }
+    }
+}
+
+/// Index of "not_found" in `ROUTE_NAMES`, for everything that matched nothing.
+pub const UNMATCHED: usize = 20;
+
+fn id(segment: &str, name: &'static str) -> Result<i64, Route> {
+    match segment.parse::<i64>() {
+        Ok(v) if v > 0 && segment.bytes().all(|b| b.is_ascii_digit()) => Ok(v),
+        _ => Err(Route::BadId(name)),
+    }
+}
+
+/// Picks the endpoint for `method` among `(method, endpoint)` pairs of one path.
+fn pick(method: &Method, options: &[(Method, Endpoint)], allow: &'static str) -> Route {
+    for (m, endpoint) in options {
+        if m == method || (*m == Method::GET && method == Method::HEAD && *endpoint == Endpoint::Static) {
+            return Route::Found(*endpoint);
+        }
+    }
+    Route::MethodNotAllowed { allow }
+}
+
+/// Maps a request line onto an endpoint. `path` is the path without the query.
+pub fn route(method: &Method, path: &str) -> Route {
+    let trimmed = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
+    let Some(rest) = trimmed.strip_prefix('/') else { return Route::NotFound };
+    let mut segments = [""; 6];
+    let mut count = 0;
+    for segment in rest.split('/') {
+        if count == segments.len() {
+            return match rest.starts_with("static/") {
+                true => pick(method, &[(Method::GET, Endpoint::Static)], "GET, HEAD"),
+                false => Route::NotFound,
+            };
+        }
+        segments[count] = segment;
+        count += 1;
+    }
+    let get = |e| pick(method, &[(Method::GET, e)], "GET");
+    let post = |e| pick(method, &[(Method::POST, e)], "POST");
+    let result = match &segments[..count] {
+        [""] => get(Endpoint::Index),
+        ["static", _, ..] => pick(method, &[(Method::GET, Endpoint::Static)], "GET, HEAD"),
+        ["healthz"] => get(Endpoint::Healthz),
+        ["metrics"] => get(Endpoint::Metrics),
+        ["api", "auth", "register"] => post(Endpoint::Register),
+        ["api", "auth", "login"] => post(Endpoint::Login),
+        ["api", "auth", "me"] => get(Endpoint::Me),
+        ["api", "chat", tail @ ..] => match tail {
+            ["search-users"] => get(Endpoint::SearchUsers),
+            ["rooms"] => {
+                pick(method, &[(Method::GET, Endpoint::ListRooms), (Method::POST, Endpoint::CreateRoom)], "GET, POST")
+            }
+            ["rooms", room] => match id(room, "room_id") {
+                Ok(room) => get(Endpoint::GetRoom(room)),
+                Err(bad) => bad,
+            },
+            ["rooms", room, "messages"] => match id(room, "room_id") {
+                Ok(room) => get(Endpoint::Messages(room)),
+                Err(bad) => bad,
+            },
+            ["rooms", room, "read"] => match id(room, "room_id") {
+                Ok(room) => post(Endpoint::MarkRead(room)),
+                Err(bad) => bad,
+            },
+            ["messages", message] => match id(message, "message_id") {
+                Ok(m) => pick(
+                    method,
+                    &[(Method::PUT, Endpoint::EditMessage(m)), (Method::DELETE, Endpoint::DeleteMessage(m))],
+                    "PUT, DELETE",
+                ),
+                Err(bad) => bad,
+            },
+            ["messages", message, "like"] => match id(message, "message_id") {
+                Ok(m) => pick(
+                    method,
+                    &[(Method::POST, Endpoint::Like(m)), (Method::DELETE, Endpoint::Unlike(m))],
+                    "POST, DELETE",
+                ),
+                Err(bad) => bad,
+            },
+            ["unread-count"] => get(Endpoint::UnreadCount),
+            ["online-users"] => get(Endpoint::OnlineUsers),
+            ["ws"] => get(Endpoint::WebSocket),
+            _ => Route::NotFound,
+        },
+        _ => Route::NotFound,
+    };
+    // A bad id on a path whose method is wrong anyway is a 405, as for any id.
+    if let Route::BadId(_) = result
+        && !id_route_accepts(method, &segments[..count])
+    {
+        return Route::NotFound;
+    }
+    result
+}
+
+/// Whether some endpoint with an id at this position takes `method`.
+fn id_route_accepts(method: &Method, segments: &[&str]) -> bool {
+    match segments {
+        ["api", "chat", "rooms", _] | ["api", "chat", "rooms", _, "messages"] => method == Method::GET,
+        ["api", "chat", "rooms", _, "read"] => method == Method::POST,
+        ["api", "chat", "messages", _] => method == Method::PUT || method == Method::DELETE,
+        ["api", "chat", "messages", _, "like"] => method == Method::POST || method == Method::DELETE,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(method: Method, path: &str, expected: Route) {
+        assert_eq!(route(&method, path), expected, "{method} {path}");
+    }
+
+    #[test]
+    fn routes_every_endpoint() {
+        use Endpoint::*;
+        let found = Route::Found;
+        check(Method::GET, "/", found(Index));
+        check(Method::GET, "/static/chat_files/images/a.png", found(Static));
+        check(Method::HEAD, "/static/app.js", found(Static));
+        check(Method::GET, "/healthz", found(Healthz));
+        check(Method::GET, "/metrics", found(Metrics));
+        check(Method::POST, "/api/auth/register", found(Register));
+        check(Method::POST, "/api/auth/login", found(Login));
+        check(Method::GET, "/api/auth/me", found(Me));
+        check(Method::GET, "/api/chat/search-users", found(SearchUsers));
+        check(Method::GET, "/api/chat/rooms", found(ListRooms));
+        check(Method::POST, "/api/chat/rooms/", found(CreateRoom));
+        check(Method::GET, "/api/chat/rooms/12", found(GetRoom(12)));
+        check(Method::GET, "/api/chat/rooms/12/messages", found(Messages(12)));
+        check(Method::POST, "/api/chat/rooms/12/read", found(MarkRead(12)));
+        check(Method::PUT, "/api/chat/messages/7", found(EditMessage(7)));
+        check(Method::DELETE, "/api/chat/messages/7", found(DeleteMessage(7)));
+        check(Method::POST, "/api/chat/messages/7/like", found(Like(7)));
+        check(Method::DELETE, "/api/chat/messages/7/like", found(Unlike(7)));
+        check(Method::GET, "/api/chat/unread-count", found(UnreadCount));
+        check(Method::GET, "/api/chat/online-users", found(OnlineUsers));
+        check(Method::GET, "/api/chat/ws", found(WebSocket));
+        check(Method::GET, "/static/a/b/c/d/e/f/g.png", found(Static));
+    }
+
+    #[test]
+    fn refuses_what_is_not_there() {
+        check(Method::GET, "/nope", Route::NotFound);
+        check(Method::GET, "/api/chat/rooms/1/2", Route::NotFound);
+        check(Method::GET, "", Route::NotFound);
+        check(Method::GET, "/static", Route::NotFound);
+        check(Method::DELETE, "/api/chat/rooms", Route::MethodNotAllowed { allow: "GET, POST" });
+        check(Method::GET, "/api/chat/messages/1", Route::MethodNotAllowed { allow: "PUT, DELETE" });
+        check(Method::POST, "/api/chat/ws", Route::MethodNotAllowed { allow: "GET" });
+        check(Method::GET, "/api/chat/rooms/abc", Route::BadId("room_id"));
+        check(Method::GET, "/api/chat/rooms/-1", Route::BadId("room_id"));
+        check(Method::GET, "/api/chat/rooms/+1", Route::BadId("room_id"));
+        check(Method::GET, "/api/chat/rooms/99999999999999999999", Route::BadId("room_id"));
+        check(Method::PUT, "/api/chat/messages/x", Route::BadId("message_id"));
+        check(Method::GET, "/api/chat/messages/x", Route::NotFound);
+    }
+}

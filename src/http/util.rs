@@ -1,0 +1,107 @@
+//! Small request and response helpers shared by the handlers.
+
+use std::collections::HashMap;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::body::{self, Body};
+use crate::auth::AuthError;
+use crate::error::ApiError;
+use crate::model::UserId;
+use crate::state::AppState;
+use crate::store::reads;
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Result<Response<Body>, ApiError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut response = Response::new(body::full(bytes));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+/// The request body, at most `limit` bytes (413 beyond).
+pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<(HeaderMap, Bytes), ApiError> {
+    let (parts, incoming) = req.into_parts();
+    if let Some(length) =
+        parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+        && length > limit as u64
+    {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let collected = Limited::new(incoming, limit).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest("Could not read the request body".into())
+        }
+    })?;
+    Ok((parts.headers, collected.to_bytes()))
+}
+
+/// Whether the request says its body is a URL-encoded form.
+pub fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
+}
+
+/// A JSON body as `T`; 422 with serde's reason otherwise.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::unprocessable("Request body is required"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let text = e.to_string();
+        let text = text.find(" at line ").map_or(text.as_str(), |i| &text[..i]).to_owned();
+        ApiError::unprocessable(format!("Invalid JSON body: {text}"))
+    })
+}
+
+/// Query or form pairs (last value wins).
+pub fn pairs(raw: &[u8]) -> HashMap<String, String> {
+    form_urlencoded::parse(raw).into_owned().collect()
+}
+
+pub fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    pairs(req.uri().query().unwrap_or("").as_bytes())
+}
+
+/// An optional integer parameter in `min..=max`, 422 otherwise.
+pub fn int_param(params: &HashMap<String, String>, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+    match params.get(name) {
+        None => Ok(None),
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(Some(v)),
+            _ => Err(ApiError::unprocessable(format!("{name} must be an integer in {min}..{max}"))),
+        },
+    }
+}
+
+/// The bearer token of the `Authorization` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
+}
+
+/// The one way a request becomes a user: a valid token of an existing user.
+/// Returns the user id and the token's expiry (Unix seconds).
+pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<(UserId, u64), ApiError> {
+    let token = token.ok_or(ApiError::Unauthenticated(AuthError::Missing.as_str()))?;
+    let (user, exp) = state.keys.verify(token).map_err(|e| ApiError::Unauthenticated(e.as_str()))?;
+    let exists = state.reader.run(move |c| reads::user_by_id(c, user)).await?.is_some();
+    if !exists {
+        return Err(ApiError::Unauthenticated(AuthError::UnknownUser.as_str()));
+    }
+    Ok((user, exp))
+}
+
+pub async fn user_of(state: &AppState, req: &Request<Incoming>) -> Result<UserId, ApiError> {
+    Ok(authenticate(state, bearer(req.headers())).await?.0)
+}

@@ -1,0 +1,148 @@
+//! The hub: fan-out of committed events to WebSocket connections.
+//! `S` shards, each a task that owns the map `user → connections` of the
+//! users with `user % S == shard` and is fed by one channel. No lock on the
+//! delivery path. The hub never touches SQL or sockets: it renders frames and
+//! pushes them into connection outboxes.
+
+mod shard;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::metrics::Metrics;
+use crate::model::{Envelope, UserId};
+use crate::store::{EventSink, WriterHandle};
+
+pub type ConnId = u64;
+
+/// Why the hub asks a connection to close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Its outbox was full: close with 1013 (try again later).
+    SlowConsumer,
+    /// The server is shutting down: close with 1001 (going away).
+    Shutdown,
+}
+
+/// What the hub keeps of one connection.
+pub struct ConnectionEntry {
+    pub id: ConnId,
+    pub outbox: mpsc::Sender<Utf8Bytes>,
+    pub kill: oneshot::Sender<CloseReason>,
+}
+
+enum ShardCommand {
+    Register {
+        user: UserId,
+        entry: ConnectionEntry,
+    },
+    Unregister {
+        user: UserId,
+        conn: ConnId,
+    },
+    Deliver(Envelope),
+    /// Frames straight to the connections of one user (no database involved).
+    Shutdown,
+}
+
+/// A cloneable handle on all shards.
+#[derive(Clone)]
+pub struct HubHandle {
+    shards: Arc<[mpsc::UnboundedSender<ShardCommand>]>,
+    next_conn: Arc<AtomicU64>,
+}
+
+impl HubHandle {
+    /// Starts `shards` shard tasks on the current runtime. Presence changes
+    /// (a user's first connection opened, last one closed) go to `writer`.
+    pub fn start(shards: usize, base_url: Arc<str>, writer: WriterHandle, metrics: Arc<Metrics>) -> HubHandle {
+        let shards = shards.max(1).next_power_of_two();
+        // Presence is forwarded in order by one task per hub, so that a quick
+        // reconnect can never store "offline" after "online".
+        let (presence_tx, mut presence_rx) = mpsc::unbounded_channel::<(UserId, bool)>();
+        tokio::spawn(async move {
+            while let Some((user, online)) = presence_rx.recv().await {
+                if writer.presence(user, online).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let senders: Vec<_> = (0..shards)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(shard::run(rx, base_url.clone(), presence_tx.clone(), metrics.clone()));
+                tx
+            })
+            .collect();
+        HubHandle { shards: senders.into(), next_conn: Arc::new(AtomicU64::new(1)) }
+    }
+
+    pub fn shard_for_user(&self, user: UserId) -> usize {
+        (user as u64 as usize) & (self.shards.len() - 1)
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn register(&self, user: UserId, entry: ConnectionEntry) {
+        let _ = self.shards[self.shard_for_user(user)].send(ShardCommand::Register { user, entry });
+    }
+
+    pub fn unregister(&self, user: UserId, conn: ConnId) {
+        let _ = self.shards[self.shard_for_user(user)].send(ShardCommand::Unregister { user, conn });
+    }
+
+    /// Hands an event to the shard of every user of its audience (once per shard).
+    pub fn publish(&self, envelope: Envelope) {
+        let mut seen: u64 = 0;
+        let mut seen_many: Vec<usize> = Vec::new();
+        for &user in envelope.audience.iter() {
+            let shard = self.shard_for_user(user);
+            let first = if shard < 64 {
+                let bit = 1u64 << shard;
+                let fresh = seen & bit == 0;
+                seen |= bit;
+                fresh
+            } else if seen_many.contains(&shard) {
+                false
+            } else {
+                seen_many.push(shard);
+                true
+            };
+            if first {
+                let _ = self.shards[shard].send(ShardCommand::Deliver(envelope.clone()));
+            }
+        }
+    }
+
+    /// Asks every connection to close with 1001 after what is queued for it.
+    pub fn shutdown(&self) {
+        for shard in self.shards.iter() {
+            let _ = shard.send(ShardCommand::Shutdown);
+        }
+    }
+}
+
+/// The writer's sink: committed events go to the hub, batch figures to metrics.
+pub struct HubSink {
+    pub hub: HubHandle,
+    pub metrics: Arc<Metrics>,
+}
+
+impl EventSink for HubSink {
+    fn publish(&mut self, envelope: Envelope) {
+        if let crate::model::Event::NewMessage(m) = envelope.event.as_ref() {
+            self.metrics.message_stored(m.message_type);
+        }
+        self.hub.publish(envelope);
+    }
+
+    fn batch_committed(&mut self, commands: usize, commit_seconds: f64) {
+        self.metrics.writer_batch_size.observe(commands as f64);
+        self.metrics.writer_commit_seconds.observe(commit_seconds);
+    }
+}

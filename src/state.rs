@@ -1,0 +1,31 @@
+//! `AppState`: everything a request or a connection needs, built once in
+//! `server::start` and shared behind an `Arc`. No globals.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Keys;
+use crate::config::Config;
+use crate::hub::HubHandle;
+use crate::metrics::Metrics;
+use crate::store::{Reader, WriterHandle};
+
+pub struct AppState {
+    pub config: Config,
+    pub keys: Keys,
+    pub reader: Reader,
+    pub writer: WriterHandle,
+    pub hub: HubHandle,
+    pub metrics: Arc<Metrics>,
+    /// A real Argon2id hash, verified against when a login names an unknown
+    /// email, so that both cases take the same time.
+    pub dummy_hash: String,
+    /// WebSocket tasks: hyper forgets upgraded connections, shutdown must not.
+    pub ws_tasks: TaskTracker,
+    /// Turns true when shutdown starts.
+    pub shutting_down: watch::Receiver<bool>,
+    /// The base URL as a shared string for renderers.
+    pub base_url: Arc<str>,
+}

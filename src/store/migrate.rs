@@ -1,0 +1,52 @@
+//! Numbered migrations from `sql/`, embedded in the binary, applied in one
+//! transaction and tracked with `PRAGMA user_version`. The list is append-only.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// `(version, sql)`: version N is `sql/00N_*.sql`.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../sql/001_init.sql"))];
+
+/// The schema version this binary expects.
+pub fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// Brings the database to the latest version; returns how many were applied.
+pub fn apply(conn: &mut Connection) -> Result<usize, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > latest() {
+        return Err(StoreError::Invalid("the database was written by a newer chatd"));
+    }
+    let mut applied = 0;
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        applied += 1;
+    }
+    tx.commit()?;
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applies_all_then_nothing() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(apply(&mut conn).unwrap(), MIGRATIONS.len());
+        assert_eq!(apply(&mut conn).unwrap(), 0);
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, latest());
+    }
+
+    #[test]
+    fn refuses_a_newer_database() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", latest() + 1).unwrap();
+        assert!(apply(&mut conn).is_err());
+    }
+}

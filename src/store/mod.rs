@@ -1,0 +1,126 @@
+//! Storage: one SQLite file in WAL mode. Reads go through an r2d2 pool of
+//! read-only connections on blocking threads; every write goes through the
+//! single writer thread (`writer`). Nothing here knows about HTTP.
+
+pub mod migrate;
+pub mod reads;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::config::{Config, DbSync};
+pub use writer::{EventSink, NullSink, WriterHandle};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("{0}")]
+    Invalid(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("the writer has stopped")]
+    Unavailable,
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("connection pool: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("blocking task failed: {0}")]
+    Join(String),
+}
+
+pub type ReadPool = Pool<SqliteConnectionManager>;
+
+/// The database file inside the data directory.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("chatd.sqlite3")
+}
+
+/// Pragmas of the one write connection.
+pub fn open_writer(path: &Path, sync: DbSync) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    let synchronous = match sync {
+        DbSync::Full => "FULL",
+        DbSync::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {synchronous};
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;
+         PRAGMA wal_autocheckpoint = 10000;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -16000;"
+    ))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// The pool of read-only connections.
+pub fn open_read_pool(path: &Path, size: u32) -> Result<ReadPool, StoreError> {
+    let manager = SqliteConnectionManager::file(path)
+        .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI)
+        .with_init(|c| {
+            c.execute_batch(
+                "PRAGMA busy_timeout = 5000;
+                 PRAGMA cache_size = -8000;
+                 PRAGMA mmap_size = 268435456;
+                 PRAGMA temp_store = MEMORY;",
+            )?;
+            c.set_prepared_statement_cache_capacity(64);
+            Ok(())
+        });
+    Ok(Pool::builder().max_size(size).min_idle(Some(1)).build(manager)?)
+}
+
+/// Reads off the async threads: `f` runs on a blocking thread with a pooled
+/// read-only connection.
+#[derive(Clone)]
+pub struct Reader {
+    pool: ReadPool,
+}
+
+impl Reader {
+    pub fn new(pool: ReadPool) -> Reader {
+        Reader { pool }
+    }
+
+    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get()?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Synchronous access, for subcommands and tests.
+    pub fn run_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = self.pool.get()?;
+        f(&conn)
+    }
+}
+
+/// Opens (creating if needed) the database under `config.data_dir`, applies
+/// migrations, and starts the writer thread that hands events to `sink`.
+pub fn open(config: &Config, sink: Box<dyn EventSink>) -> Result<(Reader, WriterHandle), StoreError> {
+    let path = db_path(&config.data_dir);
+    let mut conn = open_writer(&path, config.db_sync)?;
+    migrate::apply(&mut conn)?;
+    let writer = writer::spawn(conn, sink, config.writer_batch_max)?;
+    let pool = open_read_pool(&path, config.read_pool_size)?;
+    Ok((Reader::new(pool), writer))
+}

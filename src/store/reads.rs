@@ -1,0 +1,371 @@
+//! Queries. Plain functions of a `&Connection`, so the read pool and the
+//! writer (inside its transaction) share them. Every query here is served by
+//! an index of `sql/001_init.sql`.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::StoreError;
+use crate::model::{FileMeta, Message, MessageId, MessageType, Room, RoomId, User, UserId};
+
+const USER_COLS: &str = "u.id, u.name, u.email, u.avatar_url, COALESCE(p.is_online, 0)";
+const USER_FROM: &str = "users u LEFT JOIN user_presence p ON p.user_id = u.id";
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User { id: row.get(0)?, name: row.get(1)?, email: row.get(2)?, avatar_url: row.get(3)?, is_online: row.get(4)? })
+}
+
+pub fn user_by_id(conn: &Connection, id: UserId) -> Result<Option<User>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {USER_COLS} FROM {USER_FROM} WHERE u.id = ?1"))?;
+    Ok(stmt.query_row([id], user_from_row).optional()?)
+}
+
+/// The user and its password hash, for login.
+pub fn user_by_email(conn: &Connection, email: &str) -> Result<Option<(User, String)>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {USER_COLS}, u.password_hash FROM {USER_FROM} WHERE u.email = ?1"))?;
+    Ok(stmt.query_row([email], |row| Ok((user_from_row(row)?, row.get(5)?))).optional()?)
+}
+
+/// Case-insensitive substring match on email (emails are stored lower-case),
+/// the caller excluded, ordered by email. Walks the email index, not the table.
+pub fn search_users(
+    conn: &Connection,
+    caller: UserId,
+    needle: &str,
+    limit: u32,
+) -> Result<(Vec<User>, i64), StoreError> {
+    let needle = needle.trim().to_lowercase();
+    let total: i64 = conn
+        .prepare_cached("SELECT count(*) FROM users WHERE instr(email, ?1) > 0 AND id != ?2")?
+        .query_row(params![needle, caller], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {USER_COLS} FROM {USER_FROM} WHERE instr(u.email, ?1) > 0 AND u.id != ?2 ORDER BY u.email LIMIT ?3"
+    ))?;
+    let users = stmt.query_map(params![needle, caller, limit], user_from_row)?.collect::<Result<Vec<_>, _>>()?;
+    Ok((users, total))
+}
+
+pub fn online_users(conn: &Connection, caller: UserId) -> Result<Vec<User>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {USER_COLS} FROM user_presence p JOIN users u ON u.id = p.user_id
+         WHERE p.is_online = 1 AND p.user_id != ?1 ORDER BY u.name, u.id"
+    ))?;
+    Ok(stmt.query_map([caller], user_from_row)?.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The users of a room, in id order.
+pub fn participants(conn: &Connection, room_id: RoomId) -> Result<Vec<User>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {USER_COLS} FROM chat_participants cp JOIN users u ON u.id = cp.user_id
+         LEFT JOIN user_presence p ON p.user_id = u.id WHERE cp.room_id = ?1 ORDER BY u.id"
+    ))?;
+    Ok(stmt.query_map([room_id], user_from_row)?.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub fn is_participant(conn: &Connection, room_id: RoomId, user: UserId) -> Result<bool, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT 1 FROM chat_participants WHERE room_id = ?1 AND user_id = ?2")?;
+    Ok(stmt.exists(params![room_id, user])?)
+}
+
+/// Every user who shares a room with `user` (the audience of its presence).
+pub fn contacts(conn: &Connection, user: UserId) -> Result<Vec<UserId>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT other.user_id FROM chat_participants mine
+         JOIN chat_participants other ON other.room_id = mine.room_id
+         WHERE mine.user_id = ?1 AND other.user_id != ?1",
+    )?;
+    Ok(stmt.query_map([user], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// A message row before its people are attached.
+pub struct MessageRow {
+    pub id: MessageId,
+    pub room_id: RoomId,
+    pub sender_id: UserId,
+    pub receiver_id: UserId,
+    pub message_type: MessageType,
+    pub content: String,
+    pub files: Option<Vec<FileMeta>>,
+    pub duration: Option<f64>,
+    pub local_temp_id: Option<String>,
+    pub created_at: i64,
+    pub edited_at: Option<i64>,
+    pub is_read: bool,
+    pub is_deleted: bool,
+    pub like_count: i64,
+    /// Whether the viewer of the query liked it.
+    pub liked: bool,
+}
+
+/// Columns for `message_from_row`; `?1` of the query must be the viewer.
+const MESSAGE_COLS: &str = "m.id, m.room_id, m.sender_id, m.receiver_id, m.message_type, m.content, m.files_data,
+    m.duration, m.local_temp_id, m.created_at, m.edited_at, m.is_read, m.is_deleted, m.like_count,
+    EXISTS (SELECT 1 FROM message_likes l WHERE l.message_id = m.id AND l.user_id = ?1)";
+
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
+    let kind: String = row.get(4)?;
+    let files: Option<String> = row.get(6)?;
+    Ok(MessageRow {
+        id: row.get(0)?,
+        room_id: row.get(1)?,
+        sender_id: row.get(2)?,
+        receiver_id: row.get(3)?,
+        message_type: MessageType::parse(&kind).unwrap_or(MessageType::Text),
+        content: row.get(5)?,
+        files: files.and_then(|json| serde_json::from_str(&json).ok()),
+        duration: row.get(7)?,
+        local_temp_id: row.get(8)?,
+        created_at: row.get(9)?,
+        edited_at: row.get(10)?,
+        is_read: row.get(11)?,
+        is_deleted: row.get(12)?,
+        like_count: row.get(13)?,
+        liked: row.get(14)?,
+    })
+}
+
+impl MessageRow {
+    /// Attaches sender and receiver from `people`; a missing user (never in a
+    /// consistent database) becomes a placeholder rather than an error.
+    pub fn into_message(self, people: &HashMap<UserId, User>) -> (Message, bool) {
+        let person = |id: UserId| {
+            people.get(&id).cloned().unwrap_or_else(|| User {
+                id,
+                name: String::new(),
+                email: String::new(),
+                avatar_url: None,
+                is_online: false,
+            })
+        };
+        let message = Message {
+            id: self.id,
+            room_id: self.room_id,
+            sender: person(self.sender_id),
+            receiver: person(self.receiver_id),
+            message_type: self.message_type,
+            content: self.content,
+            files: self.files,
+            duration: self.duration,
+            local_temp_id: self.local_temp_id,
+            created_at: self.created_at,
+            edited_at: self.edited_at,
+            is_read: self.is_read,
+            is_deleted: self.is_deleted,
+            like_count: self.like_count,
+        };
+        (message, self.liked)
+    }
+}
+
+pub fn message_row(conn: &Connection, viewer: UserId, id: MessageId) -> Result<Option<MessageRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.id = ?2"))?;
+    Ok(stmt.query_row(params![viewer, id], message_from_row).optional()?)
+}
+
+pub fn message_by_temp_id(conn: &Connection, sender: UserId, temp_id: &str) -> Result<Option<MessageRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.sender_id = ?1 AND m.local_temp_id = ?2"
+    ))?;
+    Ok(stmt.query_row(params![sender, temp_id], message_from_row).optional()?)
+}
+
+fn people_map(users: Vec<User>) -> HashMap<UserId, User> {
+    users.into_iter().map(|u| (u.id, u)).collect()
+}
+
+/// A message as `viewer` sees it, if `viewer` is in its room.
+pub fn message_for(conn: &Connection, viewer: UserId, id: MessageId) -> Result<Option<(Message, bool)>, StoreError> {
+    let Some(row) = message_row(conn, viewer, id)? else { return Ok(None) };
+    if !is_participant(conn, row.room_id, viewer)? {
+        return Ok(None);
+    }
+    let people = people_map(participants(conn, row.room_id)?);
+    Ok(Some(row.into_message(&people)))
+}
+
+/// How a page of messages is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageQuery {
+    /// Page 1 holds the newest `per_page` messages.
+    Page { page: u32, per_page: u32 },
+    /// Older than the id, newest `limit` of them.
+    Before { id: MessageId, limit: u32 },
+    /// Newer than the id, oldest `limit` of them.
+    After { id: MessageId, limit: u32 },
+}
+
+/// A page of messages, oldest first, with its arithmetic.
+pub struct MessagePage {
+    pub messages: Vec<(Message, bool)>,
+    pub total: i64,
+    pub has_more: bool,
+    pub page: Option<u32>,
+    pub per_page: u32,
+    pub total_pages: Option<i64>,
+}
+
+/// None when the room does not exist or `viewer` is not in it.
+pub fn messages_page(
+    conn: &Connection,
+    viewer: UserId,
+    room_id: RoomId,
+    query: PageQuery,
+) -> Result<Option<MessagePage>, StoreError> {
+    if !is_participant(conn, room_id, viewer)? {
+        return Ok(None);
+    }
+    let total: i64 = conn
+        .prepare_cached("SELECT count(*) FROM chat_messages WHERE room_id = ?1")?
+        .query_row([room_id], |r| r.get(0))?;
+    let people = people_map(participants(conn, room_id)?);
+    let collect = |sql: &str, a: i64, b: i64| -> Result<Vec<MessageRow>, StoreError> {
+        let mut stmt = conn.prepare_cached(sql)?;
+        Ok(stmt.query_map(params![viewer, room_id, a, b], message_from_row)?.collect::<Result<Vec<_>, _>>()?)
+    };
+    let page = match query {
+        PageQuery::Page { page, per_page } => {
+            let offset = i64::from(page - 1) * i64::from(per_page);
+            let mut rows = collect(
+                &format!(
+                    "SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.room_id = ?2 ORDER BY m.id DESC LIMIT ?3 OFFSET ?4"
+                ),
+                i64::from(per_page),
+                offset,
+            )?;
+            rows.reverse();
+            let total_pages = (total + i64::from(per_page) - 1) / i64::from(per_page);
+            MessagePage {
+                messages: rows.into_iter().map(|r| r.into_message(&people)).collect(),
+                total,
+                has_more: i64::from(page) < total_pages,
+                page: Some(page),
+                per_page,
+                total_pages: Some(total_pages),
+            }
+        }
+        PageQuery::Before { id, limit } => {
+            let mut rows = collect(
+                &format!(
+                    "SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.room_id = ?2 AND m.id < ?3 ORDER BY m.id DESC LIMIT ?4"
+                ),
+                id,
+                i64::from(limit) + 1,
+            )?;
+            let has_more = rows.len() > limit as usize;
+            rows.truncate(limit as usize);
+            rows.reverse();
+            keyset_page(rows, &people, total, has_more, limit)
+        }
+        PageQuery::After { id, limit } => {
+            let mut rows = collect(
+                &format!(
+                    "SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.room_id = ?2 AND m.id > ?3 ORDER BY m.id ASC LIMIT ?4"
+                ),
+                id,
+                i64::from(limit) + 1,
+            )?;
+            let has_more = rows.len() > limit as usize;
+            rows.truncate(limit as usize);
+            keyset_page(rows, &people, total, has_more, limit)
+        }
+    };
+    Ok(Some(page))
+}
+
+fn keyset_page(
+    rows: Vec<MessageRow>,
+    people: &HashMap<UserId, User>,
+    total: i64,
+    has_more: bool,
+    limit: u32,
+) -> MessagePage {
+    MessagePage {
+        messages: rows.into_iter().map(|r| r.into_message(people)).collect(),
+        total,
+        has_more,
+        page: None,
+        per_page: limit,
+        total_pages: None,
+    }
+}
+
+fn unread_in_room(conn: &Connection, user: UserId, room_id: RoomId) -> Result<i64, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT count(*) FROM chat_messages WHERE receiver_id = ?1 AND room_id = ?2 AND is_read = 0 AND is_deleted = 0",
+    )?;
+    Ok(stmt.query_row(params![user, room_id], |r| r.get(0))?)
+}
+
+fn room_of(conn: &Connection, viewer: UserId, room_id: RoomId) -> Result<Option<Room>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, room_type, created_by, created_at, updated_at, is_active FROM chat_rooms WHERE id = ?1",
+    )?;
+    let Some(mut room) = stmt
+        .query_row([room_id], |r| {
+            Ok(Room {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                room_type: r.get(2)?,
+                created_by: r.get(3)?,
+                created_at: r.get(4)?,
+                updated_at: r.get(5)?,
+                is_active: r.get(6)?,
+                participants: Vec::new(),
+                last_message: None,
+                unread_count: 0,
+            })
+        })
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    room.participants = participants(conn, room_id)?;
+    let people = people_map(room.participants.clone());
+    let mut last = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.room_id = ?2 ORDER BY m.id DESC LIMIT 1"
+    ))?;
+    room.last_message =
+        last.query_row(params![viewer, room_id], message_from_row).optional()?.map(|row| row.into_message(&people));
+    if let Some((m, _)) = &room.last_message {
+        room.updated_at = room.updated_at.max(m.created_at);
+    }
+    room.unread_count = unread_in_room(conn, viewer, room_id)?;
+    Ok(Some(room))
+}
+
+/// One room, if `viewer` is in it.
+pub fn room(conn: &Connection, viewer: UserId, room_id: RoomId) -> Result<Option<Room>, StoreError> {
+    if !is_participant(conn, room_id, viewer)? {
+        return Ok(None);
+    }
+    room_of(conn, viewer, room_id)
+}
+
+/// The rooms of `viewer`, most recent activity first.
+pub fn rooms(conn: &Connection, viewer: UserId) -> Result<Vec<Room>, StoreError> {
+    let ids = room_ids(conn, viewer)?;
+    let mut rooms = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(room) = room_of(conn, viewer, id)? {
+            rooms.push(room);
+        }
+    }
+    rooms.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(b.id.cmp(&a.id)));
+    Ok(rooms)
+}
+
+pub fn room_ids(conn: &Connection, user: UserId) -> Result<Vec<RoomId>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT room_id FROM chat_participants WHERE user_id = ?1")?;
+    Ok(stmt.query_map([user], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Unread messages addressed to `user`, per room (rooms with none left out).
+pub fn unread_counts(conn: &Connection, user: UserId) -> Result<Vec<(RoomId, i64)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT room_id, count(*) FROM chat_messages WHERE receiver_id = ?1 AND is_read = 0 AND is_deleted = 0
+         GROUP BY room_id ORDER BY room_id",
+    )?;
+    Ok(stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?)
+}

@@ -1,0 +1,507 @@
+//! One WebSocket connection: a reader (this task) that parses frames and
+//! turns them into writes, and a writer task that drains the bounded outbox,
+//! pings on a timer and closes with the right code. The hub only ever
+//! `try_send`s into the outbox; when it is full the hub tells us to close
+//! (1013) instead of waiting.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
+
+use super::protocol::{self, ClientCommand, FileIn, SendMessage};
+use crate::attach::{self, FileMessageKind, IncomingFile, StoredFile};
+use crate::hub::{CloseReason, ConnectionEntry};
+use crate::model::{Envelope, Event, FileMeta, MessageType, RoomId, TempId, UserId, error_frame};
+use crate::state::AppState;
+use crate::store::StoreError;
+use crate::store::reads;
+use crate::store::writer::{NewMessage, SendOutcome};
+use crate::time::now_ms;
+
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Who is on the other end, settled by the upgrade.
+pub struct Session {
+    pub user: UserId,
+    pub user_name: String,
+    /// Token expiry, Unix seconds: the connection closes with 1008 then.
+    pub expires_at: u64,
+    /// The current room (`join_room`), used when a request leaves out `room_id`.
+    pub room: Option<RoomId>,
+}
+
+/// How the writer side should end.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    Close(CloseCode, &'static str),
+    /// The peer is gone or the socket failed: nothing more to send.
+    Gone,
+}
+
+/// A `send_message` the writer is working on.
+type Pending = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+
+pub async fn run(state: Arc<AppState>, socket: Socket, session: Session) {
+    let (sink, stream) = socket.split();
+    let (outbox_tx, outbox_rx) = mpsc::channel::<Utf8Bytes>(state.config.ws_outbox);
+    let (kill_tx, kill_rx) = oneshot::channel();
+    let (end_tx, end_rx) = oneshot::channel::<Ending>();
+    let conn_id = state.hub.next_conn_id();
+    state.hub.register(session.user, ConnectionEntry { id: conn_id, outbox: outbox_tx.clone(), kill: kill_tx });
+    let last_heard = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let writer = tokio::spawn(write_loop(
+        sink,
+        outbox_rx,
+        kill_rx,
+        end_rx,
+        WriterTimers {
+            ping_every: state.config.ws_ping_interval,
+            idle_timeout: state.config.ws_idle_timeout,
+            expires_at: session.expires_at,
+            last_heard: last_heard.clone(),
+            started,
+        },
+    ));
+    let user = session.user;
+    let mut reader = Reader { state: state.clone(), session, outbox: outbox_tx, rooms: HashMap::new() };
+    let ending = reader.read_loop(stream, writer, last_heard, started).await;
+    if let Some((ending, writer)) = ending {
+        let _ = end_tx.send(ending);
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    }
+    state.hub.unregister(user, conn_id);
+}
+
+struct WriterTimers {
+    ping_every: Duration,
+    idle_timeout: Duration,
+    expires_at: u64,
+    last_heard: Arc<AtomicU64>,
+    started: Instant,
+}
+
+fn close_frame(code: CloseCode, reason: &'static str) -> WsMessage {
+    WsMessage::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<Socket, WsMessage>,
+    mut outbox: mpsc::Receiver<Utf8Bytes>,
+    mut kill: oneshot::Receiver<CloseReason>,
+    mut end: oneshot::Receiver<Ending>,
+    timers: WriterTimers,
+) {
+    let mut ping = tokio::time::interval_at(Instant::now() + timers.ping_every, timers.ping_every);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let until_expiry = timers.expires_at.saturating_sub(crate::auth::jwt::unix_now());
+    let expiry = tokio::time::sleep(Duration::from_secs(until_expiry));
+    tokio::pin!(expiry);
+    let ending = loop {
+        tokio::select! {
+            biased;
+            reason = &mut kill => {
+                let ending = match reason {
+                    Ok(CloseReason::SlowConsumer) => Ending::Close(CloseCode::Again, "too slow to keep up; reconnect with after_id"),
+                    Ok(CloseReason::Shutdown) => {
+                        // Frames already queued were committed: send them first.
+                        while let Ok(frame) = outbox.try_recv() {
+                            if sink.feed(WsMessage::Text(frame)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Ending::Close(CloseCode::Away, "server shutting down")
+                    }
+                    Err(_) => Ending::Gone,
+                };
+                break ending;
+            }
+            ending = &mut end => break ending.unwrap_or(Ending::Gone),
+            frame = outbox.recv() => {
+                let Some(frame) = frame else { break Ending::Gone };
+                // A peer that accepts no bytes for the idle timeout is gone.
+                let written = tokio::time::timeout(timers.idle_timeout, async {
+                    sink.feed(WsMessage::Text(frame)).await?;
+                    // Batch whatever else is queued into one flush.
+                    while let Ok(frame) = outbox.try_recv() {
+                        sink.feed(WsMessage::Text(frame)).await?;
+                    }
+                    sink.flush().await
+                })
+                .await;
+                if !matches!(written, Ok(Ok(()))) {
+                    break Ending::Gone;
+                }
+            }
+            _ = ping.tick() => {
+                let heard = Duration::from_millis(timers.last_heard.load(Ordering::Relaxed));
+                if timers.started.elapsed().saturating_sub(heard) >= timers.idle_timeout {
+                    break Ending::Close(CloseCode::Away, "no answer to pings");
+                }
+                if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                    break Ending::Gone;
+                }
+            }
+            _ = &mut expiry => break Ending::Close(CloseCode::Policy, "token expired"),
+        }
+    };
+    if let Ending::Close(code, reason) = ending {
+        let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(close_frame(code, reason))).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+}
+
+struct Reader {
+    state: Arc<AppState>,
+    session: Session,
+    outbox: mpsc::Sender<Utf8Bytes>,
+    /// Rooms this user is in → the other participant (membership never changes).
+    rooms: HashMap<RoomId, UserId>,
+}
+
+/// A file whose base64 stays inside the frame: only its byte range is kept,
+/// so the blocking decoder can read it without a copy.
+struct FileJob {
+    data: FileData,
+    file_name: String,
+    file_size: i64,
+    mime_type: String,
+    duration: Option<f64>,
+}
+
+enum FileData {
+    InFrame(Range<usize>),
+    Owned(String),
+}
+
+impl Reader {
+    /// Reads until the peer leaves or the writer ends. Returns how the writer
+    /// should end if it is still running.
+    async fn read_loop(
+        &mut self,
+        mut stream: futures_util::stream::SplitStream<Socket>,
+        mut writer: tokio::task::JoinHandle<()>,
+        last_heard: Arc<AtomicU64>,
+        started: Instant,
+    ) -> Option<(Ending, tokio::task::JoinHandle<()>)> {
+        let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                _ = &mut writer => return None,
+                Some(reply) = pending.next(), if !pending.is_empty() => {
+                    if let Some(frame) = reply {
+                        self.send(frame).await;
+                    }
+                }
+                frame = stream.next() => {
+                    last_heard.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    match frame {
+                        Some(Ok(WsMessage::Text(text))) => {
+                            if let Some(job) = self.handle(text).await {
+                                pending.push(job);
+                            }
+                        }
+                        Some(Ok(WsMessage::Binary(_))) => {
+                            self.send(error_frame("Binary frames are not supported; send JSON text", None)).await;
+                        }
+                        Some(Ok(WsMessage::Close(_))) | None => break,
+                        Some(Ok(_)) => {}
+                        Some(Err(WsError::Capacity(_))) => {
+                            return Some((Ending::Close(CloseCode::Size, "message too big"), writer));
+                        }
+                        Some(Err(_)) => return Some((Ending::Gone, writer)),
+                    }
+                }
+            }
+        }
+        // The peer closed: let the writer answer in-flight sends before it ends.
+        let drain = async {
+            while let Some(reply) = pending.next().await {
+                if let Some(frame) = reply {
+                    self.send(frame).await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+        Some((Ending::Close(CloseCode::Normal, ""), writer))
+    }
+
+    /// Queues a frame for this connection only (replies, errors).
+    async fn send(&self, frame: String) {
+        let _ = self.outbox.send(Utf8Bytes::from(frame)).await;
+    }
+
+    /// The other participant of `room_id`, if this user is in it.
+    async fn other_in(&mut self, room_id: RoomId) -> Result<Option<UserId>, StoreError> {
+        if let Some(other) = self.rooms.get(&room_id) {
+            return Ok(Some(*other));
+        }
+        let user = self.session.user;
+        let people = self.state.reader.run(move |c| reads::participants(c, room_id)).await?;
+        if !people.iter().any(|p| p.id == user) {
+            return Ok(None);
+        }
+        let other = people.iter().find(|p| p.id != user).map_or(user, |p| p.id);
+        self.rooms.insert(room_id, other);
+        Ok(Some(other))
+    }
+
+    fn room_or_current(&self, room_id: Option<RoomId>) -> Option<RoomId> {
+        room_id.or(self.session.room)
+    }
+
+    async fn handle(&mut self, text: Utf8Bytes) -> Option<Pending> {
+        let command = match protocol::parse(text.as_str()) {
+            Ok(c) => c,
+            Err(e) => {
+                self.send(error_frame(&e.message, e.local_temp_id.as_deref())).await;
+                return None;
+            }
+        };
+        match command {
+            ClientCommand::Ping => self.send(r#"{"type":"pong"}"#.to_owned()).await,
+            ClientCommand::JoinRoom { room_id } => match self.other_in(room_id).await {
+                Ok(Some(_)) => {
+                    self.session.room = Some(room_id);
+                    self.send(format!(r#"{{"type":"room_joined","data":{{"room_id":{room_id}}}}}"#)).await;
+                }
+                Ok(None) => self.send(error_frame("Room not found", None)).await,
+                Err(e) => self.send(error_frame(&store_message(&e), None)).await,
+            },
+            ClientCommand::LeaveRoom => {
+                let left = self.session.room.take();
+                self.send(serde_json::json!({"type": "room_left", "data": {"room_id": left}}).to_string()).await;
+            }
+            ClientCommand::Typing { room_id, is_typing } => {
+                let Some(room_id) = self.room_or_current(room_id) else {
+                    self.send(error_frame("room_id is required", None)).await;
+                    return None;
+                };
+                match self.other_in(room_id).await {
+                    Ok(Some(other)) if other != self.session.user => {
+                        let event = Event::Typing {
+                            room_id,
+                            user_id: self.session.user,
+                            user_name: self.session.user_name.clone(),
+                            is_typing,
+                        };
+                        self.state.hub.publish(Envelope::new(vec![other], event));
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => self.send(error_frame("Room not found", None)).await,
+                    Err(e) => self.send(error_frame(&store_message(&e), None)).await,
+                }
+            }
+            ClientCommand::MarkRead { room_id } => {
+                let Some(room_id) = self.room_or_current(room_id) else {
+                    self.send(error_frame("room_id is required", None)).await;
+                    return None;
+                };
+                if let Err(e) = self.state.writer.mark_read(self.session.user, room_id).await {
+                    self.send(error_frame(&store_message(&e), None)).await;
+                }
+            }
+            ClientCommand::SendMessage(message) => {
+                let temp = message.local_temp_id.as_deref().map(str::to_owned);
+                return match self.send_message(&text, message).await {
+                    Ok(pending) => Some(pending),
+                    Err(e) => {
+                        self.send(error_frame(&e, temp.as_deref())).await;
+                        None
+                    }
+                };
+            }
+        }
+        None
+    }
+
+    async fn send_message(&mut self, frame: &Utf8Bytes, m: SendMessage<'_>) -> Result<Pending, String> {
+        let room_id = self.room_or_current(m.room_id).ok_or("room_id is required")?;
+        let mut new = NewMessage {
+            sender: self.session.user,
+            room_id,
+            receiver_id: m.receiver_id,
+            message_type: m.message_type,
+            content: m.content.into_owned(),
+            local_temp_id: m.local_temp_id.map(|t| t.into_owned()),
+            files: None,
+            duration: None,
+        };
+        let mut stored: Vec<String> = Vec::new();
+        if !m.files.is_empty() {
+            let other = self.other_in(room_id).await.map_err(|e| store_message(&e))?;
+            if other.is_none() {
+                return Err("Room not found".into());
+            }
+            if let Some(temp) = new.local_temp_id.clone() {
+                let sender = new.sender;
+                let earlier = self
+                    .state
+                    .reader
+                    .run(move |c| reads::message_by_temp_id(c, sender, &temp))
+                    .await
+                    .map_err(|e| store_message(&e))?;
+                if earlier.is_some() {
+                    // A retry: the writer answers with the original message.
+                    return self.submit(new, Vec::new()).await;
+                }
+            }
+            let files = self.store_files(frame, new.message_type, m.files).await?;
+            new.duration = voice_duration(new.message_type, &files);
+            stored = files.iter().map(|f| f.rel_path.clone()).collect();
+            let bytes: u64 = files.iter().map(|f| f.file_size).sum();
+            self.state.metrics.attachment_bytes.fetch_add(bytes, Ordering::Relaxed);
+            new.files = Some(files.into_iter().map(file_meta).collect());
+        }
+        self.submit(new, stored).await
+    }
+
+    /// Hands the message to the writer; the returned future yields the frame
+    /// to answer with (an error, or the original message of a retry), if any.
+    async fn submit(&self, message: NewMessage, stored: Vec<String>) -> Result<Pending, String> {
+        let temp = message.local_temp_id.clone();
+        let viewer = self.session.user;
+        let state = self.state.clone();
+        let answer = match self.state.writer.submit_message(message).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                remove_files(&state, stored).await;
+                return Err(store_message(&e));
+            }
+        };
+        Ok(Box::pin(async move {
+            let outcome = answer.await.unwrap_or(Err(StoreError::Unavailable));
+            match outcome {
+                Ok(SendOutcome::Stored(_)) => None,
+                Ok(SendOutcome::Duplicate(original)) => {
+                    remove_files(&state, stored).await;
+                    let data = original.json(viewer, false, &state.base_url, TempId::Show);
+                    Some(crate::model::Frame { kind: "new_message", data }.to_json())
+                }
+                Err(e) => {
+                    remove_files(&state, stored).await;
+                    Some(error_frame(&store_message(&e), temp.as_deref()))
+                }
+            }
+        }))
+    }
+
+    /// Validates, decodes and stores every file of a message on a blocking
+    /// thread, reading base64 straight out of the frame.
+    async fn store_files(
+        &self,
+        frame: &Utf8Bytes,
+        kind: MessageType,
+        files: Vec<FileIn<'_>>,
+    ) -> Result<Vec<StoredFile>, String> {
+        let kind = match kind {
+            MessageType::Image => FileMessageKind::Image,
+            MessageType::Voice => FileMessageKind::Voice,
+            MessageType::File => FileMessageKind::File,
+            MessageType::Text => return Err("A text message cannot carry files_data".into()),
+        };
+        let base = frame.as_str().as_ptr() as usize;
+        let end = base + frame.len();
+        let jobs: Vec<FileJob> = files
+            .into_iter()
+            .map(|f| {
+                let data = match f.file_data {
+                    std::borrow::Cow::Borrowed(s)
+                        if (s.as_ptr() as usize) >= base && (s.as_ptr() as usize) + s.len() <= end =>
+                    {
+                        let start = s.as_ptr() as usize - base;
+                        FileData::InFrame(start..start + s.len())
+                    }
+                    other => FileData::Owned(other.into_owned()),
+                };
+                FileJob {
+                    data,
+                    file_name: f.file_name.into_owned(),
+                    file_size: f.file_size,
+                    mime_type: f.mime_type.into_owned(),
+                    duration: f.duration,
+                }
+            })
+            .collect();
+        let frame = frame.clone();
+        let static_dir = self.state.config.static_dir.clone();
+        let user = self.session.user;
+        tokio::task::spawn_blocking(move || {
+            let text = frame.as_str();
+            let incoming: Vec<IncomingFile<'_>> = jobs
+                .iter()
+                .map(|j| IncomingFile {
+                    file_data: match &j.data {
+                        FileData::InFrame(range) => text.get(range.clone()).unwrap_or(""),
+                        FileData::Owned(s) => s.as_str(),
+                    },
+                    file_name: &j.file_name,
+                    file_size: j.file_size,
+                    mime_type: &j.mime_type,
+                    duration: j.duration,
+                })
+                .collect();
+            attach::store_files(&static_dir, user, now_ms(), kind, &incoming).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("could not store the files: {e}"))?
+    }
+}
+
+fn voice_duration(kind: MessageType, files: &[StoredFile]) -> Option<f64> {
+    if kind != MessageType::Voice {
+        return None;
+    }
+    Some(files.iter().filter_map(|f| f.duration).sum())
+}
+
+fn file_meta(f: StoredFile) -> FileMeta {
+    FileMeta {
+        file_name: f.file_name,
+        file_path: f.rel_path,
+        file_size: f.file_size,
+        mime_type: f.mime_type,
+        duration: f.duration,
+    }
+}
+
+async fn remove_files(state: &AppState, paths: Vec<String>) {
+    if paths.is_empty() {
+        return;
+    }
+    let static_dir = state.config.static_dir.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        attach::remove_stored(&static_dir, &refs);
+    })
+    .await;
+}
+
+/// The text of an `error` frame for a store failure (internal causes are logged, not sent).
+fn store_message(e: &StoreError) -> String {
+    match e {
+        StoreError::NotFound(m) | StoreError::Conflict(m) | StoreError::Invalid(m) | StoreError::Forbidden(m) => {
+            (*m).to_owned()
+        }
+        StoreError::Unavailable => "Server is shutting down".to_owned(),
+        other => {
+            tracing::warn!(error = %other, "send failed");
+            "Internal server error".to_owned()
+        }
+    }
+}

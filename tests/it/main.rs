@@ -1,0 +1,11 @@
+//! Integration tests: the real server on a loopback port, real HTTP and
+//! WebSocket clients, real SQLite files and real files on disk.
+
+mod attachments;
+mod auth;
+mod durability;
+mod messages;
+mod rooms;
+mod static_files;
+mod support;
+mod ws;
