@@ -52,7 +52,8 @@ export function formatSize(bytes) {
 
 export function formatDuration(seconds) {
   if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds < 0) return '';
-  const total = Math.round(seconds);
+  // Whole seconds elapsed, as media players show them; never 0:00 for a real sound.
+  const total = seconds > 0 ? Math.max(1, Math.floor(seconds)) : 0;
   const m = Math.floor(total / 60);
   const s = total % 60;
   return `${m}:${String(s).padStart(2, '0')}`;
