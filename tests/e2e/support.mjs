@@ -42,20 +42,24 @@ function copyDir(from, to) {
 
 /**
  * Start `$CHATD_BIN serve` on 127.0.0.1:<free port> and wait (10 s at most)
- * for GET /healthz → 200. Answers {baseUrl, stop(), logs()}.
+ * for GET /healthz → 200. Answers {baseUrl, port, tmp, stop({keep}), logs()}.
+ * `port` and `tmp` (from an earlier server's answer) restart a stopped
+ * server on the same address and data.
  */
-export async function startServer({ env = {} } = {}) {
+export async function startServer({ env = {}, port: wantedPort, tmp: reuse } = {}) {
   const bin = path.resolve(here, process.env.CHATD_BIN || '../../target/release/chatd');
   if (!fs.existsSync(bin)) {
     throw new Error(`chatd binary not found at ${bin}: build it first (cargo build --release) or set CHATD_BIN`);
   }
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'chatd-e2e-'));
+  const tmp = reuse || fs.mkdtempSync(path.join(os.tmpdir(), 'chatd-e2e-'));
   const dataDir = path.join(tmp, 'data');
   const staticDir = path.join(tmp, 'static');
-  fs.mkdirSync(dataDir);
-  copyDir(path.join(repoRoot, 'static'), staticDir);
+  if (!reuse) {
+    fs.mkdirSync(dataDir);
+    copyDir(path.join(repoRoot, 'static'), staticDir);
+  }
 
-  const port = await freePort();
+  const port = wantedPort || (await freePort());
   const addr = `127.0.0.1:${port}`;
   const child = spawn(bin, ['serve', '--addr', addr, '--data-dir', dataDir, '--static-dir', staticDir], {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', BASE_URL: `http://${addr}`, ...env },
@@ -78,7 +82,8 @@ export async function startServer({ env = {} } = {}) {
   };
   process.on('exit', killOnExit);
 
-  const stop = async () => {
+  /** SIGTERM (SIGKILL after 5 s); the files go too unless `keep`. Answers how chatd exited. */
+  const stop = async ({ keep = false } = {}) => {
     process.off('exit', killOnExit);
     if (exited === null) {
       child.kill('SIGTERM');
@@ -86,7 +91,8 @@ export async function startServer({ env = {} } = {}) {
       if (exited === null) await once(child, 'exit');
       clearTimeout(timer);
     }
-    fs.rmSync(tmp, { recursive: true, force: true });
+    if (!keep) fs.rmSync(tmp, { recursive: true, force: true });
+    return exited;
   };
 
   const baseUrl = `http://${addr}`;
@@ -108,7 +114,7 @@ export async function startServer({ env = {} } = {}) {
     }
     await sleep(100);
   }
-  return { baseUrl, stop, logs: () => output };
+  return { baseUrl, port, tmp, stop, logs: () => output };
 }
 
 // ----------------------------------------------------------------- browser
