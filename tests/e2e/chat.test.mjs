@@ -250,6 +250,33 @@ describe('chatd web client', { timeout: 110_000 }, () => {
     assert.equal(theirs.images[0].width, 96);
   });
 
+  step('mixed files make a file message: the image inline, the text file as a download link', async () => {
+    const page = bob.page;
+    await page.locator(tid('file-input')).setInputFiles([
+      { name: 'tiny.png', mimeType: 'image/png', buffer: makePng(40, 30) },
+      { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('line one\nline two\n') },
+    ]);
+    await waitFor('two chips', () => page.locator(tid('attachment-chip')).count(), (n) => n === 2);
+    // The progress line shows while the files are read and sent, and goes with the echo.
+    await page.evaluate(() => {
+      window.__progressSeen = false;
+      const node = document.querySelector('[data-testid="send-progress"]');
+      new MutationObserver(() => {
+        if (!node.hidden) window.__progressSeen = true;
+      }).observe(node, { attributes: true, attributeFilter: ['hidden'] });
+    });
+    await page.locator(tid('composer-input')).press('Enter');
+    const [mixed] = await waitForMessage(alice.page, 'the mixed message', (m) => m.type === 'file' && m.files.length === 1);
+    assert.equal(mixed.images.length, 1, 'the image of a file message is still shown inline');
+    assert.match(mixed.files[0], /notes\.txt/);
+    assert.match(mixed.files[0], /18 B/);
+    const link = alice.page.locator(`${tid('message-file')}`).first();
+    assert.match(await link.getAttribute('href'), new RegExp(`^${server.baseUrl}/static/chat_files/files/`));
+    assert.equal(await link.getAttribute('download'), 'notes.txt');
+    assert.equal(await page.evaluate(() => window.__progressSeen), true, 'the progress line was shown');
+    await waitFor('the progress line gone', () => page.locator(tid('send-progress')).isVisible(), (v) => v === false);
+  });
+
   step('a voice file is sent with its duration and plays inline', async () => {
     const page = bob.page;
     await page.locator(tid('file-input')).setInputFiles({ name: 'tone.wav', mimeType: 'audio/wav', buffer: makeWav(1.5) });
