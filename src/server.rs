@@ -59,7 +59,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     // The hub needs the writer (for presence) and the writer needs the hub
     // (as its sink): the sink is handed over through a channel-free slot.
     let slot = Arc::new(std::sync::OnceLock::<HubHandle>::new());
-    let sink = LateSink { slot: slot.clone(), metrics: metrics.clone(), pending: Vec::new() };
+    let sink = LateSink { slot: slot.clone(), metrics: metrics.clone(), sink: None, early: Vec::new() };
     let (reader, writer) = store::open(&config, Box::new(sink))?;
     let hub = HubHandle::start(config.hub_shards, base_url.clone(), writer.clone(), metrics.clone());
     let _ = slot.set(hub.clone());
@@ -80,24 +80,30 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     Ok(Server { state, shutdown_tx })
 }
 
-/// The writer's sink until the hub exists: events are kept, then handed over.
+/// The writer's sink. The writer starts before the hub (the hub needs the
+/// writer for presence), so the hub arrives through a slot; events committed
+/// before it is there (none in practice) are kept and handed over.
 struct LateSink {
     slot: Arc<std::sync::OnceLock<HubHandle>>,
     metrics: Arc<Metrics>,
-    pending: Vec<crate::model::Envelope>,
+    sink: Option<HubSink>,
+    early: Vec<crate::model::Envelope>,
 }
 
 impl store::EventSink for LateSink {
     fn publish(&mut self, envelope: crate::model::Envelope) {
-        match self.slot.get() {
-            Some(hub) => {
-                let mut sink = HubSink { hub: hub.clone(), metrics: self.metrics.clone() };
-                for early in self.pending.drain(..) {
-                    sink.publish(early);
-                }
-                sink.publish(envelope);
+        if self.sink.is_none()
+            && let Some(hub) = self.slot.get()
+        {
+            let mut sink = HubSink { hub: hub.clone(), metrics: self.metrics.clone() };
+            for early in self.early.drain(..) {
+                sink.publish(early);
             }
-            None => self.pending.push(envelope),
+            self.sink = Some(sink);
+        }
+        match &mut self.sink {
+            Some(sink) => sink.publish(envelope),
+            None => self.early.push(envelope),
         }
     }
 

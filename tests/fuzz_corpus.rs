@@ -5,9 +5,7 @@
 use std::path::{Path, PathBuf};
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.unwrap().path())
@@ -37,10 +35,7 @@ fn attachment_corpus_keeps_its_invariants() {
         }
     }
     // The seeds cover both paths, or the corpus guards half of the code.
-    assert!(
-        stored >= 5 && refused >= 5,
-        "stored {stored}, refused {refused}"
-    );
+    assert!(stored >= 5 && refused >= 5, "stored {stored}, refused {refused}");
 }
 
 #[test]

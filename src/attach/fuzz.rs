@@ -10,8 +10,8 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::validate::{FILE_TYPES, decoded_len, strip_data_url};
 use super::{
-    CHAT_FILES_DIR, Category, FileMessageKind, IncomingFile, check_files, remove_stored,
-    sanitize_file_name, store_files,
+    CHAT_FILES_DIR, Category, FileMessageKind, IncomingFile, check_files, remove_stored, sanitize_file_name,
+    store_files,
 };
 
 /// `sanitize_file_name` either refuses or returns a short name of safe
@@ -23,11 +23,7 @@ pub fn file_name(data: &[u8]) {
     match sanitize_file_name(raw) {
         Ok(name) => {
             assert!(!name.is_empty() && name.len() <= 100, "{name:?}");
-            assert!(
-                name.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')),
-                "{name:?}"
-            );
+            assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')), "{name:?}");
             assert!(name.bytes().any(|b| b != b'.'), "{name:?}");
         }
         Err(error) => {
@@ -52,14 +48,8 @@ pub fn attachment(data: &[u8], static_dir: &Path) -> bool {
     let [kind, mime, flags, rest @ ..] = data else {
         return false;
     };
-    let kind = [
-        FileMessageKind::Image,
-        FileMessageKind::File,
-        FileMessageKind::Voice,
-    ][usize::from(*kind) % 3];
-    let mime = FILE_TYPES
-        .get(usize::from(*mime))
-        .map_or("application/octet-stream", |t| t.mime);
+    let kind = [FileMessageKind::Image, FileMessageKind::File, FileMessageKind::Voice][usize::from(*kind) % 3];
+    let mime = FILE_TYPES.get(usize::from(*mime)).map_or("application/octet-stream", |t| t.mime);
     let (name, content) = match rest.iter().position(|&b| b == b'\n') {
         Some(newline) => (&rest[..newline], &rest[newline + 1..]),
         None => (rest, &[][..]),
@@ -94,10 +84,7 @@ pub fn attachment(data: &[u8], static_dir: &Path) -> bool {
     let checked = check_files(kind, &files);
     let result = store_files(static_dir, 1, 0, kind, &files);
     if let Err(error) = &checked {
-        assert!(
-            result.is_err(),
-            "check_files refused ({error}), store_files did not"
-        );
+        assert!(result.is_err(), "check_files refused ({error}), store_files did not");
     }
     if let Ok(stored) = &result {
         assert_eq!(stored.len(), files.len());
@@ -116,18 +103,9 @@ pub fn attachment(data: &[u8], static_dir: &Path) -> bool {
     for category in Category::ALL {
         let folder = static_dir.join(CHAT_FILES_DIR).join(category.folder());
         let left: Vec<_> = std::fs::read_dir(&folder)
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .map(|e| e.file_name())
-                    .collect()
-            })
+            .map(|entries| entries.filter_map(Result::ok).map(|e| e.file_name()).collect())
             .unwrap_or_default();
-        assert!(
-            left.is_empty(),
-            "left behind in {}: {left:?}",
-            folder.display()
-        );
+        assert!(left.is_empty(), "left behind in {}: {left:?}", folder.display());
     }
     result.is_ok()
 }

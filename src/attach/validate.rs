@@ -170,8 +170,7 @@ pub fn strip_data_url(data: &str) -> Option<&str> {
     let comma = window.iter().position(|&b| b == b',')?;
     // Compared as bytes: the header may hold multi-byte characters.
     let header = &data.as_bytes()[..comma];
-    let is_base64 =
-        header.len() >= 7 && header[header.len() - 7..].eq_ignore_ascii_case(b";base64");
+    let is_base64 = header.len() >= 7 && header[header.len() - 7..].eq_ignore_ascii_case(b";base64");
     is_base64.then(|| &data[comma + 1..])
 }
 

@@ -456,7 +456,12 @@ impl Reader {
                     duration: j.duration,
                 })
                 .collect();
-            attach::store_files(&static_dir, user, now_ms(), kind, &incoming).map_err(|e| e.to_string())
+            attach::store_files(&static_dir, user, now_ms(), kind, &incoming).map_err(|e| {
+                if e.is_server_error() {
+                    tracing::warn!(error = ?e, "could not store an attachment");
+                }
+                e.to_string()
+            })
         })
         .await
         .map_err(|e| format!("could not store the files: {e}"))?

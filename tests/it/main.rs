@@ -5,6 +5,7 @@ mod attachments;
 mod auth;
 mod durability;
 mod messages;
+mod metrics;
 mod rooms;
 mod static_files;
 mod support;

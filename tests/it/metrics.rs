@@ -1,0 +1,47 @@
+//! `GET /metrics`: Prometheus text whose counters move with the traffic.
+
+use hyper::{Method, StatusCode};
+use serde_json::json;
+
+use crate::attachments::{file, sample};
+use crate::support::TestServer;
+
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+#[tokio::test]
+async fn counters_move_with_traffic() {
+    let s = TestServer::start().await;
+    let before = s.raw(Method::GET, "/metrics", None, None, Vec::new()).await;
+    assert_eq!(before.status, StatusCode::OK);
+    assert!(before.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(value(&before.text(), "chatd_messages_stored_total{type=\"text\"}"), 0.0);
+
+    let (ann, bob, room) = s.pair("ann", "bob").await;
+    let mut a = s.ws(&ann).await;
+    let mut b = s.ws(&bob).await;
+    s.say(&mut a, room, "counted").await;
+    b.expect("new_message").await;
+    a.send(json!({"type": "send_message", "data": {"room_id": room, "message_type": "image", "local_temp_id": "img", "files_data": [file("p.png", &sample("png"), "image/png")]}})).await;
+    a.expect_where("new_message", |v| v["data"]["local_temp_id"] == "img").await;
+    s.get("/api/chat/nothing-here", &ann.token).await;
+
+    let text = s.raw(Method::GET, "/metrics", None, None, Vec::new()).await.text();
+    assert_eq!(value(&text, "chatd_ws_connections"), 2.0);
+    assert_eq!(value(&text, "chatd_users_connected"), 2.0);
+    assert_eq!(value(&text, "chatd_messages_stored_total{type=\"text\"}"), 1.0);
+    assert_eq!(value(&text, "chatd_messages_stored_total{type=\"image\"}"), 1.0);
+    assert_eq!(value(&text, "chatd_attachment_bytes_total"), sample("png").len() as f64);
+    assert!(value(&text, "chatd_events_delivered_total") >= 4.0);
+    assert!(value(&text, "chatd_writer_batch_size_count") >= 4.0, "register x2, room, messages");
+    assert!(value(&text, "chatd_writer_commit_seconds_count") >= 4.0);
+    assert_eq!(value(&text, "chatd_http_requests_total{route=\"register\",status=\"201\"}"), 2.0);
+    assert_eq!(value(&text, "chatd_http_requests_total{route=\"not_found\",status=\"404\"}"), 1.0);
+    assert!(value(&text, "chatd_http_request_duration_seconds_count{route=\"register\"}") >= 2.0);
+    a.close().await;
+    b.close().await;
+    s.stop().await;
+}
