@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Keys, password};
+use crate::auth::Keys;
 use crate::config::Config;
 use crate::http::router::ROUTE_NAMES;
 use crate::hub::{HubHandle, HubSink};
@@ -31,8 +31,6 @@ pub enum StartError {
     Secret(std::io::Error),
     #[error("database: {0}")]
     Store(#[from] store::StoreError),
-    #[error("password hashing: {0}")]
-    Hash(String),
 }
 
 /// A built server, ready to accept.
@@ -63,7 +61,6 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     let (reader, writer) = store::open(&config, Box::new(sink))?;
     let hub = HubHandle::start(config.hub_shards, base_url.clone(), writer.clone(), metrics.clone());
     let _ = slot.set(hub.clone());
-    let dummy_hash = password::hash("not a password anyone has").map_err(StartError::Hash)?;
     let (shutdown_tx, shutting_down) = watch::channel(false);
     let state = Arc::new(AppState {
         config,
@@ -72,7 +69,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         writer,
         hub,
         metrics,
-        dummy_hash,
+        dummy_hash: tokio::sync::OnceCell::new(),
         ws_tasks: TaskTracker::new(),
         shutting_down,
         base_url,

@@ -20,8 +20,9 @@ pub struct AppState {
     pub hub: HubHandle,
     pub metrics: Arc<Metrics>,
     /// A real Argon2id hash, verified against when a login names an unknown
-    /// email, so that both cases take the same time.
-    pub dummy_hash: String,
+    /// email, so that both cases take the same time. Made on first use: an
+    /// Argon2 hash costs tens of milliseconds and 19 MiB, too much for start-up.
+    pub dummy_hash: tokio::sync::OnceCell<String>,
     /// WebSocket tasks: hyper forgets upgraded connections, shutdown must not.
     pub ws_tasks: TaskTracker,
     /// Turns true when shutdown starts.

@@ -114,6 +114,15 @@ fn pick(method: &Method, options: &[(Method, Endpoint)], allow: &'static str) ->
 }
 
 /// Maps a request line onto an endpoint. `path` is the path without the query.
+///
+/// ```
+/// use chatd::http::router::{route, Endpoint, Route};
+/// use hyper::Method;
+///
+/// assert_eq!(route(&Method::GET, "/api/chat/rooms/7/messages"), Route::Found(Endpoint::Messages(7)));
+/// assert_eq!(route(&Method::PATCH, "/api/chat/rooms"), Route::MethodNotAllowed { allow: "GET, POST" });
+/// assert_eq!(route(&Method::GET, "/api/chat/rooms/seven"), Route::BadId("room_id"));
+/// ```
 pub fn route(method: &Method, path: &str) -> Route {
     let trimmed = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
     let Some(rest) = trimmed.strip_prefix('/') else { return Route::NotFound };

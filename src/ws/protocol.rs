@@ -115,6 +115,14 @@ struct TempIdOnly<'a> {
 }
 
 /// Parses and validates one text frame.
+///
+/// ```
+/// use chatd::ws::protocol::{parse, ClientCommand};
+///
+/// assert_eq!(parse(r#"{"type":"ping"}"#), Ok(ClientCommand::Ping));
+/// let error = parse(r#"{"type":"send_message","data":{"room_id":1,"message_type":"text","content":"","local_temp_id":"t1"}}"#).unwrap_err();
+/// assert_eq!((error.message.as_str(), error.local_temp_id.as_deref()), ("Message content is empty", Some("t1")));
+/// ```
 pub fn parse(frame: &str) -> Result<ClientCommand<'_>, ProtocolError> {
     let envelope: Envelope<'_> =
         serde_json::from_str(frame).map_err(|e| ProtocolError::new(format!("Invalid message: {}", short(&e)), None))?;

@@ -98,7 +98,15 @@ pub async fn login(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     let found = state.reader.run(move |c| reads::user_by_email(c, &email)).await?;
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), hash),
-        None => (None, state.dummy_hash.clone()),
+        None => {
+            let dummy = state
+                .dummy_hash
+                .get_or_try_init(|| async {
+                    blocking(|| password::hash("not a password anyone has")).await?.map_err(ApiError::Internal)
+                })
+                .await?;
+            (None, dummy.clone())
+        }
     };
     let password = body.password;
     let matches = blocking(move || password::verify(&password, &hash)).await?;
