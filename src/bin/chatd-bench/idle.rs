@@ -62,14 +62,7 @@ pub async fn run(bench: &Bench, args: &IdleArgs) -> Result<Report> {
     if let (Some(pid), Some(limit)) = (bench.server_pid, server_limit)
         && limit.soft < wanted + FD_HEADROOM
     {
-        hints.push(format!(
-            "the server's open-file limit is {} (hard {}): too low for {wanted} connections; start chatd after `ulimit -n {}`, or raise it live with `prlimit --pid {pid} --nofile={}:{}`",
-            limit.soft,
-            limit_text(limit.hard),
-            (wanted + FD_HEADROOM).max(limit.soft),
-            (wanted + FD_HEADROOM).min(limit.hard),
-            limit_text(limit.hard)
-        ));
+        hints.push(server_limit_hint(pid, limit, wanted + FD_HEADROOM));
     }
     for hint in &hints {
         progress(format!("idle: hint: {hint}"));
@@ -213,6 +206,23 @@ struct Outcome {
     after_close: Option<ProcessSnapshot>,
 }
 
+/// Advice for a server whose open-file limit is below `needed`. Raising the
+/// soft limit up to the hard one needs no privilege; past it, root must
+/// raise both.
+fn server_limit_hint(pid: u32, limit: Limit, needed: u64) -> String {
+    let how = if needed <= limit.hard {
+        format!("`prlimit --pid {pid} --nofile={needed}:{}`", limit_text(limit.hard))
+    } else {
+        format!("(as root) `prlimit --pid {pid} --nofile={needed}:{needed}`")
+    };
+    format!(
+        "the server's open-file limit is {} (hard {}): too low for {} connections; start chatd after `ulimit -n {needed}`, or raise it live with {how}",
+        limit.soft,
+        limit_text(limit.hard),
+        needed - FD_HEADROOM
+    )
+}
+
 fn limit_text(value: u64) -> String {
     if value == u64::MAX { "unlimited".to_string() } else { value.to_string() }
 }
@@ -290,4 +300,22 @@ fn report(bench: &Bench, args: &IdleArgs, outcome: Outcome) -> Report {
         text.push_str(&format!("\n  hint: {hint}"));
     }
     Report { json: Value::Object(json), text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hint_raises_the_soft_limit_when_the_hard_one_allows() {
+        let hint = server_limit_hint(7, Limit { soft: 1024, hard: 524_288 }, 10_100);
+        assert!(hint.contains("`prlimit --pid 7 --nofile=10100:524288`"), "{hint}");
+        assert!(hint.contains("too low for 10000 connections"), "{hint}");
+    }
+
+    #[test]
+    fn hint_needs_root_past_the_hard_limit() {
+        let hint = server_limit_hint(7, Limit { soft: 1024, hard: 1024 }, 2100);
+        assert!(hint.contains("(as root) `prlimit --pid 7 --nofile=2100:2100`"), "{hint}");
+    }
 }
