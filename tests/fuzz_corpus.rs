@@ -53,3 +53,33 @@ fn static_path_corpus_keeps_its_invariants() {
         chatd::http::static_files::fuzz_static_path(&bytes);
     }
 }
+
+#[test]
+fn ws_protocol_corpus_keeps_its_invariants() {
+    let mut parsed = 0;
+    let mut refused = 0;
+    for (path, bytes) in corpus("ws_protocol") {
+        eprintln!("{}", path.display());
+        if chatd::ws::fuzz::ws_protocol(&bytes) {
+            parsed += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(parsed >= 5 && refused >= 5, "parsed {parsed}, refused {refused}");
+}
+
+#[test]
+fn route_corpus_keeps_its_invariants() {
+    let mut matched = 0;
+    let mut unmatched = 0;
+    for (path, bytes) in corpus("route") {
+        eprintln!("{}", path.display());
+        if chatd::ws::fuzz::route(&bytes) {
+            matched += 1;
+        } else {
+            unmatched += 1;
+        }
+    }
+    assert!(matched >= 5 && unmatched >= 5, "matched {matched}, unmatched {unmatched}");
+}

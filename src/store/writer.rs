@@ -258,24 +258,25 @@ impl Writer {
         let mut events: Vec<Envelope> = Vec::new();
         let mut shutdown = None;
         let committed = match self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-            Ok(mut tx) => {
+            Ok(tx) => {
                 for cmd in batch.drain(..) {
                     if let Command::Shutdown(reply) = cmd {
                         shutdown = Some(reply);
                         continue;
                     }
-                    let savepoint = match tx.savepoint() {
-                        Ok(sp) => sp,
-                        Err(e) => {
-                            finishes.push(fail(cmd, StoreError::Db(e)));
-                            continue;
-                        }
-                    };
+                    // A savepoint per command, through cached statements: one
+                    // failing command is rolled back without sinking the batch.
+                    if let Err(e) = run_cached(&tx, "SAVEPOINT command") {
+                        finishes.push(fail(cmd, StoreError::Db(e)));
+                        continue;
+                    }
                     let mut pending = Vec::new();
-                    let (done, ok) = apply(&savepoint, &mut self.cache, cmd, &mut pending);
-                    let kept = ok && savepoint.commit().is_ok();
-                    if kept {
+                    let (done, ok) = apply(&tx, &mut self.cache, cmd, &mut pending);
+                    if ok && run_cached(&tx, "RELEASE command").is_ok() {
                         events.append(&mut pending);
+                    } else {
+                        let _ = run_cached(&tx, "ROLLBACK TO command");
+                        let _ = run_cached(&tx, "RELEASE command");
                     }
                     finishes.push(done);
                 }
@@ -312,6 +313,10 @@ impl Writer {
         }
         shutdown
     }
+}
+
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// Answers a command that could not run.
@@ -476,11 +481,6 @@ fn send_message(
     m: NewMessage,
     events: &mut Vec<Envelope>,
 ) -> Result<SendOutcome, StoreError> {
-    if let Some(temp_id) = &m.local_temp_id
-        && let Some(row) = reads::message_by_temp_id(tx, m.sender, temp_id)?
-    {
-        return Ok(SendOutcome::Duplicate(Box::new(message_from(tx, cache, row)?.0)));
-    }
     let Some(receiver) = other_member(tx, cache, m.room_id, m.sender)? else {
         return Err(StoreError::NotFound("Room not found"));
     };
@@ -495,26 +495,34 @@ fn send_message(
     };
     let first = m.files.as_ref().and_then(|f| f.first());
     let now = now_ms();
-    tx.prepare_cached(
-        "INSERT INTO chat_messages (room_id, sender_id, receiver_id, message_type, content, file_name, file_path,
-             file_size, mime_type, files_data, duration, local_temp_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?
-    .execute(params![
-        m.room_id,
-        m.sender,
-        receiver,
-        m.message_type.as_str(),
-        m.content,
-        first.map(|f| &f.file_name),
-        first.map(|f| &f.file_path),
-        first.map(|f| f.file_size as i64),
-        first.map(|f| &f.mime_type),
-        files_json,
-        m.duration,
-        m.local_temp_id,
-        now,
-    ])?;
+    // A temp id this sender used before hits the unique index: the insert
+    // does nothing and the original is answered (a retry, not a new message).
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO chat_messages (room_id, sender_id, receiver_id, message_type, content, file_name, file_path,
+                 file_size, mime_type, files_data, duration, local_temp_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            m.room_id,
+            m.sender,
+            receiver,
+            m.message_type.as_str(),
+            m.content,
+            first.map(|f| &f.file_name),
+            first.map(|f| &f.file_path),
+            first.map(|f| f.file_size as i64),
+            first.map(|f| &f.mime_type),
+            files_json,
+            m.duration,
+            m.local_temp_id,
+            now,
+        ])?;
+    if inserted == 0 {
+        let temp_id = m.local_temp_id.as_deref().unwrap_or_default();
+        let row = reads::message_by_temp_id(tx, m.sender, temp_id)?.ok_or(StoreError::Conflict("Duplicate message"))?;
+        return Ok(SendOutcome::Duplicate(Box::new(message_from(tx, cache, row)?.0)));
+    }
     let id = tx.last_insert_rowid();
     let message = Message {
         id,

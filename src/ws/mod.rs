@@ -2,5 +2,7 @@
 //! (`connection`), and the pure client-protocol parser (`protocol`).
 
 pub mod connection;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod protocol;
 pub mod upgrade;

@@ -151,9 +151,18 @@ pub fn parse(frame: &str) -> Result<ClientCommand<'_>, ProtocolError> {
 }
 
 fn parse_send(data: Option<&str>) -> Result<ClientCommand<'_>, ProtocolError> {
-    let temp_id = data.and_then(|d| serde_json::from_str::<TempIdOnly<'_>>(d).ok()).and_then(|t| t.local_temp_id);
-    let temp = temp_id.as_deref();
-    let d: SendData<'_> = fields(data, "send_message", temp)?;
+    let d: SendData<'_> = match fields(data, "send_message", None) {
+        Ok(d) => d,
+        Err(mut e) => {
+            // Only a broken request pays for a second look, to answer with its temp id.
+            e.local_temp_id = data
+                .and_then(|d| serde_json::from_str::<TempIdOnly<'_>>(d).ok())
+                .and_then(|t| t.local_temp_id)
+                .map(Cow::into_owned);
+            return Err(e);
+        }
+    };
+    let temp = d.local_temp_id.as_deref();
     let message_type = MessageType::parse(&d.message_type)
         .ok_or_else(|| ProtocolError::new("message_type must be one of: text, image, file, voice", temp))?;
     if let Some(id) = &d.local_temp_id
@@ -200,14 +209,20 @@ fn fields<'a, T: Deserialize<'a>>(data: Option<&'a str>, kind: &str, temp: Optio
     serde_json::from_str(data).map_err(|e| ProtocolError::new(format!("Invalid {kind}: {}", short(&e)), temp))
 }
 
-/// serde's message without the position suffix, which means nothing to a client.
+/// serde's message without the position suffix, which means nothing to a client,
+/// and cut short: serde quotes the offending value, which may be a 60 MB
+/// string, and an error frame must stay small.
 fn short(e: &serde_json::Error) -> String {
     let text = e.to_string();
-    match text.find(" at line ") {
-        Some(i) => text[..i].to_owned(),
-        None => text,
+    let text = text.find(" at line ").map_or(text.as_str(), |i| &text[..i]);
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
     }
 }
+
+/// Longest serde explanation quoted in an error frame.
+const MAX_ERROR_CHARS: usize = 160;
 
 fn clip(s: &str) -> &str {
     match s.char_indices().nth(40) {
@@ -294,5 +309,7 @@ mod tests {
         );
         assert!(err(r#"{"type":"typing","data":{"room_id":1}}"#).message.contains("is_typing"));
         assert!(err(r#"{"type":"join_room"}"#).message.contains("data"));
+        let huge = format!(r#"{{"type":"typing","data":{{"room_id":1,"is_typing":"{}"}}}}"#, "z".repeat(100_000));
+        assert!(err(&huge).message.chars().count() < 200, "error frames stay small");
     }
 }
