@@ -31,6 +31,8 @@ pub enum StartError {
     Secret(std::io::Error),
     #[error("database: {0}")]
     Store(#[from] store::StoreError),
+    #[error("cannot start the password hashing threads: {0}")]
+    Hasher(std::io::Error),
 }
 
 /// A built server, ready to accept.
@@ -61,6 +63,10 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     let (reader, writer) = store::open(&config, Box::new(sink))?;
     let hub = HubHandle::start(config.hub_shards, base_url.clone(), writer.clone(), metrics.clone());
     let _ = slot.set(hub.clone());
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hasher = crate::auth::password::HashPool::start(cores, 64).map_err(StartError::Hasher)?;
+    let max_user_id =
+        reader.run_blocking(|c| Ok(c.query_row("SELECT COALESCE(MAX(id), 0) FROM users", [], |r| r.get(0))?))?;
     let (shutdown_tx, shutting_down) = watch::channel(false);
     let state = Arc::new(AppState {
         config,
@@ -73,6 +79,8 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         ws_tasks: TaskTracker::new(),
         shutting_down,
         base_url,
+        hasher,
+        max_user_id: std::sync::atomic::AtomicI64::new(max_user_id),
     });
     Ok(Server { state, shutdown_tx })
 }
@@ -119,6 +127,9 @@ impl Server {
         // so each connection task watches the shutdown flag itself.
         let http_tasks = TaskTracker::new();
         tokio::pin!(shutdown);
+        let mut accept_errors = 0u64;
+        let mut last_accept_warning = None;
+        warn_if_fd_limit_low(state.config.max_connections);
         loop {
             let permit = tokio::select! {
                 _ = &mut shutdown => break,
@@ -132,8 +143,14 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        // Out of file descriptors and the like: back off, don't spin.
-                        tracing::warn!(error = %e, "accept failed");
+                        // Out of file descriptors and the like: back off, don't
+                        // spin, and say so at most once a second.
+                        accept_errors += 1;
+                        if last_accept_warning.is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(1)) {
+                            tracing::warn!(error = %e, failures = accept_errors, "accept failed");
+                            last_accept_warning = Some(std::time::Instant::now());
+                            accept_errors = 0;
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -180,6 +197,26 @@ impl Server {
         }
         state.writer.shutdown().await;
         tracing::info!("stopped");
+    }
+}
+
+/// Each connection costs a file descriptor: warn when the process may open
+/// fewer than the configured connection limit (Linux only; silent elsewhere).
+fn warn_if_fd_limit_low(max_connections: usize) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else { return };
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(soft) = soft
+        && soft < max_connections
+    {
+        tracing::warn!(
+            open_files = soft,
+            max_connections,
+            "the open-file limit is below the connection limit; raise it (ulimit -n) to serve more clients"
+        );
     }
 }
 

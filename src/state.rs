@@ -7,6 +7,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Keys;
+use crate::auth::password::HashPool;
 use crate::config::Config;
 use crate::hub::HubHandle;
 use crate::metrics::Metrics;
@@ -27,6 +28,11 @@ pub struct AppState {
     pub ws_tasks: TaskTracker,
     /// Turns true when shutdown starts.
     pub shutting_down: watch::Receiver<bool>,
+    /// Argon2id runs here, never on the shared blocking pool.
+    pub hasher: HashPool,
+    /// The largest user id known to exist. Users are never deleted and ids
+    /// only grow, so a token whose `sub` is at most this needs no lookup.
+    pub max_user_id: std::sync::atomic::AtomicI64,
     /// The base URL as a shared string for renderers.
     pub base_url: Arc<str>,
 }

@@ -86,11 +86,16 @@ pub fn open_read_pool(path: &Path, size: u32) -> Result<ReadPool, StoreError> {
 #[derive(Clone)]
 pub struct Reader {
     pool: ReadPool,
+    /// One permit per pooled connection, taken before a blocking thread is
+    /// started, so a burst of reads waits here instead of parking a thread
+    /// per request in front of the pool.
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Reader {
     pub fn new(pool: ReadPool) -> Reader {
-        Reader { pool }
+        let size = pool.max_size() as usize;
+        Reader { pool, permits: std::sync::Arc::new(tokio::sync::Semaphore::new(size)) }
     }
 
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -99,9 +104,12 @@ impl Reader {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let pool = self.pool.clone();
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| StoreError::Unavailable)?;
         tokio::task::spawn_blocking(move || {
             let conn = pool.get()?;
-            f(&conn)
+            let result = f(&conn);
+            drop(permit);
+            result
         })
         .await
         .map_err(|e| StoreError::Join(e.to_string()))?

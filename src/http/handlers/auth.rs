@@ -54,8 +54,13 @@ fn token_answer(state: &AppState, status: StatusCode, user: &User) -> Result<Res
     json(status, &serde_json::json!({"access_token": token, "token_type": "bearer", "user": user}))
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(e.to_string()))
+/// Runs password work on the hashing threads; 429 when they are swamped.
+async fn hashing<T: Send + 'static>(state: &AppState, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    state
+        .hasher
+        .run(f)
+        .await
+        .map_err(|_| ApiError::TooManyRequests("Too many login attempts at once, try again shortly"))
 }
 
 pub async fn register(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -78,8 +83,9 @@ pub async fn register(state: &Arc<AppState>, req: Request<Incoming>) -> Result<R
         return Err(ApiError::unprocessable("avatar_url must be at most 2048 bytes"));
     }
     let password = body.password;
-    let password_hash = blocking(move || password::hash(&password)).await?.map_err(ApiError::Internal)?;
+    let password_hash = hashing(state, move || password::hash(&password)).await?.map_err(ApiError::Internal)?;
     let user = state.writer.register(NewUser { name, email, password_hash, avatar_url }).await?;
+    state.max_user_id.fetch_max(user.id, std::sync::atomic::Ordering::Relaxed);
     token_answer(state, StatusCode::CREATED, &user)
 }
 
@@ -102,14 +108,14 @@ pub async fn login(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Resp
             let dummy = state
                 .dummy_hash
                 .get_or_try_init(|| async {
-                    blocking(|| password::hash("not a password anyone has")).await?.map_err(ApiError::Internal)
+                    hashing(state, || password::hash("not a password anyone has")).await?.map_err(ApiError::Internal)
                 })
                 .await?;
             (None, dummy.clone())
         }
     };
     let password = body.password;
-    let matches = blocking(move || password::verify(&password, &hash)).await?;
+    let matches = hashing(state, move || password::verify(&password, &hash)).await?;
     match user {
         Some(user) if matches => token_answer(state, StatusCode::OK, &user),
         _ => Err(ApiError::Unauthenticated("Incorrect email or password")),

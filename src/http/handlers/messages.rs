@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::error::ApiError;
 use crate::http::Body;
 use crate::http::util::{int_param, is_form, json, pairs, parse_json, query, read_body, user_of};
-use crate::model::{MessageId, RoomId, TempId};
+use crate::model::{MessageId, MessageJson, RoomId, TempId};
 use crate::state::AppState;
 use crate::store::reads::{self, PageQuery};
 use crate::ws::protocol::MAX_TEXT_CHARS;
@@ -35,15 +35,26 @@ pub async fn page(state: &Arc<AppState>, req: Request<Incoming>, room_id: RoomId
     let messages: Vec<_> = page.messages.iter().map(|(m, liked)| m.json(user, *liked, base, TempId::Hide)).collect();
     json(
         StatusCode::OK,
-        &serde_json::json!({
-            "messages": messages,
-            "total": page.total,
-            "has_more": page.has_more,
-            "page": page.page,
-            "per_page": page.per_page,
-            "total_pages": page.total_pages,
-        }),
+        &PageJson {
+            messages,
+            total: page.total,
+            has_more: page.has_more,
+            page: page.page,
+            per_page: page.per_page,
+            total_pages: page.total_pages,
+        },
     )
+}
+
+/// The seed's page object, serialised straight from the rows' views.
+#[derive(serde::Serialize)]
+struct PageJson<'a> {
+    messages: Vec<MessageJson<'a>>,
+    total: i64,
+    has_more: bool,
+    page: Option<u32>,
+    per_page: u32,
+    total_pages: Option<i64>,
 }
 
 #[derive(Deserialize)]
