@@ -56,12 +56,37 @@ pub fn open_writer(path: &Path, sync: DbSync) -> Result<Connection, StoreError> 
          PRAGMA synchronous = {synchronous};
          PRAGMA foreign_keys = ON;
          PRAGMA busy_timeout = 5000;
-         PRAGMA wal_autocheckpoint = 10000;
+         PRAGMA wal_autocheckpoint = 0;
          PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -16000;"
     ))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// Checkpoints the WAL from its own thread and connection, so the writer
+/// never stalls on a checkpoint's fsync (the writer runs with
+/// `wal_autocheckpoint = 0`). PASSIVE never blocks the writer or readers;
+/// the thread ends when the database can no longer be opened or the process
+/// exits. Shutdown still checkpoints (TRUNCATE) on the writer.
+fn spawn_checkpointer(path: &Path) -> Result<(), StoreError> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch("PRAGMA busy_timeout = 1000;")?;
+    std::thread::Builder::new()
+        .name("chatd-checkpoint".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                // (busy, wal frames, frames checkpointed)
+                let state: rusqlite::Result<(i64, i64, i64)> =
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+                if let Err(e) = state {
+                    tracing::debug!(error = %e, "checkpoint skipped");
+                }
+            }
+        })
+        .map_err(|e| StoreError::CommitFailed(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(())
 }
 
 /// The pool of read-only connections.
@@ -129,6 +154,7 @@ pub fn open(config: &Config, sink: Box<dyn EventSink>) -> Result<(Reader, Writer
     let mut conn = open_writer(&path, config.db_sync)?;
     migrate::apply(&mut conn)?;
     let writer = writer::spawn(conn, sink, config.writer_batch_max)?;
+    spawn_checkpointer(&path)?;
     let pool = open_read_pool(&path, config.read_pool_size)?;
     Ok((Reader::new(pool), writer))
 }

@@ -264,17 +264,22 @@ impl Writer {
                         shutdown = Some(reply);
                         continue;
                     }
-                    // A savepoint per command, through cached statements: one
-                    // failing command is rolled back without sinking the batch.
-                    if let Err(e) = run_cached(&tx, "SAVEPOINT command") {
+                    // A savepoint around each command that writes more than one
+                    // statement, so one failing command is rolled back without
+                    // sinking the batch. Single-statement commands (a message,
+                    // a user) are atomic by themselves and skip it: savepoints
+                    // make SQLite copy every touched page to a sub-journal.
+                    let guarded = cmd.writes_several_statements();
+                    if guarded && let Err(e) = run_cached(&tx, "SAVEPOINT command") {
                         finishes.push(fail(cmd, StoreError::Db(e)));
                         continue;
                     }
                     let mut pending = Vec::new();
                     let (done, ok) = apply(&tx, &mut self.cache, cmd, &mut pending);
-                    if ok && run_cached(&tx, "RELEASE command").is_ok() {
+                    let kept = ok && (!guarded || run_cached(&tx, "RELEASE command").is_ok());
+                    if kept {
                         events.append(&mut pending);
-                    } else {
+                    } else if guarded {
                         let _ = run_cached(&tx, "ROLLBACK TO command");
                         let _ = run_cached(&tx, "RELEASE command");
                     }
@@ -312,6 +317,15 @@ impl Writer {
             self.sink.publish(envelope);
         }
         shutdown
+    }
+}
+
+impl Command {
+    /// Whether the command may run more than one writing statement (and so
+    /// needs a savepoint to be all or nothing inside the batch). Sending a
+    /// message and registering write one row after read-only checks.
+    fn writes_several_statements(&self) -> bool {
+        !matches!(self, Command::Send(..) | Command::Register(..) | Command::Barrier(_) | Command::Shutdown(_))
     }
 }
 
