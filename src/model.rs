@@ -69,8 +69,9 @@ pub struct FileMeta {
 pub struct Message {
     pub id: MessageId,
     pub room_id: RoomId,
-    pub sender: User,
-    pub receiver: User,
+    /// Shared: a page of 50 messages holds the same two people 50 times.
+    pub sender: Arc<User>,
+    pub receiver: Arc<User>,
     pub message_type: MessageType,
     pub content: String,
     pub files: Option<Vec<FileMeta>>,
@@ -152,8 +153,8 @@ impl Message {
             is_sender: viewer == self.sender.id,
             is_liked,
             like_count: self.like_count,
-            sender_details: &self.sender,
-            receiver_details: &self.receiver,
+            sender_details: self.sender.as_ref(),
+            receiver_details: self.receiver.as_ref(),
         }
     }
 }

@@ -205,7 +205,7 @@ impl WriterHandle {
 /// whenever a commit fails.
 #[derive(Default)]
 struct Cache {
-    users: HashMap<UserId, User>,
+    users: HashMap<UserId, Arc<User>>,
     rooms: HashMap<RoomId, [UserId; 2]>,
 }
 
@@ -397,22 +397,22 @@ fn register(tx: &Connection, cache: &mut Cache, user: NewUser) -> Result<User, S
         avatar_url: user.avatar_url,
         is_online: false,
     };
-    cache.users.insert(stored.id, stored.clone());
+    cache.users.insert(stored.id, Arc::new(stored.clone()));
     Ok(stored)
 }
 
-fn cached_user(tx: &Connection, cache: &mut Cache, id: UserId) -> Result<Option<User>, StoreError> {
+fn cached_user(tx: &Connection, cache: &mut Cache, id: UserId) -> Result<Option<Arc<User>>, StoreError> {
     if let Some(user) = cache.users.get(&id) {
         return Ok(Some(user.clone()));
     }
-    let user = reads::user_by_id(tx, id)?;
+    let user = reads::user_by_id(tx, id)?.map(Arc::new);
     if let Some(user) = &user {
         cache.users.insert(id, user.clone());
     }
     Ok(user)
 }
 
-fn user_or_placeholder(tx: &Connection, cache: &mut Cache, id: UserId) -> Result<User, StoreError> {
+fn user_or_placeholder(tx: &Connection, cache: &mut Cache, id: UserId) -> Result<Arc<User>, StoreError> {
     cached_user(tx, cache, id)?.ok_or(StoreError::NotFound("User not found"))
 }
 
@@ -689,7 +689,7 @@ fn mark_read(
     tx.prepare_cached("UPDATE chat_participants SET last_read_at = ?1 WHERE room_id = ?2 AND user_id = ?3")?
         .execute(params![now_ms(), room_id, user])?;
     if marked > 0 {
-        let user_name = user_or_placeholder(tx, cache, user)?.name;
+        let user_name = user_or_placeholder(tx, cache, user)?.name.clone();
         events.push(Envelope::new(vec![user, other], Event::MessageRead { room_id, user_id: user, user_name }));
     }
     Ok(marked as i64)
@@ -702,7 +702,8 @@ fn presence(
     online: bool,
     events: &mut Vec<Envelope>,
 ) -> Result<(), StoreError> {
-    let Some(mut stored) = cached_user(tx, cache, user)? else { return Ok(()) };
+    let Some(current) = cached_user(tx, cache, user)? else { return Ok(()) };
+    let mut stored = User::clone(&current);
     tx.prepare_cached(
         "INSERT INTO user_presence (user_id, is_online, last_seen) VALUES (?1, ?2, ?3)
          ON CONFLICT (user_id) DO UPDATE SET is_online = excluded.is_online, last_seen = excluded.last_seen",
@@ -710,7 +711,7 @@ fn presence(
     .execute(params![user, online, now_ms()])?;
     stored.is_online = online;
     let user_name = stored.name.clone();
-    cache.users.insert(user, stored);
+    cache.users.insert(user, Arc::new(stored));
     let contacts = reads::contacts(tx, user)?;
     if !contacts.is_empty() {
         events.push(Envelope::new(contacts, Event::Presence { user_id: user, user_name, is_online: online }));
