@@ -53,8 +53,8 @@ fn new_message() -> Event {
     Event::NewMessage(Message {
         id: 912_345,
         room_id: 42,
-        sender: user(1),
-        receiver: user(2),
+        sender: std::sync::Arc::new(user(1)),
+        receiver: std::sync::Arc::new(user(2)),
         message_type: MessageType::Text,
         content: "Hey, are we still on for lunch tomorrow at noon?".to_owned(),
         files: None,

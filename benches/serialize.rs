@@ -37,8 +37,8 @@ fn message(files: usize) -> Message {
     Message {
         id: 912_345,
         room_id: 42,
-        sender: user(3, "Alice"),
-        receiver: user(7, "Bob"),
+        sender: std::sync::Arc::new(user(3, "Alice")),
+        receiver: std::sync::Arc::new(user(7, "Bob")),
         message_type: if files.is_some() { MessageType::Image } else { MessageType::Text },
         content: "Hey, are we still on for lunch tomorrow at noon? I can book the \"usual\" place.".to_owned(),
         files,
