@@ -235,7 +235,8 @@ pub fn messages_page(
         }
         Ok(out)
     };
-    let page = match query {
+    // Each arm picks its rows (oldest first) and says whether more remain.
+    let (rows, has_more, page, total_pages, per_page) = match query {
         PageQuery::Page { page, per_page } => {
             let offset = (page as usize - 1) * per_page as usize;
             let mut rows = collect(
@@ -248,61 +249,38 @@ pub fn messages_page(
             )?;
             rows.reverse();
             let total_pages = (total + i64::from(per_page) - 1) / i64::from(per_page);
-            MessagePage {
-                messages: rows.into_iter().map(|r| r.into_message(&people)).collect(),
-                total,
-                has_more: i64::from(page) < total_pages,
-                page: Some(page),
-                per_page,
-                total_pages: Some(total_pages),
-            }
+            (rows, i64::from(page) < total_pages, Some(page), Some(total_pages), per_page)
         }
-        PageQuery::Before { id, limit } => {
-            let mut rows = collect(
-                &format!(
+        PageQuery::Before { id, limit } | PageQuery::After { id, limit } => {
+            let older = matches!(query, PageQuery::Before { .. });
+            let sql = if older {
+                format!(
                     "SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.room_id = ?2 AND m.id < ?3 ORDER BY m.id DESC"
-                ),
-                id,
-                0,
-                limit as usize + 1,
-            )?;
-            let has_more = rows.len() > limit as usize;
-            rows.truncate(limit as usize);
-            rows.reverse();
-            keyset_page(rows, &people, total, has_more, limit)
-        }
-        PageQuery::After { id, limit } => {
-            let mut rows = collect(
-                &format!(
+                )
+            } else {
+                format!(
                     "SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.room_id = ?2 AND m.id > ?3 ORDER BY m.id ASC"
-                ),
-                id,
-                0,
-                limit as usize + 1,
-            )?;
+                )
+            };
+            // One row past the limit tells whether more remain.
+            let mut rows = collect(&sql, id, 0, limit as usize + 1)?;
             let has_more = rows.len() > limit as usize;
             rows.truncate(limit as usize);
-            keyset_page(rows, &people, total, has_more, limit)
+            if older {
+                rows.reverse();
+            }
+            (rows, has_more, None, None, limit)
         }
     };
-    Ok(Some(page))
-}
-
-fn keyset_page(
-    rows: Vec<MessageRow>,
-    people: &HashMap<UserId, Arc<User>>,
-    total: i64,
-    has_more: bool,
-    limit: u32,
-) -> MessagePage {
-    MessagePage {
-        messages: rows.into_iter().map(|r| r.into_message(people)).collect(),
+    let page = MessagePage {
+        messages: rows.into_iter().map(|r| r.into_message(&people)).collect(),
         total,
         has_more,
-        page: None,
-        per_page: limit,
-        total_pages: None,
-    }
+        page,
+        per_page,
+        total_pages,
+    };
+    Ok(Some(page))
 }
 
 fn unread_in_room(conn: &Connection, user: UserId, room_id: RoomId) -> Result<i64, StoreError> {

@@ -325,6 +325,11 @@ impl Api {
             .ok_or_else(|| BenchError::new("POST /api/chat/rooms: the answer has no integer id"))
     }
 
+    /// One pair of fresh users with their direct room.
+    pub async fn make_pair(&self, run_id: &str) -> Result<Pair> {
+        self.make_pairs(run_id, 1).await?.into_iter().next().ok_or_else(|| BenchError::new("no pair was created"))
+    }
+
     /// `count` pairs of fresh users, each with its direct room.
     pub async fn make_pairs(&self, run_id: &str, count: usize) -> Result<Vec<Pair>> {
         let users = self.register_users(run_id, 0, count * 2, 4).await?;

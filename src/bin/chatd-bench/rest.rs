@@ -76,13 +76,7 @@ impl WorkerOutcome {
 
 pub async fn run(bench: &Bench, args: &RestArgs) -> Result<Report> {
     progress("rest: registering 2 users and opening their room");
-    let pair = bench
-        .api
-        .make_pairs(&bench.run_id, 1)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| BenchError::new("rest: no pair was created"))?;
+    let pair = bench.api.make_pair(&bench.run_id).await?;
     if args.messages > 0 {
         progress(format!("rest: sending {} messages into the room", args.messages));
         let mut ws = connect_ws_or_fail(&bench.target, &pair.sender).await?;

@@ -83,13 +83,7 @@ pub struct UploadArgs {
 
 pub async fn run(bench: &Bench, args: &UploadArgs) -> Result<Report> {
     progress("upload: registering 2 users and opening their room");
-    let pair = bench
-        .api
-        .make_pairs(&bench.run_id, 1)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| BenchError::new("upload: no pair was created"))?;
+    let pair = bench.api.make_pair(&bench.run_id).await?;
     let mut ws = connect_ws_or_fail(&bench.target, &pair.sender).await?;
     let size = usize::try_from(args.size).map_err(|_| BenchError::new("upload: --size does not fit this machine"))?;
     progress(format!("upload: building a {} {} and its base64", kb_human(args.size / 1024), args.kind.message_type()));
