@@ -34,7 +34,7 @@ fn connect(hub: &HubHandle, users: &[UserId]) -> Connections {
     for &user in users {
         let (outbox, outbox_rx) = mpsc::channel(64);
         let (kill, kill_rx) = oneshot::channel();
-        hub.register(user, ConnectionEntry { id: hub.next_conn_id(), outbox, kill });
+        hub.register(user, ConnectionEntry { id: hub.next_conn_id(), outbox, kill, token_version: 0, token_id: None });
         outboxes.push(outbox_rx);
         kills.push(kill_rx);
     }
@@ -83,7 +83,8 @@ fn bench_hub(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = Config::for_tests(dir.path());
     std::fs::create_dir_all(&config.data_dir).expect("data dir");
-    let (_reader, writer): (_, WriterHandle) = chatd::store::open(&config, Box::new(NullSink)).expect("store opens");
+    let (_reader, writer): (_, WriterHandle) =
+        chatd::store::open(&config, Box::new(NullSink), chatd::store::Opener::Tool).expect("store opens");
     let hub = runtime.block_on(async {
         HubHandle::start(config.hub_shards, BASE_URL.into(), writer.clone(), Arc::new(Metrics::new(ROUTE_NAMES)))
     });

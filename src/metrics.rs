@@ -50,7 +50,53 @@ impl Histogram {
 const SECONDS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 const BATCH: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 /// Status codes counted one by one; anything else counts as "other".
-const STATUSES: &[u16] = &[200, 201, 204, 206, 304, 400, 401, 403, 404, 405, 409, 413, 415, 416, 422, 500, 503];
+const STATUSES: &[u16] =
+    &[200, 201, 204, 206, 304, 400, 401, 403, 404, 405, 408, 409, 413, 415, 416, 422, 429, 500, 503];
+
+/// The abuse limits counted in `chatd_limited_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    ConnectionsPerIp,
+    WsPerUser,
+    WsCommands,
+    WsTyping,
+    FrameBudget,
+    Quota,
+    LoginsPerIp,
+    LoginFailures,
+    Registrations,
+    Searches,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 10] = [
+        Limit::ConnectionsPerIp,
+        Limit::WsPerUser,
+        Limit::WsCommands,
+        Limit::WsTyping,
+        Limit::FrameBudget,
+        Limit::Quota,
+        Limit::LoginsPerIp,
+        Limit::LoginFailures,
+        Limit::Registrations,
+        Limit::Searches,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::ConnectionsPerIp => "connections_per_ip",
+            Limit::WsPerUser => "ws_per_user",
+            Limit::WsCommands => "ws_commands",
+            Limit::WsTyping => "ws_typing",
+            Limit::FrameBudget => "frame_budget",
+            Limit::Quota => "quota",
+            Limit::LoginsPerIp => "logins_per_ip",
+            Limit::LoginFailures => "login_failures",
+            Limit::Registrations => "registrations_per_ip",
+            Limit::Searches => "searches",
+        }
+    }
+}
 
 pub struct Metrics {
     pub ws_connections: AtomicI64,
@@ -58,6 +104,10 @@ pub struct Metrics {
     messages_stored: [AtomicU64; 4],
     pub events_delivered: AtomicU64,
     pub slow_consumers_closed: AtomicU64,
+    /// Typing events not queued because the connection was behind.
+    pub typing_dropped: AtomicU64,
+    /// Requests, connections and commands refused by a limit, by limit.
+    pub limited: [AtomicU64; Limit::ALL.len()],
     pub attachment_bytes: AtomicU64,
     pub writer_batch_size: Histogram,
     pub writer_commit_seconds: Histogram,
@@ -67,6 +117,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts one refusal by `limit`.
+    pub fn limited(&self, limit: Limit) {
+        self.limited[limit as usize].fetch_add(1, Relaxed);
+    }
+
     /// `routes` are the route names HTTP requests are counted under.
     pub fn new(routes: &'static [&'static str]) -> Metrics {
         Metrics {
@@ -75,6 +130,8 @@ impl Metrics {
             messages_stored: Default::default(),
             events_delivered: AtomicU64::new(0),
             slow_consumers_closed: AtomicU64::new(0),
+            typing_dropped: AtomicU64::new(0),
+            limited: Default::default(),
             attachment_bytes: AtomicU64::new(0),
             writer_batch_size: Histogram::new(BATCH),
             writer_commit_seconds: Histogram::new(SECONDS),
@@ -138,6 +195,24 @@ impl Metrics {
             "Connections closed because their outbox was full.",
             self.slow_consumers_closed.load(Relaxed),
         );
+        counter(
+            &mut out,
+            "chatd_typing_dropped_total",
+            "Typing events dropped because the receiving connection was behind.",
+            self.typing_dropped.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP chatd_limited_total Requests, connections and commands refused by an abuse limit.\n# TYPE chatd_limited_total counter"
+        );
+        for limit in Limit::ALL {
+            let _ = writeln!(
+                out,
+                "chatd_limited_total{{limit=\"{}\"}} {}",
+                limit.as_str(),
+                self.limited[limit as usize].load(Relaxed)
+            );
+        }
         counter(
             &mut out,
             "chatd_attachment_bytes_total",

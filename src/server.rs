@@ -10,15 +10,17 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Keys;
+use crate::auth::{Keys, TokenState};
 use crate::config::Config;
 use crate::http::router::ROUTE_NAMES;
 use crate::hub::{HubHandle, HubSink};
+use crate::limits::Limiter;
+use crate::metrics::Limit;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store;
@@ -47,6 +49,9 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     for dir in [&config.data_dir, &config.static_dir] {
         std::fs::create_dir_all(dir).map_err(|source| StartError::Dir { path: dir.display().to_string(), source })?;
     }
+    // The database and the secret are nobody else's business.
+    make_private(&config.data_dir)
+        .map_err(|source| StartError::Dir { path: config.data_dir.display().to_string(), source })?;
     let removed = crate::attach::prepare_dirs(&config.static_dir)
         .map_err(|source| StartError::Dir { path: config.static_dir.display().to_string(), source })?;
     if removed > 0 {
@@ -60,13 +65,13 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     // (as its sink): the sink is handed over through a channel-free slot.
     let slot = Arc::new(std::sync::OnceLock::<HubHandle>::new());
     let sink = LateSink { slot: slot.clone(), metrics: metrics.clone(), sink: None, early: Vec::new() };
-    let (reader, writer) = store::open(&config, Box::new(sink))?;
+    let (reader, writer) = store::open(&config, Box::new(sink), store::Opener::Server)?;
     let hub = HubHandle::start(config.hub_shards, base_url.clone(), writer.clone(), metrics.clone());
     let _ = slot.set(hub.clone());
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hasher = crate::auth::password::HashPool::start(cores, 64).map_err(StartError::Hasher)?;
-    let max_user_id =
-        reader.run_blocking(|c| Ok(c.query_row("SELECT COALESCE(MAX(id), 0) FROM users", [], |r| r.get(0))?))?;
+    let revoked = reader.run_blocking(|c| store::reads::revoked_tokens(c, crate::auth::jwt::unix_now()))?;
+    let limiter = Limiter::new(&config.limits);
     let (shutdown_tx, shutting_down) = watch::channel(false);
     let state = Arc::new(AppState {
         config,
@@ -80,7 +85,8 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         shutting_down,
         base_url,
         hasher,
-        max_user_id: std::sync::atomic::AtomicI64::new(max_user_id),
+        tokens: TokenState::new(revoked),
+        limiter,
     });
     Ok(Server { state, shutdown_tx })
 }
@@ -122,15 +128,20 @@ impl Server {
     /// Accepts on `listener` until `shutdown` resolves, then drains and returns.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let state = self.state.clone();
-        let limit = Arc::new(Semaphore::new(state.config.max_connections));
+        let max_connections = connection_limit(state.config.max_connections);
+        let limit = Arc::new(Semaphore::new(max_connections));
         // hyper-util's GracefulShutdown does not take upgradeable connections,
         // so each connection task watches the shutdown flag itself.
         let http_tasks = TaskTracker::new();
         tokio::pin!(shutdown);
         let mut accept_errors = 0u64;
         let mut last_accept_warning = None;
-        warn_if_fd_limit_low(state.config.max_connections);
+        let mut capped = Throttled::new("connection refused: too many from one address");
+        let mut full = Throttled::new("the connection limit is reached; new connections wait");
         loop {
+            if limit.available_permits() == 0 {
+                full.note(|| tracing::warn!(max_connections, "the connection limit is reached; new connections wait"));
+            }
             let permit = tokio::select! {
                 _ = &mut shutdown => break,
                 permit = limit.clone().acquire_owned() => match permit {
@@ -138,7 +149,7 @@ impl Server {
                     Err(_) => break,
                 },
             };
-            let (stream, _peer) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
@@ -156,20 +167,66 @@ impl Server {
                     }
                 },
             };
+            let ip = crate::config::canonical(peer.ip());
+            // A trusted proxy carries many clients: it is not capped per address.
+            let per_ip = if state.config.limits.is_trusted_proxy(ip) {
+                None
+            } else {
+                match state.limiter.connections_per_ip.acquire(ip) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        state.metrics.limited(Limit::ConnectionsPerIp);
+                        capped.note(|| tracing::warn!(%ip, "connection refused: too many from one address"));
+                        refuse_connection(stream);
+                        continue;
+                    }
+                }
+            };
             let _ = stream.set_nodelay(true);
-            let state = state.clone();
-            let service = service_fn(move |req| crate::http::serve(state.clone(), req));
+            let limits = &state.config.limits;
+            let (io, idle) = Watched::new(stream);
+            let conn_state = state.clone();
+            let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counter = in_flight.clone();
+            let service = service_fn(move |req| {
+                let state = conn_state.clone();
+                let request = InFlight::start(&counter);
+                async move {
+                    let response = crate::http::serve(state, ip, req).await;
+                    drop(request);
+                    response
+                }
+            });
             let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
                 .keep_alive(true)
                 .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             let mut stopping = self.shutdown_tx.subscribe();
+            let keepalive = limits.keepalive_timeout;
             http_tasks.spawn(async move {
                 tokio::pin!(conn);
+                let idle_check = async {
+                    // Between requests nothing is read: a connection idle that
+                    // long with no request in flight is closed. (While a head
+                    // is being read, hyper's header timeout rules.)
+                    let mut tick = tokio::time::interval(keepalive.min(Duration::from_secs(1)));
+                    loop {
+                        tick.tick().await;
+                        if in_flight.load(std::sync::atomic::Ordering::Relaxed) == 0 && idle.idle_for() >= keepalive {
+                            return;
+                        }
+                    }
+                };
                 let result = tokio::select! {
                     result = conn.as_mut() => result,
                     _ = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                    _ = idle_check => {
                         conn.as_mut().graceful_shutdown();
                         conn.await
                     }
@@ -178,6 +235,7 @@ impl Server {
                     tracing::debug!(error = %e, "http connection ended with an error");
                 }
                 drop(permit);
+                drop(per_ip);
             });
         }
         drop(listener);
@@ -200,24 +258,107 @@ impl Server {
     }
 }
 
-/// Each connection costs a file descriptor: warn when the process may open
-/// fewer than the configured connection limit (Linux only; silent elsewhere).
-fn warn_if_fd_limit_low(max_connections: usize) {
-    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else { return };
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse::<usize>().ok());
-    if let Some(soft) = soft
-        && soft < max_connections
-    {
+/// File descriptors kept free of connections: the database (writer, read
+/// pool and checkpointer, each with its WAL and shared-memory files), files
+/// being stored or served, and the listener.
+pub const FD_HEADROOM: u64 = 256;
+
+/// The number of connections served at once: the configured limit, lowered
+/// to what the open-file limit allows with `FD_HEADROOM` to spare, so that
+/// `accept` never fails for want of a descriptor. The soft limit is raised to
+/// the hard limit first.
+fn connection_limit(configured: usize) -> usize {
+    let Some(files) = raise_open_file_limit() else { return configured };
+    let headroom = FD_HEADROOM.min(files / 4);
+    let allowed = usize::try_from(files.saturating_sub(headroom)).unwrap_or(usize::MAX).max(1);
+    if allowed < configured {
         tracing::warn!(
-            open_files = soft,
-            max_connections,
-            "the open-file limit is below the connection limit; raise it (ulimit -n) to serve more clients"
+            open_files = files,
+            max_connections = allowed,
+            configured,
+            "the open-file limit caps the connections; raise it (LimitNOFILE, ulimit -n) to serve more"
         );
     }
+    configured.min(allowed)
+}
+
+/// Raises the soft open-file limit to the hard one; answers the limit now in
+/// force (`None` when unlimited or unknown).
+#[cfg(unix)]
+pub fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+#[cfg(not(unix))]
+pub fn raise_open_file_limit() -> Option<u64> {
+    None
+}
+
+/// Answers a connection over its address's cap with a 429 and closes it,
+/// without reading it: the write is best effort (the socket buffer takes it).
+fn refuse_connection(stream: tokio::net::TcpStream) {
+    const REFUSAL: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+retry-after: 10\r\nconnection: close\r\ncontent-length: 51\r\n\r\n\
+{\"detail\": \"Too many connections from this address\"}";
+    let _ = stream.try_write(REFUSAL);
+}
+
+/// A log line that may repeat at most once a second (a limit that bites
+/// under attack bites thousands of times).
+struct Throttled {
+    last: Option<std::time::Instant>,
+    what: &'static str,
+}
+
+impl Throttled {
+    fn new(what: &'static str) -> Throttled {
+        Throttled { last: None, what }
+    }
+
+    fn note(&mut self, log: impl FnOnce()) {
+        if self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            log();
+            self.last = Some(std::time::Instant::now());
+        } else {
+            tracing::trace!(what = self.what, "limit hit again");
+        }
+    }
+}
+
+/// Counts a request in flight on its connection while it lives.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn start(counter: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The data directory: owner only.
+#[cfg(unix)]
+fn make_private(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(not(unix))]
+fn make_private(_dir: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -239,5 +380,86 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// A TCP stream that notes when it last received bytes, for the keep-alive
+/// idle check.
+struct Watched {
+    inner: tokio::net::TcpStream,
+    clock: Idle,
+}
+
+/// When a `Watched` stream last received bytes.
+#[derive(Clone)]
+struct Idle {
+    started: std::time::Instant,
+    last_read_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Idle {
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_read_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+}
+
+impl Watched {
+    fn new(inner: tokio::net::TcpStream) -> (Watched, Idle) {
+        let clock =
+            Idle { started: std::time::Instant::now(), last_read_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)) };
+        (Watched { inner, clock: clock.clone() }, clock)
+    }
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let now = self.clock.started.elapsed().as_millis() as u64;
+            self.clock.last_read_ms.store(now, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }

@@ -25,6 +25,8 @@ pub enum CloseReason {
     SlowConsumer,
     /// The server is shutting down: close with 1001 (going away).
     Shutdown,
+    /// The connection's token was revoked: close with 1008 (policy).
+    Revoked,
 }
 
 /// What the hub keeps of one connection.
@@ -32,19 +34,25 @@ pub struct ConnectionEntry {
     pub id: ConnId,
     pub outbox: mpsc::Sender<Utf8Bytes>,
     pub kill: oneshot::Sender<CloseReason>,
+    /// The token the connection was opened with, for revocation.
+    pub token_version: u32,
+    pub token_id: Option<Box<str>>,
+}
+
+/// Which of a user's connections a revocation closes.
+#[derive(Debug, Clone)]
+pub enum Revocation {
+    /// Those opened with a token version below this one.
+    Below(u32),
+    /// The one(s) opened with this token.
+    Token(Box<str>),
 }
 
 enum ShardCommand {
-    Register {
-        user: UserId,
-        entry: ConnectionEntry,
-    },
-    Unregister {
-        user: UserId,
-        conn: ConnId,
-    },
+    Register { user: UserId, entry: ConnectionEntry },
+    Unregister { user: UserId, conn: ConnId },
     Deliver(Envelope),
-    /// Frames straight to the connections of one user (no database involved).
+    Revoke { user: UserId, which: Revocation },
     Shutdown,
 }
 
@@ -117,6 +125,11 @@ impl HubHandle {
                 let _ = self.shards[shard].send(ShardCommand::Deliver(envelope.clone()));
             }
         }
+    }
+
+    /// Closes the user's connections whose token was revoked (1008).
+    pub fn revoke(&self, user: UserId, which: Revocation) {
+        let _ = self.shards[self.shard_for_user(user)].send(ShardCommand::Revoke { user, which });
     }
 
     /// Asks every connection to close with 1001 after what is queued for it.

@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::{CloseReason, ConnectionEntry, ShardCommand};
+use super::{CloseReason, ConnectionEntry, Revocation, ShardCommand};
 use crate::metrics::Metrics;
-use crate::model::{Envelope, UserId};
+use crate::model::{Envelope, Event, UserId};
 
 pub(super) async fn run(
     mut rx: mpsc::UnboundedReceiver<ShardCommand>,
@@ -46,6 +46,28 @@ pub(super) async fn run(
                 }
             }
             ShardCommand::Deliver(envelope) => deliver(&mut users, &envelope, &base_url, &presence, &metrics),
+            ShardCommand::Revoke { user, which } => {
+                if let Some(conns) = users.get_mut(&user) {
+                    let revoked = |c: &ConnectionEntry| match &which {
+                        Revocation::Below(version) => c.token_version < *version,
+                        Revocation::Token(id) => c.token_id.as_deref() == Some(&**id),
+                    };
+                    let mut i = 0;
+                    while i < conns.len() {
+                        if revoked(&conns[i]) {
+                            let conn = conns.swap_remove(i);
+                            let _ = conn.kill.send(CloseReason::Revoked);
+                            metrics.ws_connections.fetch_sub(1, Relaxed);
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    if conns.is_empty() {
+                        users.remove(&user);
+                        went_offline(user, &presence, &metrics);
+                    }
+                }
+            }
             ShardCommand::Shutdown => {
                 for (_, conns) in users.drain() {
                     for conn in conns {
@@ -70,6 +92,10 @@ fn deliver(
     metrics: &Metrics,
 ) {
     let event = envelope.event.as_ref();
+    // Typing is a hint that is stale in seconds: a connection that is behind
+    // skips it, and it never counts against anyone as a slow consumer (a
+    // typing flood must not get its victims disconnected).
+    let hint = matches!(event, Event::Typing { .. });
     let mut shared: Option<Utf8Bytes> = None;
     for user in envelope.audience.iter() {
         let Some(conns) = users.get_mut(user) else { continue };
@@ -80,6 +106,12 @@ fn deliver(
         };
         let mut i = 0;
         while i < conns.len() {
+            let outbox = &conns[i].outbox;
+            if hint && outbox.capacity() < outbox.max_capacity() / 2 {
+                metrics.typing_dropped.fetch_add(1, Relaxed);
+                i += 1;
+                continue;
+            }
             match conns[i].outbox.try_send(frame.clone()) {
                 Ok(()) => {
                     metrics.events_delivered.fetch_add(1, Relaxed);
