@@ -305,10 +305,13 @@ pub fn raise_open_file_limit() -> Option<u64> {
 /// Answers a connection over its address's cap with a 429 and closes it,
 /// without reading it: the write is best effort (the socket buffer takes it).
 fn refuse_connection(stream: tokio::net::TcpStream) {
-    const REFUSAL: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
-retry-after: 10\r\nconnection: close\r\ncontent-length: 51\r\n\r\n\
-{\"detail\": \"Too many connections from this address\"}";
-    let _ = stream.try_write(REFUSAL);
+    const BODY: &str = r#"{"detail":"Too many connections from this address"}"#;
+    let answer = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 10\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
 }
 
 /// A log line that may repeat at most once a second (a limit that bites
