@@ -93,8 +93,8 @@ pub struct Settings {
     /// Frames that may wait in one connection's outbox before it counts as slow.
     #[arg(long, env = "CHAT_WS_OUTBOX", default_value_t = 1024, global = true, hide = true)]
     pub ws_outbox: usize,
-    /// Most TCP connections served at once.
-    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 50_000, global = true, hide = true)]
+    /// Most TCP connections served at once (lowered to fit the open-file limit).
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 50_000, global = true)]
     pub max_connections: usize,
     /// Hub shards (rounded up to a power of two); default 4 per core.
     #[arg(long, env = "CHAT_HUB_SHARDS", global = true, hide = true)]

@@ -107,7 +107,9 @@ pub struct Metrics {
     /// Typing events not queued because the connection was behind.
     pub typing_dropped: AtomicU64,
     /// Requests, connections and commands refused by a limit, by limit.
-    pub limited: [AtomicU64; Limit::ALL.len()],
+    limited: [AtomicU64; Limit::ALL.len()],
+    limit_logged_ms: [AtomicU64; Limit::ALL.len()],
+    started: std::time::Instant,
     pub attachment_bytes: AtomicU64,
     pub writer_batch_size: Histogram,
     pub writer_commit_seconds: Histogram,
@@ -117,9 +119,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Counts one refusal by `limit`.
-    pub fn limited(&self, limit: Limit) {
+    /// Counts one refusal by `limit`; answers whether to log it, which is
+    /// at most once a second per limit (under attack a limit bites thousands
+    /// of times a second, and the log must stay readable).
+    #[must_use = "log the refusal when this is true"]
+    pub fn limited(&self, limit: Limit) -> bool {
         self.limited[limit as usize].fetch_add(1, Relaxed);
+        let now = self.started.elapsed().as_millis() as u64 + 1000;
+        let last = &self.limit_logged_ms[limit as usize];
+        let previous = last.load(Relaxed);
+        now.saturating_sub(previous) >= 1000 && last.compare_exchange(previous, now, Relaxed, Relaxed).is_ok()
     }
 
     /// `routes` are the route names HTTP requests are counted under.
@@ -132,6 +141,8 @@ impl Metrics {
             slow_consumers_closed: AtomicU64::new(0),
             typing_dropped: AtomicU64::new(0),
             limited: Default::default(),
+            limit_logged_ms: Default::default(),
+            started: std::time::Instant::now(),
             attachment_bytes: AtomicU64::new(0),
             writer_batch_size: Histogram::new(BATCH),
             writer_commit_seconds: Histogram::new(SECONDS),

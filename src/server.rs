@@ -136,7 +136,6 @@ impl Server {
         tokio::pin!(shutdown);
         let mut accept_errors = 0u64;
         let mut last_accept_warning = None;
-        let mut capped = Throttled::new("connection refused: too many from one address");
         let mut full = Throttled::new("the connection limit is reached; new connections wait");
         loop {
             if limit.available_permits() == 0 {
@@ -175,8 +174,9 @@ impl Server {
                 match state.limiter.connections_per_ip.acquire(ip) {
                     Some(slot) => Some(slot),
                     None => {
-                        state.metrics.limited(Limit::ConnectionsPerIp);
-                        capped.note(|| tracing::warn!(%ip, "connection refused: too many from one address"));
+                        if state.metrics.limited(Limit::ConnectionsPerIp) {
+                            tracing::warn!(%ip, "connection refused: too many from one address");
+                        }
                         refuse_connection(stream);
                         continue;
                     }

@@ -80,7 +80,9 @@ pub async fn upgrade(state: &Arc<AppState>, mut req: Request<Incoming>) -> Resul
     let verified = authenticate(state, token).await?;
     let user = verified.user;
     let Some(slot) = state.limiter.ws_per_user.acquire(user) else {
-        tracing::info!(user, "WebSocket refused: the user holds the most connections allowed");
+        if state.metrics.limited(crate::metrics::Limit::WsPerUser) {
+            tracing::warn!(user, "WebSocket refused: the user holds the most connections allowed");
+        }
         return Err(ApiError::TooManyRequests {
             detail: "Too many open connections for this user; close one first".into(),
             retry_after_secs: 10,

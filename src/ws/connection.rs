@@ -254,8 +254,9 @@ impl Reader {
                             return Some((Ending::Close(CloseCode::Size, "message too big"), writer));
                         }
                         Some(Err(_)) if self.meter.refused() => {
-                            self.state.metrics.limited(Limit::FrameBudget);
-                            tracing::warn!(user = self.session.user, "WebSocket closed: the budget for unfinished frames is spent");
+                            if self.state.metrics.limited(Limit::FrameBudget) {
+                                tracing::warn!(user = self.session.user, "WebSocket closed: the budget for unfinished frames is spent");
+                            }
                             return Some((Ending::Close(CloseCode::Again, "server busy: too much unfinished data, retry later"), writer));
                         }
                         Some(Err(_)) => return Some((Ending::Gone, writer)),
@@ -331,7 +332,7 @@ impl Reader {
                 }
                 if self.state.limiter.ws_typing.check(self.session.user).is_err() {
                     // Typing is a hint: the excess is dropped without a word.
-                    self.state.metrics.limited(Limit::WsTyping);
+                    let _ = self.state.metrics.limited(Limit::WsTyping);
                     return None;
                 }
                 match self.other_in(room_id).await {
@@ -390,7 +391,9 @@ impl Reader {
     /// One token of the user's command bucket, or the text of the refusal.
     fn take_command_token(&self) -> Result<(), String> {
         self.state.limiter.ws_commands.check(self.session.user).map_err(|wait| {
-            self.state.metrics.limited(Limit::WsCommands);
+            if self.state.metrics.limited(Limit::WsCommands) {
+                tracing::info!(user = self.session.user, "WebSocket command refused: the user sends too fast");
+            }
             format!("Too many messages: slow down and retry in {} s", retry_after_secs(wait))
         })
     }
@@ -404,7 +407,9 @@ impl Reader {
         let used =
             self.state.reader.run(move |c| reads::storage_bytes(c, user)).await.map_err(|e| store_message(&e))?;
         if used.saturating_add(incoming) > quota {
-            self.state.metrics.limited(Limit::Quota);
+            if self.state.metrics.limited(Limit::Quota) {
+                tracing::info!(user, quota, "attachment refused: storage quota reached");
+            }
             return Err(StoreError::QuotaExceeded(quota).to_string());
         }
         Ok(())

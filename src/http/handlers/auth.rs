@@ -105,8 +105,9 @@ async fn hashing<T: Send + 'static>(state: &AppState, f: impl FnOnce() -> T + Se
 pub async fn register(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let ip = client_ip(&req);
     if let Err(wait) = state.limiter.registrations_per_ip.check(ip) {
-        state.metrics.limited(Limit::Registrations);
-        tracing::info!(%ip, "registration refused: too many from this address");
+        if state.metrics.limited(Limit::Registrations) {
+            tracing::warn!(%ip, "registration refused: too many from this address");
+        }
         return Err(ApiError::rate_limited("Too many registrations from this address", wait));
     }
     let (_, bytes) = read_body(state, req).await?;
@@ -128,8 +129,9 @@ pub async fn register(state: &Arc<AppState>, req: Request<Incoming>) -> Result<R
 pub async fn login(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let ip = client_ip(&req);
     if let Err(wait) = state.limiter.logins_per_ip.check(ip) {
-        state.metrics.limited(Limit::LoginsPerIp);
-        tracing::info!(%ip, "login refused: too many attempts from this address");
+        if state.metrics.limited(Limit::LoginsPerIp) {
+            tracing::warn!(%ip, "login refused: too many attempts from this address");
+        }
         return Err(ApiError::rate_limited("Too many login attempts from this address", wait));
     }
     let (headers, bytes) = read_body(state, req).await?;
@@ -178,8 +180,9 @@ pub async fn login(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Resp
 /// 429 while the account backs off after repeated wrong passwords.
 fn account_not_blocked(state: &AppState, user: UserId) -> Result<(), ApiError> {
     state.limiter.login_failures.check(user, std::time::Instant::now()).map_err(|wait| {
-        state.metrics.limited(Limit::LoginFailures);
-        tracing::info!(user, "login refused: the account is backing off after failed attempts");
+        if state.metrics.limited(Limit::LoginFailures) {
+            tracing::warn!(user, "login refused: the account is backing off after failed attempts");
+        }
         ApiError::rate_limited("Too many failed logins for this account", wait)
     })
 }

@@ -44,7 +44,9 @@ pub async fn search_users(state: &Arc<AppState>, req: Request<Incoming>) -> Resu
         return Err(ApiError::unprocessable(format!("email must be at least {MIN_SEARCH_CHARS} characters")));
     }
     if let Err(wait) = state.limiter.searches.check(user) {
-        state.metrics.limited(Limit::Searches);
+        if state.metrics.limited(Limit::Searches) {
+            tracing::info!(user, "search refused: too many searches");
+        }
         return Err(ApiError::rate_limited("Too many searches", wait));
     }
     if email.len() > 254 {
