@@ -6,11 +6,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
@@ -184,13 +186,13 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let limits = &state.config.limits;
-            let (io, idle) = Watched::new(stream);
+            let clock = Arc::new(ConnClock::new());
+            let io = Watched { inner: stream, clock: clock.clone() };
             let conn_state = state.clone();
-            let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let counter = in_flight.clone();
+            let request_clock = clock.clone();
             let service = service_fn(move |req| {
                 let state = conn_state.clone();
-                let request = InFlight::start(&counter);
+                let request = InFlight::start(&request_clock);
                 async move {
                     let response = crate::http::serve(state, ip, req).await;
                     drop(request);
@@ -198,25 +200,20 @@ impl Server {
                 }
             });
             let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
                 .keep_alive(true)
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             let mut stopping = self.shutdown_tx.subscribe();
-            let keepalive = limits.keepalive_timeout;
+            let (header_timeout, keepalive) = (limits.header_timeout, limits.keepalive_timeout);
             http_tasks.spawn(async move {
                 tokio::pin!(conn);
-                let idle_check = async {
-                    // Between requests nothing is read: a connection idle that
-                    // long with no request in flight is closed. (While a head
-                    // is being read, hyper's header timeout rules.)
-                    let mut tick = tokio::time::interval(keepalive.min(Duration::from_secs(1)));
+                let expired = async {
+                    let mut tick = tokio::time::interval(Duration::from_millis(250));
                     loop {
                         tick.tick().await;
-                        if in_flight.load(std::sync::atomic::Ordering::Relaxed) == 0 && idle.idle_for() >= keepalive {
-                            return;
+                        if let Some(why) = clock.expired(header_timeout, keepalive) {
+                            return why;
                         }
                     }
                 };
@@ -226,9 +223,10 @@ impl Server {
                         conn.as_mut().graceful_shutdown();
                         conn.await
                     }
-                    _ = idle_check => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
+                    why = expired => {
+                        // Nothing is in flight: dropping the connection closes it.
+                        tracing::debug!(%ip, why, "connection closed");
+                        Ok(())
                     }
                 };
                 if let Err(e) = result {
@@ -336,22 +334,6 @@ impl Throttled {
     }
 }
 
-/// Counts a request in flight on its connection while it lives.
-struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
-
-impl InFlight {
-    fn start(counter: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        InFlight(counter.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// The data directory: owner only.
 #[cfg(unix)]
 fn make_private(dir: &std::path::Path) -> std::io::Result<()> {
@@ -386,33 +368,103 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// A TCP stream that notes when it last received bytes, for the keep-alive
-/// idle check.
+/// What a connection's timeouts look at, shared by its socket (`Watched`)
+/// and its requests (`InFlight`). Times are milliseconds since `started`.
+struct ConnClock {
+    started: std::time::Instant,
+    in_flight: AtomicUsize,
+    /// When the first byte of the request head being read arrived (`NONE`
+    /// between requests).
+    head_since_ms: AtomicU64,
+    /// The last time bytes moved either way, or a request ended.
+    active_ms: AtomicU64,
+    served: AtomicU64,
+}
+
+const NONE: u64 = u64::MAX;
+
+impl ConnClock {
+    fn new() -> ConnClock {
+        ConnClock {
+            started: std::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            head_since_ms: AtomicU64::new(NONE),
+            active_ms: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn read(&self) {
+        self.read_at(self.now_ms());
+    }
+
+    fn read_at(&self, now: u64) {
+        self.active_ms.store(now, Relaxed);
+        if self.in_flight.load(Relaxed) == 0 && self.head_since_ms.load(Relaxed) == NONE {
+            self.head_since_ms.store(now, Relaxed);
+        }
+    }
+
+    fn wrote(&self) {
+        self.active_ms.store(self.now_ms(), Relaxed);
+    }
+
+    /// Why the connection should close now, if it should: a head that takes
+    /// longer than the header timeout (a new connection's first head counts
+    /// from the connect, so a silent connection is one), or no traffic and
+    /// no request for the keep-alive timeout. Requests in flight have their
+    /// own (body) timeout.
+    fn expired(&self, header_timeout: Duration, keepalive: Duration) -> Option<&'static str> {
+        self.expired_at(self.now_ms(), header_timeout, keepalive)
+    }
+
+    fn expired_at(&self, now: u64, header_timeout: Duration, keepalive: Duration) -> Option<&'static str> {
+        if self.in_flight.load(Relaxed) > 0 {
+            return None;
+        }
+        let head_since = match self.head_since_ms.load(Relaxed) {
+            NONE if self.served.load(Relaxed) == 0 => Some(0),
+            NONE => None,
+            since => Some(since),
+        };
+        match head_since {
+            Some(since) if now.saturating_sub(since) >= header_timeout.as_millis() as u64 => Some("header timeout"),
+            Some(_) => None,
+            None if now.saturating_sub(self.active_ms.load(Relaxed)) >= keepalive.as_millis() as u64 => {
+                Some("idle keep-alive timeout")
+            }
+            None => None,
+        }
+    }
+}
+
+/// Counts a request in flight on its connection while it lives.
+struct InFlight(Arc<ConnClock>);
+
+impl InFlight {
+    fn start(clock: &Arc<ConnClock>) -> InFlight {
+        clock.in_flight.fetch_add(1, Relaxed);
+        clock.head_since_ms.store(NONE, Relaxed);
+        clock.served.fetch_add(1, Relaxed);
+        InFlight(clock.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.active_ms.store(self.0.now_ms(), Relaxed);
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A TCP stream that tells its `ConnClock` when bytes move.
 struct Watched {
     inner: tokio::net::TcpStream,
-    clock: Idle,
-}
-
-/// When a `Watched` stream last received bytes.
-#[derive(Clone)]
-struct Idle {
-    started: std::time::Instant,
-    last_read_ms: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Idle {
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_read_ms.load(std::sync::atomic::Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(last)
-    }
-}
-
-impl Watched {
-    fn new(inner: tokio::net::TcpStream) -> (Watched, Idle) {
-        let clock =
-            Idle { started: std::time::Instant::now(), last_read_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)) };
-        (Watched { inner, clock: clock.clone() }, clock)
-    }
+    clock: Arc<ConnClock>,
 }
 
 impl tokio::io::AsyncRead for Watched {
@@ -424,8 +476,7 @@ impl tokio::io::AsyncRead for Watched {
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            let now = self.clock.started.elapsed().as_millis() as u64;
-            self.clock.last_read_ms.store(now, std::sync::atomic::Ordering::Relaxed);
+            self.clock.read();
         }
         polled
     }
@@ -437,7 +488,13 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
+            self.clock.wrote();
+        }
+        polled
     }
 
     fn poll_flush(
@@ -459,10 +516,49 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let std::task::Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
+            self.clock.wrote();
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_tells_header_and_keepalive_timeouts_apart() {
+        let (header, keepalive) = (Duration::from_millis(100), Duration::from_millis(300));
+        let check = |clock: &ConnClock, at: u64| clock.expired_at(at, header, keepalive);
+        let fresh = ConnClock::new();
+        assert_eq!(check(&fresh, 50), None);
+        assert_eq!(check(&fresh, 100), Some("header timeout"), "a silent new connection");
+
+        let served = Arc::new(ConnClock::new());
+        drop(InFlight::start(&served));
+        served.active_ms.store(0, Relaxed);
+        assert_eq!(check(&served, 200), None, "idle between requests: keep-alive rules");
+        served.read_at(200);
+        assert_eq!(check(&served, 250), None);
+        assert_eq!(check(&served, 300), Some("header timeout"), "a slow second head");
+
+        let idle = Arc::new(ConnClock::new());
+        drop(InFlight::start(&idle));
+        idle.active_ms.store(0, Relaxed);
+        assert_eq!(check(&idle, 299), None);
+        assert_eq!(check(&idle, 300), Some("idle keep-alive timeout"));
+
+        let busy = Arc::new(ConnClock::new());
+        let request = InFlight::start(&busy);
+        assert_eq!(check(&busy, 10_000), None, "a request in flight has its own timeouts");
+        drop(request);
     }
 }

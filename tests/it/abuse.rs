@@ -107,7 +107,6 @@ async fn silent_and_half_sent_connections_are_closed_while_others_are_served() {
     let s = TestServer::start_with(|c| {
         c.limits.header_timeout = Duration::from_secs(1);
         c.limits.body_timeout = Duration::from_secs(1);
-        c.limits.keepalive_timeout = Duration::from_secs(1);
     })
     .await;
     let mut silent = connect_from([127, 0, 0, 2], s.addr).await;
@@ -118,10 +117,6 @@ async fn silent_and_half_sent_connections_are_closed_while_others_are_served() {
         .write_all(b"POST /api/auth/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"email\"")
         .await
         .expect("write");
-    let mut idle_keepalive = connect_from([127, 0, 0, 2], s.addr).await;
-    idle_keepalive.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
-    let first = read_answer(&mut idle_keepalive).await;
-    assert_eq!(first.status, 200);
 
     // Meanwhile a normal client is served at once.
     let healthy = request_from([127, 0, 0, 3], s.addr, "GET", "/healthz", None, &Value::Null).await;
@@ -132,7 +127,23 @@ async fn silent_and_half_sent_connections_are_closed_while_others_are_served() {
     let timed_out = read_answer(&mut half_body).await;
     assert_eq!((timed_out.status, timed_out.body["detail"].as_str()), (408, Some("Request timed out")));
     assert!(closed_within(&mut half_body, Duration::from_secs(5)).await, "a half-sent body stays open");
-    assert!(closed_within(&mut idle_keepalive, Duration::from_secs(5)).await, "an idle keep-alive stays open");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_keepalive_connection_lives_for_the_keepalive_timeout_not_the_header_timeout() {
+    let s = TestServer::start_with(|c| {
+        c.limits.header_timeout = Duration::from_secs(1);
+        c.limits.keepalive_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let mut conn = connect_from([127, 0, 0, 2], s.addr).await;
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+    assert_eq!(read_answer(&mut conn).await.status, 200);
+    assert!(!closed_within(&mut conn, Duration::from_millis(1800)).await, "closed by the header timeout");
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+    assert_eq!(read_answer(&mut conn).await.status, 200, "the kept-alive connection serves a second request");
+    assert!(closed_within(&mut conn, Duration::from_secs(6)).await, "an idle keep-alive connection stays open");
     s.stop().await;
 }
 
