@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Keys, TokenState};
 use crate::config::Config;
 use crate::http::router::ROUTE_NAMES;
-use crate::hub::{HubHandle, HubSink};
+use crate::hub::HubHandle;
 use crate::limits::Limiter;
 use crate::metrics::Limit;
 use crate::metrics::Metrics;
@@ -63,13 +63,21 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         Keys::load(config.jwt_secret.as_deref(), &config.data_dir, config.token_ttl).map_err(StartError::Secret)?;
     let metrics = Arc::new(Metrics::new(ROUTE_NAMES));
     let base_url: Arc<str> = config.base_url.as_str().into();
-    // The hub needs the writer (for presence) and the writer needs the hub
-    // (as its sink): the sink is handed over through a channel-free slot.
-    let slot = Arc::new(std::sync::OnceLock::<HubHandle>::new());
-    let sink = LateSink { slot: slot.clone(), metrics: metrics.clone(), sink: None, early: Vec::new() };
+    // The hub starts first; the writer publishes what it commits into it,
+    // and the presence changes the hub sees come back to the writer through
+    // one ordered forwarding task (so a quick reconnect can never store
+    // "offline" after "online"). Neither knows the other.
+    let (hub, mut presence) = HubHandle::start(config.hub_shards, base_url.clone(), metrics.clone());
+    let sink = HubSink { hub: hub.clone(), metrics: metrics.clone() };
     let (reader, writer) = store::open(&config, Box::new(sink), store::Opener::Server)?;
-    let hub = HubHandle::start(config.hub_shards, base_url.clone(), writer.clone(), metrics.clone());
-    let _ = slot.set(hub.clone());
+    let presence_writer = writer.clone();
+    tokio::spawn(async move {
+        while let Some((user, online)) = presence.recv().await {
+            if presence_writer.presence(user, online).await.is_err() {
+                break;
+            }
+        }
+    });
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hasher = crate::auth::password::HashPool::start(cores, 64).map_err(StartError::Hasher)?;
     let revoked = reader.run_blocking(|c| store::reads::revoked_tokens(c, crate::auth::jwt::unix_now()))?;
@@ -93,31 +101,18 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     Ok(Server { state, shutdown_tx })
 }
 
-/// The writer's sink. The writer starts before the hub (the hub needs the
-/// writer for presence), so the hub arrives through a slot; events committed
-/// before it is there (none in practice) are kept and handed over.
-struct LateSink {
-    slot: Arc<std::sync::OnceLock<HubHandle>>,
+/// The writer's sink: committed events go to the hub, batch figures to metrics.
+struct HubSink {
+    hub: HubHandle,
     metrics: Arc<Metrics>,
-    sink: Option<HubSink>,
-    early: Vec<crate::model::Envelope>,
 }
 
-impl store::EventSink for LateSink {
+impl store::EventSink for HubSink {
     fn publish(&mut self, envelope: crate::model::Envelope) {
-        if self.sink.is_none()
-            && let Some(hub) = self.slot.get()
-        {
-            let mut sink = HubSink { hub: hub.clone(), metrics: self.metrics.clone() };
-            for early in self.early.drain(..) {
-                sink.publish(early);
-            }
-            self.sink = Some(sink);
+        if let crate::model::Event::NewMessage(m) = envelope.event.as_ref() {
+            self.metrics.message_stored(m.message_type);
         }
-        match &mut self.sink {
-            Some(sink) => sink.publish(envelope),
-            None => self.early.push(envelope),
-        }
+        self.hub.publish(envelope);
     }
 
     fn batch_committed(&mut self, commands: usize, commit_seconds: f64) {

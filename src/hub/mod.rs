@@ -14,7 +14,6 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::metrics::Metrics;
 use crate::model::{Envelope, UserId};
-use crate::store::{EventSink, WriterHandle};
 
 pub type ConnId = u64;
 
@@ -39,20 +38,10 @@ pub struct ConnectionEntry {
     pub token_id: Option<Box<str>>,
 }
 
-/// Which of a user's connections a revocation closes.
-#[derive(Debug, Clone)]
-pub enum Revocation {
-    /// Those opened with a token version below this one.
-    Below(u32),
-    /// The one(s) opened with this token.
-    Token(Box<str>),
-}
-
 enum ShardCommand {
     Register { user: UserId, entry: ConnectionEntry },
     Unregister { user: UserId, conn: ConnId },
     Deliver(Envelope),
-    Revoke { user: UserId, which: Revocation },
     Shutdown,
 }
 
@@ -65,19 +54,16 @@ pub struct HubHandle {
 
 impl HubHandle {
     /// Starts `shards` shard tasks on the current runtime. Presence changes
-    /// (a user's first connection opened, last one closed) go to `writer`.
-    pub fn start(shards: usize, base_url: Arc<str>, writer: WriterHandle, metrics: Arc<Metrics>) -> HubHandle {
+    /// (a user's first connection opened, last one closed) come out of the
+    /// returned receiver, in order, for the caller to store: the hub itself
+    /// never touches the database.
+    pub fn start(
+        shards: usize,
+        base_url: Arc<str>,
+        metrics: Arc<Metrics>,
+    ) -> (HubHandle, mpsc::UnboundedReceiver<(UserId, bool)>) {
         let shards = shards.max(1).next_power_of_two();
-        // Presence is forwarded in order by one task per hub, so that a quick
-        // reconnect can never store "offline" after "online".
-        let (presence_tx, mut presence_rx) = mpsc::unbounded_channel::<(UserId, bool)>();
-        tokio::spawn(async move {
-            while let Some((user, online)) = presence_rx.recv().await {
-                if writer.presence(user, online).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let (presence_tx, presence_rx) = mpsc::unbounded_channel::<(UserId, bool)>();
         let senders: Vec<_> = (0..shards)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -85,7 +71,7 @@ impl HubHandle {
                 tx
             })
             .collect();
-        HubHandle { shards: senders.into(), next_conn: Arc::new(AtomicU64::new(1)) }
+        (HubHandle { shards: senders.into(), next_conn: Arc::new(AtomicU64::new(1)) }, presence_rx)
     }
 
     pub fn shard_for_user(&self, user: UserId) -> usize {
@@ -127,35 +113,10 @@ impl HubHandle {
         }
     }
 
-    /// Closes the user's connections whose token was revoked (1008).
-    pub fn revoke(&self, user: UserId, which: Revocation) {
-        let _ = self.shards[self.shard_for_user(user)].send(ShardCommand::Revoke { user, which });
-    }
-
     /// Asks every connection to close with 1001 after what is queued for it.
     pub fn shutdown(&self) {
         for shard in self.shards.iter() {
             let _ = shard.send(ShardCommand::Shutdown);
         }
-    }
-}
-
-/// The writer's sink: committed events go to the hub, batch figures to metrics.
-pub struct HubSink {
-    pub hub: HubHandle,
-    pub metrics: Arc<Metrics>,
-}
-
-impl EventSink for HubSink {
-    fn publish(&mut self, envelope: Envelope) {
-        if let crate::model::Event::NewMessage(m) = envelope.event.as_ref() {
-            self.metrics.message_stored(m.message_type);
-        }
-        self.hub.publish(envelope);
-    }
-
-    fn batch_committed(&mut self, commands: usize, commit_seconds: f64) {
-        self.metrics.writer_batch_size.observe(commands as f64);
-        self.metrics.writer_commit_seconds.observe(commit_seconds);
     }
 }

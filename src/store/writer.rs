@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::reads::{self, MessageRow};
-use crate::model::{Envelope, Event, FileMeta, Message, MessageId, MessageType, RoomId, User, UserId};
+use crate::model::{Envelope, Event, FileMeta, Message, MessageId, MessageType, Revocation, RoomId, User, UserId};
 use crate::time::now_ms;
 
 /// Where committed events go: the hub in the server, nothing in subcommands.
@@ -415,8 +415,10 @@ fn apply(
         Command::Delete { user, id, reply } => done(reply, delete(tx, cache, user, id, events)),
         Command::Like { user, id, like, reply } => done(reply, like_message(tx, cache, user, id, like, events)),
         Command::MarkRead { user, room_id, reply } => done(reply, mark_read(tx, cache, user, room_id, events)),
-        Command::ChangePassword { user, password_hash, reply } => done(reply, change_password(tx, user, password_hash)),
-        Command::RevokeToken { user, revoke, reply } => done(reply, revoke_token(tx, user, revoke)),
+        Command::ChangePassword { user, password_hash, reply } => {
+            done(reply, change_password(tx, user, password_hash, events))
+        }
+        Command::RevokeToken { user, revoke, reply } => done(reply, revoke_token(tx, user, revoke, events)),
         Command::Presence { user, online } => match presence(tx, cache, user, online, events) {
             Ok(()) => (Box::new(|_| {}), true),
             Err(e) => {
@@ -794,16 +796,40 @@ fn presence(
     Ok(())
 }
 
-fn change_password(tx: &Connection, user: UserId, password_hash: String) -> Result<u32, StoreError> {
-    tx.prepare_cached(
-        "UPDATE users SET password_hash = ?1, token_version = token_version + 1 WHERE id = ?2 RETURNING token_version",
-    )?
-    .query_row(params![password_hash, user], |r| r.get(0))
-    .optional()?
-    .ok_or(StoreError::NotFound("User not found"))
+fn change_password(
+    tx: &Connection,
+    user: UserId,
+    password_hash: String,
+    events: &mut Vec<Envelope>,
+) -> Result<u32, StoreError> {
+    let version = tx
+        .prepare_cached(
+            "UPDATE users SET password_hash = ?1, token_version = token_version + 1 WHERE id = ?2 RETURNING token_version",
+        )?
+        .query_row(params![password_hash, user], |r| r.get(0))
+        .optional()?
+        .ok_or(StoreError::NotFound("User not found"))?;
+    events.push(Envelope::new(vec![user], Event::TokensRevoked(Revocation::Below(version))));
+    Ok(version)
 }
 
-fn revoke_token(tx: &Connection, user: UserId, revoke: Revoke) -> Result<u32, StoreError> {
+/// Ends one token or all of a user's; the committed event closes the
+/// WebSockets opened with them.
+fn revoke_token(tx: &Connection, user: UserId, revoke: Revoke, events: &mut Vec<Envelope>) -> Result<u32, StoreError> {
+    let revocation = match &revoke {
+        Revoke::Token { id, .. } => Revocation::Token(id.as_str().into()),
+        Revoke::All => Revocation::Below(0),
+    };
+    let version = revoke_rows(tx, user, revoke)?;
+    let revocation = match revocation {
+        Revocation::Below(_) => Revocation::Below(version),
+        token => token,
+    };
+    events.push(Envelope::new(vec![user], Event::TokensRevoked(revocation)));
+    Ok(version)
+}
+
+fn revoke_rows(tx: &Connection, user: UserId, revoke: Revoke) -> Result<u32, StoreError> {
     match revoke {
         Revoke::Token { id, expires_at } => {
             let now = crate::auth::jwt::unix_now() as i64;

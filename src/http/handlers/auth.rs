@@ -14,7 +14,6 @@ use crate::error::ApiError;
 use crate::http::Body;
 use crate::http::body;
 use crate::http::util::{authenticate, bearer, client_ip, is_form, json, pairs, parse_json, read_body, user_of};
-use crate::hub::Revocation;
 use crate::metrics::Limit;
 use crate::model::{User, UserId};
 use crate::state::AppState;
@@ -206,9 +205,9 @@ pub async fn change_password(state: &Arc<AppState>, req: Request<Incoming>) -> R
     state.limiter.login_failures.succeeded(user);
     let new = body.new_password;
     let new_hash = hashing(state, move || password::hash(&new)).await?.map_err(ApiError::Internal)?;
+    // The writer's commit also tells the hub to close the old WebSockets.
     let version = state.writer.change_password(user, new_hash).await?;
     state.tokens.set_version(user, version);
-    state.hub.revoke(user, Revocation::Below(version));
     tracing::info!(user, "password changed; earlier tokens revoked");
     token_answer(state, StatusCode::OK, &credentials.user, version)
 }
@@ -223,13 +222,11 @@ pub async fn logout(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Res
     match verified.id {
         Some(id) => {
             state.writer.revoke_token(user, Revoke::Token { id: id.clone(), expires_at: verified.exp }).await?;
-            state.tokens.revoke(id.clone(), verified.exp, crate::auth::jwt::unix_now());
-            state.hub.revoke(user, Revocation::Token(id.into()));
+            state.tokens.revoke(id, verified.exp, crate::auth::jwt::unix_now());
         }
         None => {
             let version = state.writer.revoke_token(user, Revoke::All).await?;
             state.tokens.set_version(user, version);
-            state.hub.revoke(user, Revocation::Below(version));
         }
     }
     let mut response = Response::new(body::empty());
