@@ -393,7 +393,7 @@ async function openRoom(roomId) {
   if (!state.rooms.has(roomId)) {
     try {
       const room = await api.room(roomId);
-      state.rooms.set(room.id, room);
+      upsertRoom(room, { replace: false });
     } catch {
       history.replaceState(null, '', location.pathname);
       return;
@@ -1227,8 +1227,7 @@ function onSearchInput() {
 async function startChatWith(user) {
   try {
     const room = await api.createRoom(user.id);
-    const known = state.rooms.get(room.id);
-    state.rooms.set(room.id, known ? { ...known, ...room } : room);
+    upsertRoom(room);
     $('search-input').value = '';
     sidebarSearch.cancel();
     renderSearchResults(null);
