@@ -77,6 +77,7 @@ const socket = new ChatSocket({
   onState: (value) => {
     state.connection = value;
     renderConnection();
+    renderPanel();
   },
   onAuthExpired: () => logout(AUTH_EXPIRED_TEXT),
   onConnectFailed: () => checkTokenSoon(),

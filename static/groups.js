@@ -406,6 +406,7 @@ export function openPanel(roomId) {
   $('add-member-input').value = '';
   $('group-panel').hidden = false;
   $('group-info-button').setAttribute('aria-expanded', 'true');
+  $('conv-main').classList.add('panel-open');
   renderPanel();
   loadMembers(roomId);
 }
@@ -416,6 +417,7 @@ export function closePanel() {
   addSearch.cancel();
   $('group-panel').hidden = true;
   $('group-info-button').setAttribute('aria-expanded', 'false');
+  $('conv-main').classList.remove('panel-open');
 }
 
 function isAdmin(room) {
@@ -471,6 +473,8 @@ function memberItem(room, member, admin) {
   const role = member.role === 'admin' ? 'admin' : 'member';
   const avatar = el('span', { class: 'avatar small' });
   fillAvatar(avatar, member);
+  // One's own presence is this client's link (the server leaves the caller out).
+  const online = me ? state.connection === 'open' : Boolean(member.is_online);
   const tools = el('span', { class: 'member-tools' });
   if (admin && !me) {
     tools.append(role === 'admin'
@@ -492,7 +496,7 @@ function memberItem(room, member, admin) {
     'li',
     { class: 'member-item', testid: 'member', dataset: { userId: String(member.id), email: member.email || '', role } },
     el('span', { class: 'avatar-wrap' }, avatar,
-      el('span', { class: `presence-dot${member.is_online ? ' online' : ''}`, title: member.is_online ? 'Online' : 'Offline' })),
+      el('span', { class: `presence-dot${online ? ' online' : ''}`, title: online ? 'Online' : 'Offline' })),
     el('span', { class: 'member-body' },
       el('span', { class: 'member-name', testid: 'member-name', text: me ? `${member.name} (you)` : member.name }),
       el('span', { class: 'member-email', text: member.email || '' })),
