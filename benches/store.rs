@@ -51,7 +51,8 @@ async fn fixture(sync: DbSync, batch: usize) -> Fixture {
     config.writer_batch_max = batch;
     std::fs::create_dir_all(&config.data_dir).expect("data dir");
     let counter = BatchCounter::default();
-    let (_reader, writer) = chatd::store::open(&config, Box::new(counter.clone())).expect("store opens");
+    let (_reader, writer) =
+        chatd::store::open(&config, Box::new(counter.clone()), chatd::store::Opener::Tool).expect("store opens");
     let mut ids = Vec::new();
     for name in ["alice", "bob"] {
         let user = NewUser {

@@ -1,7 +1,7 @@
 //! Flags and environment variables → one validated `Config`.
 //! Every limit chatd enforces lives here, checked once at start.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -93,12 +93,83 @@ pub struct Settings {
     /// Frames that may wait in one connection's outbox before it counts as slow.
     #[arg(long, env = "CHAT_WS_OUTBOX", default_value_t = 1024, global = true, hide = true)]
     pub ws_outbox: usize,
-    /// Most TCP connections served at once.
-    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 50_000, global = true, hide = true)]
+    /// Most TCP connections served at once (lowered to fit the open-file limit).
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 50_000, global = true)]
     pub max_connections: usize,
     /// Hub shards (rounded up to a power of two); default 4 per core.
     #[arg(long, env = "CHAT_HUB_SHARDS", global = true, hide = true)]
     pub hub_shards: Option<usize>,
+    #[command(flatten)]
+    pub limits: LimitSettings,
+}
+
+/// Whether the rate limits, throttles and per-IP/per-user caps apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+/// Defences against abuse: timeouts and memory budgets (always on), and rate
+/// limits, throttles and caps (off with `CHAT_RATE_LIMITS=off`, for
+/// benchmarks and trusted networks).
+#[derive(Debug, Clone, Args)]
+pub struct LimitSettings {
+    /// Rate limits, throttles and per-IP/per-user caps: on or off. Timeouts
+    /// and memory budgets stay on either way.
+    #[arg(long, env = "CHAT_RATE_LIMITS", value_enum, default_value = "on", global = true)]
+    pub rate_limits: Switch,
+    /// Seconds a client may take to send a request's head (also the idle
+    /// time before the first request of a connection).
+    #[arg(long, env = "CHAT_HEADER_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    pub header_timeout_secs: u64,
+    /// Seconds a client may take to send a request's body.
+    #[arg(long, env = "CHAT_BODY_TIMEOUT_SECS", default_value_t = 30, global = true)]
+    pub body_timeout_secs: u64,
+    /// Seconds a keep-alive connection may sit idle between requests.
+    #[arg(long, env = "CHAT_KEEPALIVE_TIMEOUT_SECS", default_value_t = 60, global = true)]
+    pub keepalive_timeout_secs: u64,
+    /// Seconds from the upgrade request to a running WebSocket.
+    #[arg(long, env = "CHAT_WS_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    pub ws_handshake_timeout_secs: u64,
+    /// Most TCP connections from one IP address at once.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 128, global = true)]
+    pub max_connections_per_ip: usize,
+    /// Most WebSockets one user may hold open at once.
+    #[arg(long, env = "CHAT_WS_PER_USER", default_value_t = 32, global = true)]
+    pub ws_per_user: usize,
+    /// WebSocket commands (sends, read marks) per second and user, sustained.
+    #[arg(long, env = "CHAT_WS_COMMANDS_PER_SEC", default_value_t = 20.0, global = true)]
+    pub ws_commands_per_sec: f64,
+    /// WebSocket commands one user may send in a burst.
+    #[arg(long, env = "CHAT_WS_COMMAND_BURST", default_value_t = 60, global = true)]
+    pub ws_command_burst: u32,
+    /// Typing events per second and user, sustained (the excess is dropped).
+    #[arg(long, env = "CHAT_WS_TYPING_PER_SEC", default_value_t = 2.0, global = true)]
+    pub ws_typing_per_sec: f64,
+    /// Bytes that all connections together may hold in unfinished WebSocket
+    /// frames; past it, the connection that asks for more is closed (1013).
+    #[arg(long, env = "CHAT_WS_FRAME_BUDGET_BYTES", default_value_t = 256 * 1024 * 1024, global = true)]
+    pub ws_frame_budget_bytes: usize,
+    /// Bytes of attachments one user may store; 0 for no quota.
+    #[arg(long, env = "CHAT_USER_QUOTA_BYTES", default_value_t = 1 << 30, global = true)]
+    pub user_quota_bytes: u64,
+    /// Login attempts per IP address and minute (a burst of as many is allowed).
+    #[arg(long, env = "CHAT_LOGINS_PER_IP_PER_MIN", default_value_t = 10, global = true)]
+    pub logins_per_ip_per_min: u32,
+    /// Failed logins of one account within 15 minutes before it backs off.
+    #[arg(long, env = "CHAT_LOGIN_FAILURES_PER_ACCOUNT", default_value_t = 5, global = true)]
+    pub login_failures_per_account: u32,
+    /// Registrations per IP address and hour.
+    #[arg(long, env = "CHAT_REGISTRATIONS_PER_IP_PER_HOUR", default_value_t = 10, global = true)]
+    pub registrations_per_ip_per_hour: u32,
+    /// User searches per user and minute.
+    #[arg(long, env = "CHAT_SEARCHES_PER_MIN", default_value_t = 60, global = true)]
+    pub searches_per_min: u32,
+    /// Comma-separated proxy addresses (IPs or CIDR ranges) whose
+    /// `X-Forwarded-For` is believed; unset: the header is ignored.
+    #[arg(long, env = "CHAT_TRUSTED_PROXIES", global = true)]
+    pub trusted_proxies: Option<String>,
 }
 
 /// The validated configuration every part of chatd reads.
@@ -125,6 +196,87 @@ pub struct Config {
     pub writer_batch_max: usize,
     /// Read connections in the pool.
     pub read_pool_size: u32,
+    pub limits: Limits,
+}
+
+/// Validated abuse limits. The rates are `None` when `CHAT_RATE_LIMITS=off`
+/// (or when set to zero), so every check reads "no limit" the same way.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub ws_handshake_timeout: Duration,
+    pub ws_frame_budget_bytes: usize,
+    pub max_connections_per_ip: Option<usize>,
+    pub ws_per_user: Option<usize>,
+    pub ws_commands: Option<Rate>,
+    pub ws_typing: Option<Rate>,
+    pub user_quota_bytes: Option<u64>,
+    pub logins_per_ip: Option<Rate>,
+    pub login_failures_per_account: Option<u32>,
+    pub registrations_per_ip: Option<Rate>,
+    pub searches: Option<Rate>,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// A token bucket's shape: `per_sec` tokens refill each second, up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_sec: f64,
+    pub burst: f64,
+}
+
+impl Rate {
+    pub fn per_minute(count: u32) -> Option<Rate> {
+        (count > 0).then(|| Rate { per_sec: f64::from(count) / 60.0, burst: f64::from(count) })
+    }
+
+    pub fn per_hour(count: u32) -> Option<Rate> {
+        (count > 0).then(|| Rate { per_sec: f64::from(count) / 3600.0, burst: f64::from(count) })
+    }
+}
+
+/// An IP address or a CIDR range (`10.0.0.0/8`, `::1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(text: &str) -> Option<IpNet> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr.parse::<IpAddr>().ok()?, Some(prefix.parse::<u8>().ok()?)),
+            None => (text.parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// IPv4 addresses seen through an IPv6 socket (`::ffff:a.b.c.d`) as IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,8 +285,8 @@ pub struct ConfigError(String);
 
 impl Config {
     pub fn from_settings(s: &Settings) -> Result<Config, ConfigError> {
-        if s.token_ttl_secs == 0 {
-            return Err(ConfigError("CHAT_TOKEN_TTL_SECS must be positive".into()));
+        if s.token_ttl_secs == 0 || s.token_ttl_secs > MAX_TOKEN_TTL_SECS {
+            return Err(ConfigError(format!("CHAT_TOKEN_TTL_SECS must be in 1..={MAX_TOKEN_TTL_SECS} (one year)")));
         }
         if s.max_ws_message_bytes < 1024 {
             return Err(ConfigError("CHAT_MAX_WS_MESSAGE_BYTES must be at least 1024".into()));
@@ -159,10 +311,11 @@ impl Config {
                 .collect::<Vec<_>>()
         });
         if let Some(secret) = &s.jwt_secret
-            && secret.len() < 16
+            && secret.len() < 32
         {
-            return Err(ConfigError("CHAT_JWT_SECRET must be at least 16 bytes".into()));
+            return Err(ConfigError("CHAT_JWT_SECRET must be at least 32 bytes".into()));
         }
+        let limits = Limits::from_settings(&s.limits)?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let hub_shards = s.hub_shards.unwrap_or(cores * 4).clamp(1, 1024).next_power_of_two();
         Ok(Config {
@@ -183,12 +336,22 @@ impl Config {
             max_body_bytes: 1024 * 1024,
             writer_batch_max: 512,
             read_pool_size: (cores as u32).clamp(2, 16),
+            limits,
         })
     }
 
-    /// A configuration for tests: everything under `dir`, an ephemeral port.
+    /// A configuration for tests: everything under `dir`, an ephemeral port,
+    /// rate limits off (tests of the limits turn them on).
     pub fn for_tests(dir: &std::path::Path) -> Config {
-        let settings = Settings::parse_from_env_free(dir);
+        Config::for_tests_from(Settings::parse_from_env_free(dir))
+    }
+
+    /// A test configuration with every rate limit on, at its default.
+    pub fn for_tests_with_rate_limits(dir: &std::path::Path) -> Config {
+        Config::for_tests_from(Settings::parse_from_env_free(dir).with_rate_limits())
+    }
+
+    fn for_tests_from(settings: Settings) -> Config {
         match Config::from_settings(&settings) {
             Ok(config) => config,
             Err(e) => panic!("test config: {e}"),
@@ -213,6 +376,90 @@ impl Settings {
             ws_outbox: 1024,
             max_connections: 10_000,
             hub_shards: Some(4),
+            limits: LimitSettings {
+                rate_limits: Switch::Off,
+                header_timeout_secs: 10,
+                body_timeout_secs: 30,
+                keepalive_timeout_secs: 60,
+                ws_handshake_timeout_secs: 10,
+                max_connections_per_ip: 128,
+                ws_per_user: 32,
+                ws_commands_per_sec: 20.0,
+                ws_command_burst: 60,
+                ws_typing_per_sec: 2.0,
+                ws_frame_budget_bytes: 256 * 1024 * 1024,
+                user_quota_bytes: 1 << 30,
+                logins_per_ip_per_min: 10,
+                login_failures_per_account: 5,
+                registrations_per_ip_per_hour: 10,
+                searches_per_min: 60,
+                trusted_proxies: None,
+            },
         }
+    }
+
+    /// The test settings with every rate limit on, at their defaults.
+    pub fn with_rate_limits(mut self) -> Settings {
+        self.limits.rate_limits = Switch::On;
+        self
+    }
+}
+
+/// The longest token lifetime accepted: one year.
+pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
+
+impl Limits {
+    fn from_settings(s: &LimitSettings) -> Result<Limits, ConfigError> {
+        for (name, secs) in [
+            ("CHAT_HEADER_TIMEOUT_SECS", s.header_timeout_secs),
+            ("CHAT_BODY_TIMEOUT_SECS", s.body_timeout_secs),
+            ("CHAT_KEEPALIVE_TIMEOUT_SECS", s.keepalive_timeout_secs),
+            ("CHAT_WS_HANDSHAKE_TIMEOUT_SECS", s.ws_handshake_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&secs) {
+                return Err(ConfigError(format!("{name} must be in 1..=3600")));
+            }
+        }
+        if s.ws_frame_budget_bytes < 1024 * 1024 {
+            return Err(ConfigError("CHAT_WS_FRAME_BUDGET_BYTES must be at least 1 MiB".into()));
+        }
+        let valid_rate = |r: f64| r.is_finite() && r >= 0.0;
+        if !valid_rate(s.ws_commands_per_sec) || !valid_rate(s.ws_typing_per_sec) {
+            return Err(ConfigError("WebSocket rates must be finite and not negative".into()));
+        }
+        let mut trusted_proxies = Vec::new();
+        for entry in s.trusted_proxies.iter().flat_map(|list| list.split(',')).map(str::trim).filter(|e| !e.is_empty())
+        {
+            let net = IpNet::parse(entry)
+                .ok_or_else(|| ConfigError(format!("CHAT_TRUSTED_PROXIES: {entry:?} is not an IP address or range")))?;
+            trusted_proxies.push(net);
+        }
+        let on = s.rate_limits == Switch::On;
+        let rate = |per_sec: f64, burst: f64| (on && per_sec > 0.0 && burst >= 1.0).then_some(Rate { per_sec, burst });
+        let cap = |n: usize| (on && n > 0).then_some(n);
+        Ok(Limits {
+            header_timeout: Duration::from_secs(s.header_timeout_secs),
+            body_timeout: Duration::from_secs(s.body_timeout_secs),
+            keepalive_timeout: Duration::from_secs(s.keepalive_timeout_secs),
+            ws_handshake_timeout: Duration::from_secs(s.ws_handshake_timeout_secs),
+            ws_frame_budget_bytes: s.ws_frame_budget_bytes,
+            max_connections_per_ip: cap(s.max_connections_per_ip),
+            ws_per_user: cap(s.ws_per_user),
+            ws_commands: rate(s.ws_commands_per_sec, f64::from(s.ws_command_burst)),
+            // A burst of a few typing events covers switching rooms.
+            ws_typing: rate(s.ws_typing_per_sec, (s.ws_typing_per_sec * 3.0).max(4.0)),
+            user_quota_bytes: (on && s.user_quota_bytes > 0).then_some(s.user_quota_bytes),
+            logins_per_ip: Rate::per_minute(s.logins_per_ip_per_min).filter(|_| on),
+            login_failures_per_account: (on && s.login_failures_per_account > 0)
+                .then_some(s.login_failures_per_account),
+            registrations_per_ip: Rate::per_hour(s.registrations_per_ip_per_hour).filter(|_| on),
+            searches: Rate::per_minute(s.searches_per_min).filter(|_| on),
+            trusted_proxies,
+        })
+    }
+
+    /// Whether `ip` is a proxy whose `X-Forwarded-For` is believed.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(ip))
     }
 }

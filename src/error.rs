@@ -28,8 +28,13 @@ pub enum ApiError {
     UnsupportedMediaType(&'static str),
     #[error("{0}")]
     Unprocessable(String),
-    #[error("{0}")]
-    TooManyRequests(&'static str),
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after_secs: u64 },
+    #[error("Request timed out")]
+    RequestTimeout,
+    /// A WebSocket handshake for a protocol version other than 13.
+    #[error("Unsupported WebSocket version; this server speaks version 13")]
+    WebSocketVersion,
     #[error("Server is shutting down")]
     Unavailable,
     #[error("Internal server error")]
@@ -48,7 +53,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::WebSocketVersion => StatusCode::BAD_REQUEST,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -56,6 +63,12 @@ impl ApiError {
 
     pub fn unprocessable(detail: impl Into<String>) -> ApiError {
         ApiError::Unprocessable(detail.into())
+    }
+
+    /// A 429 that says what was limited and when to come back.
+    pub fn rate_limited(what: &str, wait: std::time::Duration) -> ApiError {
+        let retry_after_secs = crate::limits::retry_after_secs(wait);
+        ApiError::TooManyRequests { detail: format!("{what}; try again in {retry_after_secs} s"), retry_after_secs }
     }
 
     pub fn into_response(self) -> Response<Body> {
@@ -79,8 +92,14 @@ impl ApiError {
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(ALLOW, HeaderValue::from_static(allow));
             }
-            ApiError::TooManyRequests(_) => {
-                headers.insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            ApiError::TooManyRequests { retry_after_secs, .. } => {
+                headers.insert(hyper::header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            ApiError::RequestTimeout => {
+                headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            ApiError::WebSocketVersion => {
+                headers.insert(hyper::header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
             }
             _ => {}
         }
@@ -96,6 +115,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(what) => ApiError::BadRequest(what.into()),
             StoreError::Forbidden(what) => ApiError::Forbidden(what),
             StoreError::Unavailable => ApiError::Unavailable,
+            StoreError::QuotaExceeded(_) => ApiError::Unprocessable(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

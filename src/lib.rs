@@ -5,12 +5,13 @@
 //! The crate map (see `ARCHITECTURE.md` for the data flow and invariants):
 //! - `config`: flags and environment → validated `Config`;
 //! - `server`: accept loop, connection limit, graceful shutdown;
-//! - `http`: router (pure), handlers, static files;
-//! - `ws`: the upgrade, connection tasks, the pure protocol parser;
+//! - `http`: router (pure), handlers, the WebSocket upgrade, static files;
+//! - `ws`: connection tasks, the frame-budget meter, the pure protocol parser;
 //! - `hub`: sharded fan-out of committed events to connection outboxes;
 //! - `store`: SQLite (read pool + the single writer thread), migrations;
 //! - `attach`: attachment validation and streaming base64 decoding;
-//! - `auth`: Argon2id passwords and HS256 tokens;
+//! - `auth`: Argon2id passwords, HS256 tokens, revocation;
+//! - `limits`: rate limits, caps and the frame budget (pure bookkeeping);
 //! - `model`: the API's objects and their JSON; `metrics`: Prometheus text.
 
 pub mod attach;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod server;

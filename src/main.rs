@@ -78,7 +78,7 @@ async fn add_user(config: &Config, name: String, email: String, password: Option
         }
     };
     let password_hash = password::hash(&password)?;
-    let (_, writer) = store::open(config, Box::new(NullSink)).map_err(|e| e.to_string())?;
+    let (_, writer) = store::open(config, Box::new(NullSink), store::Opener::Tool).map_err(|e| e.to_string())?;
     let user = writer
         .register(NewUser { name: name.trim().to_owned(), email, password_hash, avatar_url: None })
         .await
@@ -93,13 +93,13 @@ async fn add_user(config: &Config, name: String, email: String, password: Option
 }
 
 async fn token(config: &Config, email: &str) -> Result<(), String> {
-    let (reader, writer) = store::open(config, Box::new(NullSink)).map_err(|e| e.to_string())?;
+    let (reader, writer) = store::open(config, Box::new(NullSink), store::Opener::Tool).map_err(|e| e.to_string())?;
     let email = email.trim().to_lowercase();
     let found = reader.run_blocking(|c| reads::user_by_email(c, &email)).map_err(|e| e.to_string());
     writer.shutdown().await;
-    let (user, _) = found?.ok_or_else(|| format!("no user with email {email}"))?;
+    let credentials = found?.ok_or_else(|| format!("no user with email {email}"))?;
     let keys =
         Keys::load(config.jwt_secret.as_deref(), &config.data_dir, config.token_ttl).map_err(|e| e.to_string())?;
-    println!("{}", keys.issue(user.id).map_err(|e| e.to_string())?);
+    println!("{}", keys.issue(credentials.user.id, credentials.token_version).map_err(|e| e.to_string())?);
     Ok(())
 }

@@ -50,7 +50,53 @@ impl Histogram {
 const SECONDS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 const BATCH: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 /// Status codes counted one by one; anything else counts as "other".
-const STATUSES: &[u16] = &[200, 201, 204, 206, 304, 400, 401, 403, 404, 405, 409, 413, 415, 416, 422, 500, 503];
+const STATUSES: &[u16] =
+    &[200, 201, 204, 206, 304, 400, 401, 403, 404, 405, 408, 409, 413, 415, 416, 422, 429, 500, 503];
+
+/// The abuse limits counted in `chatd_limited_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    ConnectionsPerIp,
+    WsPerUser,
+    WsCommands,
+    WsTyping,
+    FrameBudget,
+    Quota,
+    LoginsPerIp,
+    LoginFailures,
+    Registrations,
+    Searches,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 10] = [
+        Limit::ConnectionsPerIp,
+        Limit::WsPerUser,
+        Limit::WsCommands,
+        Limit::WsTyping,
+        Limit::FrameBudget,
+        Limit::Quota,
+        Limit::LoginsPerIp,
+        Limit::LoginFailures,
+        Limit::Registrations,
+        Limit::Searches,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::ConnectionsPerIp => "connections_per_ip",
+            Limit::WsPerUser => "ws_per_user",
+            Limit::WsCommands => "ws_commands",
+            Limit::WsTyping => "ws_typing",
+            Limit::FrameBudget => "frame_budget",
+            Limit::Quota => "quota",
+            Limit::LoginsPerIp => "logins_per_ip",
+            Limit::LoginFailures => "login_failures",
+            Limit::Registrations => "registrations_per_ip",
+            Limit::Searches => "searches",
+        }
+    }
+}
 
 pub struct Metrics {
     pub ws_connections: AtomicI64,
@@ -58,6 +104,12 @@ pub struct Metrics {
     messages_stored: [AtomicU64; 4],
     pub events_delivered: AtomicU64,
     pub slow_consumers_closed: AtomicU64,
+    /// Typing events not queued because the connection was behind.
+    pub typing_dropped: AtomicU64,
+    /// Requests, connections and commands refused by a limit, by limit.
+    limited: [AtomicU64; Limit::ALL.len()],
+    limit_logged_ms: [AtomicU64; Limit::ALL.len()],
+    started: std::time::Instant,
     pub attachment_bytes: AtomicU64,
     pub writer_batch_size: Histogram,
     pub writer_commit_seconds: Histogram,
@@ -67,6 +119,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts one refusal by `limit`; answers whether to log it, which is
+    /// at most once a second per limit (under attack a limit bites thousands
+    /// of times a second, and the log must stay readable).
+    #[must_use = "log the refusal when this is true"]
+    pub fn limited(&self, limit: Limit) -> bool {
+        self.limited[limit as usize].fetch_add(1, Relaxed);
+        let now = self.started.elapsed().as_millis() as u64 + 1000;
+        let last = &self.limit_logged_ms[limit as usize];
+        let previous = last.load(Relaxed);
+        now.saturating_sub(previous) >= 1000 && last.compare_exchange(previous, now, Relaxed, Relaxed).is_ok()
+    }
+
     /// `routes` are the route names HTTP requests are counted under.
     pub fn new(routes: &'static [&'static str]) -> Metrics {
         Metrics {
@@ -75,6 +139,10 @@ impl Metrics {
             messages_stored: Default::default(),
             events_delivered: AtomicU64::new(0),
             slow_consumers_closed: AtomicU64::new(0),
+            typing_dropped: AtomicU64::new(0),
+            limited: Default::default(),
+            limit_logged_ms: Default::default(),
+            started: std::time::Instant::now(),
             attachment_bytes: AtomicU64::new(0),
             writer_batch_size: Histogram::new(BATCH),
             writer_commit_seconds: Histogram::new(SECONDS),
@@ -138,6 +206,24 @@ impl Metrics {
             "Connections closed because their outbox was full.",
             self.slow_consumers_closed.load(Relaxed),
         );
+        counter(
+            &mut out,
+            "chatd_typing_dropped_total",
+            "Typing events dropped because the receiving connection was behind.",
+            self.typing_dropped.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP chatd_limited_total Requests, connections and commands refused by an abuse limit.\n# TYPE chatd_limited_total counter"
+        );
+        for limit in Limit::ALL {
+            let _ = writeln!(
+                out,
+                "chatd_limited_total{{limit=\"{}\"}} {}",
+                limit.as_str(),
+                self.limited[limit as usize].load(Relaxed)
+            );
+        }
         counter(
             &mut out,
             "chatd_attachment_bytes_total",

@@ -197,12 +197,48 @@ impl Room {
 #[derive(Debug)]
 pub enum Event {
     NewMessage(Message),
-    MessageUpdate { message: Message, liked_by: Vec<UserId> },
-    MessageDelete { id: MessageId, room_id: RoomId },
-    MessageLike { id: MessageId, room_id: RoomId, user_id: UserId, like_count: i64 },
-    Typing { room_id: RoomId, user_id: UserId, user_name: String, is_typing: bool },
-    Presence { user_id: UserId, user_name: String, is_online: bool },
-    MessageRead { room_id: RoomId, user_id: UserId, user_name: String },
+    MessageUpdate {
+        message: Message,
+        liked_by: Vec<UserId>,
+    },
+    MessageDelete {
+        id: MessageId,
+        room_id: RoomId,
+    },
+    MessageLike {
+        id: MessageId,
+        room_id: RoomId,
+        user_id: UserId,
+        like_count: i64,
+    },
+    Typing {
+        room_id: RoomId,
+        user_id: UserId,
+        user_name: String,
+        is_typing: bool,
+    },
+    Presence {
+        user_id: UserId,
+        user_name: String,
+        is_online: bool,
+    },
+    MessageRead {
+        room_id: RoomId,
+        user_id: UserId,
+        user_name: String,
+    },
+    /// Tokens of the audience's one user were revoked: the hub closes the
+    /// connections opened with them (1008). Never rendered to a client.
+    TokensRevoked(Revocation),
+}
+
+/// Which of a user's tokens (and so connections) a revocation ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// Those issued at a token version below this one (a password change).
+    Below(u32),
+    /// The one with this id (a logout).
+    Token(Box<str>),
 }
 
 /// An event and the users whose every connection receives it.
@@ -258,6 +294,7 @@ impl Event {
                 "data": {"room_id": room_id, "user_id": user_id, "user_name": user_name}
             })
             .to_string(),
+            Event::TokensRevoked(_) => String::new(),
         }
     }
 }

@@ -6,6 +6,8 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -15,10 +17,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Keys;
+use crate::auth::{Keys, TokenState};
 use crate::config::Config;
 use crate::http::router::ROUTE_NAMES;
-use crate::hub::{HubHandle, HubSink};
+use crate::hub::HubHandle;
+use crate::limits::Limiter;
+use crate::metrics::Limit;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store;
@@ -47,6 +51,9 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     for dir in [&config.data_dir, &config.static_dir] {
         std::fs::create_dir_all(dir).map_err(|source| StartError::Dir { path: dir.display().to_string(), source })?;
     }
+    // The database and the secret are nobody else's business.
+    make_private(&config.data_dir)
+        .map_err(|source| StartError::Dir { path: config.data_dir.display().to_string(), source })?;
     let removed = crate::attach::prepare_dirs(&config.static_dir)
         .map_err(|source| StartError::Dir { path: config.static_dir.display().to_string(), source })?;
     if removed > 0 {
@@ -56,17 +63,25 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         Keys::load(config.jwt_secret.as_deref(), &config.data_dir, config.token_ttl).map_err(StartError::Secret)?;
     let metrics = Arc::new(Metrics::new(ROUTE_NAMES));
     let base_url: Arc<str> = config.base_url.as_str().into();
-    // The hub needs the writer (for presence) and the writer needs the hub
-    // (as its sink): the sink is handed over through a channel-free slot.
-    let slot = Arc::new(std::sync::OnceLock::<HubHandle>::new());
-    let sink = LateSink { slot: slot.clone(), metrics: metrics.clone(), sink: None, early: Vec::new() };
-    let (reader, writer) = store::open(&config, Box::new(sink))?;
-    let hub = HubHandle::start(config.hub_shards, base_url.clone(), writer.clone(), metrics.clone());
-    let _ = slot.set(hub.clone());
+    // The hub starts first; the writer publishes what it commits into it,
+    // and the presence changes the hub sees come back to the writer through
+    // one ordered forwarding task (so a quick reconnect can never store
+    // "offline" after "online"). Neither knows the other.
+    let (hub, mut presence) = HubHandle::start(config.hub_shards, base_url.clone(), metrics.clone());
+    let sink = HubSink { hub: hub.clone(), metrics: metrics.clone() };
+    let (reader, writer) = store::open(&config, Box::new(sink), store::Opener::Server)?;
+    let presence_writer = writer.clone();
+    tokio::spawn(async move {
+        while let Some((user, online)) = presence.recv().await {
+            if presence_writer.presence(user, online).await.is_err() {
+                break;
+            }
+        }
+    });
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hasher = crate::auth::password::HashPool::start(cores, 64).map_err(StartError::Hasher)?;
-    let max_user_id =
-        reader.run_blocking(|c| Ok(c.query_row("SELECT COALESCE(MAX(id), 0) FROM users", [], |r| r.get(0))?))?;
+    let revoked = reader.run_blocking(|c| store::reads::revoked_tokens(c, crate::auth::jwt::unix_now()))?;
+    let limiter = Limiter::new(&config.limits);
     let (shutdown_tx, shutting_down) = watch::channel(false);
     let state = Arc::new(AppState {
         config,
@@ -80,36 +95,24 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         shutting_down,
         base_url,
         hasher,
-        max_user_id: std::sync::atomic::AtomicI64::new(max_user_id),
+        tokens: TokenState::new(revoked),
+        limiter,
     });
     Ok(Server { state, shutdown_tx })
 }
 
-/// The writer's sink. The writer starts before the hub (the hub needs the
-/// writer for presence), so the hub arrives through a slot; events committed
-/// before it is there (none in practice) are kept and handed over.
-struct LateSink {
-    slot: Arc<std::sync::OnceLock<HubHandle>>,
+/// The writer's sink: committed events go to the hub, batch figures to metrics.
+struct HubSink {
+    hub: HubHandle,
     metrics: Arc<Metrics>,
-    sink: Option<HubSink>,
-    early: Vec<crate::model::Envelope>,
 }
 
-impl store::EventSink for LateSink {
+impl store::EventSink for HubSink {
     fn publish(&mut self, envelope: crate::model::Envelope) {
-        if self.sink.is_none()
-            && let Some(hub) = self.slot.get()
-        {
-            let mut sink = HubSink { hub: hub.clone(), metrics: self.metrics.clone() };
-            for early in self.early.drain(..) {
-                sink.publish(early);
-            }
-            self.sink = Some(sink);
+        if let crate::model::Event::NewMessage(m) = envelope.event.as_ref() {
+            self.metrics.message_stored(m.message_type);
         }
-        match &mut self.sink {
-            Some(sink) => sink.publish(envelope),
-            None => self.early.push(envelope),
-        }
+        self.hub.publish(envelope);
     }
 
     fn batch_committed(&mut self, commands: usize, commit_seconds: f64) {
@@ -122,15 +125,19 @@ impl Server {
     /// Accepts on `listener` until `shutdown` resolves, then drains and returns.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let state = self.state.clone();
-        let limit = Arc::new(Semaphore::new(state.config.max_connections));
+        let max_connections = connection_limit(state.config.max_connections);
+        let limit = Arc::new(Semaphore::new(max_connections));
         // hyper-util's GracefulShutdown does not take upgradeable connections,
         // so each connection task watches the shutdown flag itself.
         let http_tasks = TaskTracker::new();
         tokio::pin!(shutdown);
         let mut accept_errors = 0u64;
         let mut last_accept_warning = None;
-        warn_if_fd_limit_low(state.config.max_connections);
+        let mut full = Throttled::new("the connection limit is reached; new connections wait");
         loop {
+            if limit.available_permits() == 0 {
+                full.note(|| tracing::warn!(max_connections, "the connection limit is reached; new connections wait"));
+            }
             let permit = tokio::select! {
                 _ = &mut shutdown => break,
                 permit = limit.clone().acquire_owned() => match permit {
@@ -138,7 +145,7 @@ impl Server {
                     Err(_) => break,
                 },
             };
-            let (stream, _peer) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
@@ -156,28 +163,72 @@ impl Server {
                     }
                 },
             };
+            let ip = crate::config::canonical(peer.ip());
+            // A trusted proxy carries many clients: it is not capped per address.
+            let per_ip = if state.config.limits.is_trusted_proxy(ip) {
+                None
+            } else {
+                match state.limiter.connections_per_ip.acquire(ip) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        if state.metrics.limited(Limit::ConnectionsPerIp) {
+                            tracing::warn!(%ip, "connection refused: too many from one address");
+                        }
+                        refuse_connection(stream);
+                        continue;
+                    }
+                }
+            };
             let _ = stream.set_nodelay(true);
-            let state = state.clone();
-            let service = service_fn(move |req| crate::http::serve(state.clone(), req));
+            let limits = &state.config.limits;
+            let clock = Arc::new(ConnClock::new());
+            let io = Watched { inner: stream, clock: clock.clone() };
+            let conn_state = state.clone();
+            let request_clock = clock.clone();
+            let service = service_fn(move |req| {
+                let state = conn_state.clone();
+                let request = InFlight::start(&request_clock);
+                async move {
+                    let response = crate::http::serve(state, ip, req).await;
+                    drop(request);
+                    response
+                }
+            });
             let conn = http1::Builder::new()
                 .keep_alive(true)
                 .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             let mut stopping = self.shutdown_tx.subscribe();
+            let (header_timeout, keepalive) = (limits.header_timeout, limits.keepalive_timeout);
             http_tasks.spawn(async move {
                 tokio::pin!(conn);
+                let expired = async {
+                    let mut tick = tokio::time::interval(Duration::from_millis(250));
+                    loop {
+                        tick.tick().await;
+                        if let Some(why) = clock.expired(header_timeout, keepalive) {
+                            return why;
+                        }
+                    }
+                };
                 let result = tokio::select! {
                     result = conn.as_mut() => result,
                     _ = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
                         conn.as_mut().graceful_shutdown();
                         conn.await
                     }
+                    why = expired => {
+                        // Nothing is in flight: dropping the connection closes it.
+                        tracing::debug!(%ip, why, "connection closed");
+                        Ok(())
+                    }
                 };
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "http connection ended with an error");
                 }
                 drop(permit);
+                drop(per_ip);
             });
         }
         drop(listener);
@@ -200,24 +251,94 @@ impl Server {
     }
 }
 
-/// Each connection costs a file descriptor: warn when the process may open
-/// fewer than the configured connection limit (Linux only; silent elsewhere).
-fn warn_if_fd_limit_low(max_connections: usize) {
-    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else { return };
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse::<usize>().ok());
-    if let Some(soft) = soft
-        && soft < max_connections
-    {
+/// File descriptors kept free of connections: the database (writer, read
+/// pool and checkpointer, each with its WAL and shared-memory files), files
+/// being stored or served, and the listener.
+pub const FD_HEADROOM: u64 = 256;
+
+/// The number of connections served at once: the configured limit, lowered
+/// to what the open-file limit allows with `FD_HEADROOM` to spare, so that
+/// `accept` never fails for want of a descriptor. The soft limit is raised to
+/// the hard limit first.
+fn connection_limit(configured: usize) -> usize {
+    let Some(files) = raise_open_file_limit() else { return configured };
+    let headroom = FD_HEADROOM.min(files / 4);
+    let allowed = usize::try_from(files.saturating_sub(headroom)).unwrap_or(usize::MAX).max(1);
+    if allowed < configured {
         tracing::warn!(
-            open_files = soft,
-            max_connections,
-            "the open-file limit is below the connection limit; raise it (ulimit -n) to serve more clients"
+            open_files = files,
+            max_connections = allowed,
+            configured,
+            "the open-file limit caps the connections; raise it (LimitNOFILE, ulimit -n) to serve more"
         );
     }
+    configured.min(allowed)
+}
+
+/// Raises the soft open-file limit to the hard one; answers the limit now in
+/// force (`None` when unlimited or unknown).
+#[cfg(unix)]
+pub fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+#[cfg(not(unix))]
+pub fn raise_open_file_limit() -> Option<u64> {
+    None
+}
+
+/// Answers a connection over its address's cap with a 429 and closes it,
+/// without reading it: the write is best effort (the socket buffer takes it).
+fn refuse_connection(stream: tokio::net::TcpStream) {
+    const BODY: &str = r#"{"detail":"Too many connections from this address"}"#;
+    let answer = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 10\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
+}
+
+/// A log line that may repeat at most once a second (a limit that bites
+/// under attack bites thousands of times).
+struct Throttled {
+    last: Option<std::time::Instant>,
+    what: &'static str,
+}
+
+impl Throttled {
+    fn new(what: &'static str) -> Throttled {
+        Throttled { last: None, what }
+    }
+
+    fn note(&mut self, log: impl FnOnce()) {
+        if self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            log();
+            self.last = Some(std::time::Instant::now());
+        } else {
+            tracing::trace!(what = self.what, "limit hit again");
+        }
+    }
+}
+
+/// The data directory: owner only.
+#[cfg(unix)]
+fn make_private(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(not(unix))]
+fn make_private(_dir: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -239,5 +360,200 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// What a connection's timeouts look at, shared by its socket (`Watched`)
+/// and its requests (`InFlight`). Times are milliseconds since `started`.
+struct ConnClock {
+    started: std::time::Instant,
+    in_flight: AtomicUsize,
+    /// When the first byte of the request head being read arrived (`NONE`
+    /// between requests).
+    head_since_ms: AtomicU64,
+    /// The last time bytes moved either way, or a request ended.
+    active_ms: AtomicU64,
+    served: AtomicU64,
+}
+
+const NONE: u64 = u64::MAX;
+
+impl ConnClock {
+    fn new() -> ConnClock {
+        ConnClock {
+            started: std::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            head_since_ms: AtomicU64::new(NONE),
+            active_ms: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn read(&self) {
+        self.read_at(self.now_ms());
+    }
+
+    fn read_at(&self, now: u64) {
+        self.active_ms.store(now, Relaxed);
+        if self.in_flight.load(Relaxed) == 0 && self.head_since_ms.load(Relaxed) == NONE {
+            self.head_since_ms.store(now, Relaxed);
+        }
+    }
+
+    fn wrote(&self) {
+        self.active_ms.store(self.now_ms(), Relaxed);
+    }
+
+    /// Why the connection should close now, if it should: a head that takes
+    /// longer than the header timeout (a new connection's first head counts
+    /// from the connect, so a silent connection is one), or no traffic and
+    /// no request for the keep-alive timeout. Requests in flight have their
+    /// own (body) timeout.
+    fn expired(&self, header_timeout: Duration, keepalive: Duration) -> Option<&'static str> {
+        self.expired_at(self.now_ms(), header_timeout, keepalive)
+    }
+
+    fn expired_at(&self, now: u64, header_timeout: Duration, keepalive: Duration) -> Option<&'static str> {
+        if self.in_flight.load(Relaxed) > 0 {
+            return None;
+        }
+        let head_since = match self.head_since_ms.load(Relaxed) {
+            NONE if self.served.load(Relaxed) == 0 => Some(0),
+            NONE => None,
+            since => Some(since),
+        };
+        match head_since {
+            Some(since) if now.saturating_sub(since) >= header_timeout.as_millis() as u64 => Some("header timeout"),
+            Some(_) => None,
+            None if now.saturating_sub(self.active_ms.load(Relaxed)) >= keepalive.as_millis() as u64 => {
+                Some("idle keep-alive timeout")
+            }
+            None => None,
+        }
+    }
+}
+
+/// Counts a request in flight on its connection while it lives.
+struct InFlight(Arc<ConnClock>);
+
+impl InFlight {
+    fn start(clock: &Arc<ConnClock>) -> InFlight {
+        clock.in_flight.fetch_add(1, Relaxed);
+        clock.head_since_ms.store(NONE, Relaxed);
+        clock.served.fetch_add(1, Relaxed);
+        InFlight(clock.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.active_ms.store(self.0.now_ms(), Relaxed);
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A TCP stream that tells its `ConnClock` when bytes move.
+struct Watched {
+    inner: tokio::net::TcpStream,
+    clock: Arc<ConnClock>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.clock.read();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
+            self.clock.wrote();
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let std::task::Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
+            self.clock.wrote();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_tells_header_and_keepalive_timeouts_apart() {
+        let (header, keepalive) = (Duration::from_millis(100), Duration::from_millis(300));
+        let check = |clock: &ConnClock, at: u64| clock.expired_at(at, header, keepalive);
+        let fresh = ConnClock::new();
+        assert_eq!(check(&fresh, 50), None);
+        assert_eq!(check(&fresh, 100), Some("header timeout"), "a silent new connection");
+
+        let served = Arc::new(ConnClock::new());
+        drop(InFlight::start(&served));
+        served.active_ms.store(0, Relaxed);
+        assert_eq!(check(&served, 200), None, "idle between requests: keep-alive rules");
+        served.read_at(200);
+        assert_eq!(check(&served, 250), None);
+        assert_eq!(check(&served, 300), Some("header timeout"), "a slow second head");
+
+        let idle = Arc::new(ConnClock::new());
+        drop(InFlight::start(&idle));
+        idle.active_ms.store(0, Relaxed);
+        assert_eq!(check(&idle, 299), None);
+        assert_eq!(check(&idle, 300), Some("idle keep-alive timeout"));
+
+        let busy = Arc::new(ConnClock::new());
+        let request = InFlight::start(&busy);
+        assert_eq!(check(&busy, 10_000), None, "a request in flight has its own timeouts");
+        drop(request);
     }
 }

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Keys;
 use crate::auth::password::HashPool;
+use crate::auth::{Keys, TokenState};
 use crate::config::Config;
 use crate::hub::HubHandle;
+use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::store::{Reader, WriterHandle};
 
@@ -30,9 +31,10 @@ pub struct AppState {
     pub shutting_down: watch::Receiver<bool>,
     /// Argon2id runs here, never on the shared blocking pool.
     pub hasher: HashPool,
-    /// The largest user id known to exist. Users are never deleted and ids
-    /// only grow, so a token whose `sub` is at most this needs no lookup.
-    pub max_user_id: std::sync::atomic::AtomicI64,
+    /// Current token versions and revoked token ids.
+    pub tokens: TokenState,
+    /// Rate limits, caps and the frame budget.
+    pub limiter: Limiter,
     /// The base URL as a shared string for renderers.
     pub base_url: Arc<str>,
 }

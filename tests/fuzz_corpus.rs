@@ -75,7 +75,7 @@ fn route_corpus_keeps_its_invariants() {
     let mut unmatched = 0;
     for (path, bytes) in corpus("route") {
         eprintln!("{}", path.display());
-        if chatd::ws::fuzz::route(&bytes) {
+        if chatd::http::fuzz::route(&bytes) {
             matched += 1;
         } else {
             unmatched += 1;

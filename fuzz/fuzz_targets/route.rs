@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    chatd::ws::fuzz::route(data);
+    chatd::http::fuzz::route(data);
 });

@@ -1,5 +1,8 @@
-//! HS256 tokens: `sub` (user id as a string), `iat`, `exp`. The algorithm is
-//! pinned, `exp` is required and `nbf` checked when present.
+//! HS256 tokens: `sub` (user id as a string), `iat`, `exp`, and chatd's own
+//! `ver` (the user's token version: a password change bumps it) and `jti`
+//! (a random id, so that one token can be revoked). The algorithm is pinned,
+//! `exp` is required, `nbf` checked when present, and a token with a `crit`
+//! header is refused (chatd understands no critical extension).
 
 use std::path::Path;
 use std::time::Duration;
@@ -27,6 +30,8 @@ pub enum AuthError {
     Malformed,
     #[error("User not found")]
     UnknownUser,
+    #[error("Token has been revoked")]
+    Revoked,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,6 +39,21 @@ struct Claims {
     sub: String,
     iat: u64,
     exp: u64,
+    /// Tokens signed elsewhere (an outer login system) carry no version: 0.
+    #[serde(default)]
+    ver: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+}
+
+/// What a valid token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub user: UserId,
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+    pub version: u32,
+    pub id: Option<String>,
 }
 
 /// The signing and verifying keys, built once at start.
@@ -79,15 +99,29 @@ impl Keys {
         self.ttl
     }
 
-    /// A token for `user`, valid for the configured lifetime.
-    pub fn issue(&self, user: UserId) -> Result<String, AuthError> {
+    /// A token for `user` at token version `version`, valid for the
+    /// configured lifetime.
+    pub fn issue(&self, user: UserId, version: u32) -> Result<String, AuthError> {
         let iat = unix_now();
-        let claims = Claims { sub: user.to_string(), iat, exp: iat + self.ttl.as_secs() };
+        let mut raw = [0u8; 16];
+        getrandom::fill(&mut raw).map_err(|_| AuthError::Malformed)?;
+        let claims = Claims {
+            sub: user.to_string(),
+            iat,
+            exp: iat.saturating_add(self.ttl.as_secs()),
+            ver: version,
+            jti: Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)),
+        };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|_| AuthError::Malformed)
     }
 
-    /// The user id and expiry (Unix seconds) of a valid token.
-    pub fn verify(&self, token: &str) -> Result<(UserId, u64), AuthError> {
+    /// What a valid token says; whether its version is current and whether
+    /// it was revoked is for the caller (`auth::TokenState`) to check.
+    pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
+        let header = header_of(token).ok_or(AuthError::Malformed)?;
+        if header.crit.is_some() {
+            return Err(AuthError::Malformed);
+        }
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
                 ErrorKind::InvalidSignature => AuthError::BadSignature,
@@ -96,21 +130,25 @@ impl Keys {
                 }
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                _ => algorithm_of(token).map_or(AuthError::Malformed, |alg| {
-                    if alg == "HS256" { AuthError::Malformed } else { AuthError::BadAlgorithm }
-                }),
+                _ if header.alg.as_deref() != Some("HS256") => AuthError::BadAlgorithm,
+                _ => AuthError::Malformed,
             })?;
         let user = data.claims.sub.parse::<UserId>().map_err(|_| AuthError::Malformed)?;
-        Ok((user, data.claims.exp))
+        Ok(Verified { user, exp: data.claims.exp, version: data.claims.ver, id: data.claims.jti })
     }
 }
 
-/// The `alg` of a token's header, read without trusting it.
-fn algorithm_of(token: &str) -> Option<String> {
+/// The parts of a token's header chatd looks at before trusting it.
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: Option<String>,
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+fn header_of(token: &str) -> Option<RawHeader> {
     let header = token.split('.').next()?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')).ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    value.get("alg")?.as_str().map(str::to_owned)
+    serde_json::from_slice(&bytes).ok()
 }
 
 pub fn unix_now() -> u64 {
@@ -142,6 +180,7 @@ impl AuthError {
             AuthError::NotYetValid => "Token is not valid yet",
             AuthError::Malformed => "Invalid token",
             AuthError::UnknownUser => "User not found",
+            AuthError::Revoked => "Token has been revoked",
         }
     }
 }
@@ -161,8 +200,11 @@ mod tests {
     #[test]
     fn issued_tokens_verify() {
         let k = keys();
-        let token = k.issue(42).unwrap();
-        assert_eq!(k.verify(&token).unwrap().0, 42);
+        let token = k.issue(42, 3).unwrap();
+        let verified = k.verify(&token).unwrap();
+        assert_eq!((verified.user, verified.version), (42, 3));
+        assert_eq!(verified.id.as_deref().map(str::len), Some(22), "16 random bytes, base64url");
+        assert_ne!(k.verify(&k.issue(42, 3).unwrap()).unwrap().id, verified.id, "each token its own id");
     }
 
     #[test]
@@ -186,6 +228,20 @@ mod tests {
         let none = format!("{}.{}.", engine.encode(br#"{"alg":"none","typ":"JWT"}"#), engine.encode(good.to_string()));
         assert_eq!(k.verify(&none), Err(AuthError::BadAlgorithm));
         assert_eq!(k.verify("garbage"), Err(AuthError::Malformed));
+        // A critical extension chatd does not understand makes the token invalid.
+        let mut crit = Header::new(Algorithm::HS256);
+        crit.crit = Some(vec!["exp".into()]);
+        let with_crit = jsonwebtoken::encode(&crit, &good, &EncodingKey::from_secret(secret)).unwrap();
+        assert_eq!(k.verify(&with_crit), Err(AuthError::Malformed));
+        // Tokens from an outer login system (no ver, no jti) are version 0.
+        assert_eq!(k.verify(&sign(&good, Algorithm::HS256, secret)).unwrap().version, 0);
+    }
+
+    #[test]
+    fn the_longest_lifetime_does_not_wrap() {
+        let k = Keys::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(crate::config::MAX_TOKEN_TTL_SECS));
+        let token = k.issue(1, 0).unwrap();
+        assert!(k.verify(&token).unwrap().exp > unix_now());
     }
 
     #[test]
@@ -193,8 +249,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = Keys::load(None, dir.path(), Duration::from_secs(60)).unwrap();
         let b = Keys::load(None, dir.path(), Duration::from_secs(60)).unwrap();
-        let token = a.issue(7).unwrap();
-        assert_eq!(b.verify(&token).unwrap().0, 7);
+        let token = a.issue(7, 0).unwrap();
+        assert_eq!(b.verify(&token).unwrap().user, 7);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -3,5 +3,7 @@
 
 pub mod jwt;
 pub mod password;
+pub mod tokens;
 
-pub use jwt::{AuthError, Keys};
+pub use jwt::{AuthError, Keys, Verified};
+pub use tokens::TokenState;

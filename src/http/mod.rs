@@ -3,12 +3,16 @@
 //! ApiError>`; `ApiError::into_response` is the only error-to-bytes path.
 
 pub mod body;
+#[doc(hidden)]
+pub mod fuzz;
 mod handlers;
 pub use handlers::auth::normalize_email;
 pub mod router;
 pub mod static_files;
+pub mod upgrade;
 pub(crate) mod util;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,9 +25,17 @@ use router::{Endpoint, Route};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Answers one request. Never fails: errors become their response here.
-pub async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+/// Answers one request from `peer`. Never fails: errors become their
+/// response here.
+pub async fn serve(
+    state: Arc<AppState>,
+    peer: IpAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
+    let forwarded = req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+    let client = crate::limits::client_ip(peer, forwarded, &state.config.limits);
+    req.extensions_mut().insert(util::ClientIp(client));
     let route = router::route(req.method(), req.uri().path());
     let (metric, result) = match route {
         Route::Found(endpoint) => (endpoint.index(), dispatch(&state, endpoint, req).await),
@@ -51,6 +63,8 @@ async fn dispatch(
         Endpoint::Register => auth::register(state, req).await,
         Endpoint::Login => auth::login(state, req).await,
         Endpoint::Me => auth::me(state, req).await,
+        Endpoint::ChangePassword => auth::change_password(state, req).await,
+        Endpoint::Logout => auth::logout(state, req).await,
         Endpoint::SearchUsers => misc::search_users(state, req).await,
         Endpoint::OnlineUsers => misc::online_users(state, req).await,
         Endpoint::UnreadCount => rooms::unread_count(state, req).await,
@@ -63,6 +77,6 @@ async fn dispatch(
         Endpoint::DeleteMessage(id) => messages::delete(state, req, id).await,
         Endpoint::Like(id) => messages::like(state, req, id, true).await,
         Endpoint::Unlike(id) => messages::like(state, req, id, false).await,
-        Endpoint::WebSocket => crate::ws::upgrade::upgrade(state, req).await,
+        Endpoint::WebSocket => upgrade::upgrade(state, req).await,
     }
 }

@@ -28,6 +28,8 @@ pub enum Endpoint {
     UnreadCount,
     OnlineUsers,
     WebSocket,
+    ChangePassword,
+    Logout,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +65,8 @@ pub const ROUTE_NAMES: &[&str] = &[
     "unread_count",
     "online_users",
     "websocket",
+    "change_password",
+    "logout",
     "not_found",
 ];
 
@@ -89,12 +93,14 @@ impl Endpoint {
             Endpoint::UnreadCount => 17,
             Endpoint::OnlineUsers => 18,
             Endpoint::WebSocket => 19,
+            Endpoint::ChangePassword => 20,
+            Endpoint::Logout => 21,
         }
     }
 }
 
 /// Index of "not_found" in `ROUTE_NAMES`, for everything that matched nothing.
-pub const UNMATCHED: usize = 20;
+pub const UNMATCHED: usize = ROUTE_NAMES.len() - 1;
 
 fn id(segment: &str, name: &'static str) -> Result<i64, Route> {
     match segment.parse::<i64>() {
@@ -148,6 +154,8 @@ pub fn route(method: &Method, path: &str) -> Route {
         ["api", "auth", "register"] => post(Endpoint::Register),
         ["api", "auth", "login"] => post(Endpoint::Login),
         ["api", "auth", "me"] => get(Endpoint::Me),
+        ["api", "auth", "password"] => post(Endpoint::ChangePassword),
+        ["api", "auth", "logout"] => post(Endpoint::Logout),
         ["api", "chat", tail @ ..] => match tail {
             ["search-users"] => get(Endpoint::SearchUsers),
             ["rooms"] => {
@@ -228,6 +236,8 @@ mod tests {
         check(Method::POST, "/api/auth/register", found(Register));
         check(Method::POST, "/api/auth/login", found(Login));
         check(Method::GET, "/api/auth/me", found(Me));
+        check(Method::POST, "/api/auth/password", found(ChangePassword));
+        check(Method::POST, "/api/auth/logout", found(Logout));
         check(Method::GET, "/api/chat/search-users", found(SearchUsers));
         check(Method::GET, "/api/chat/rooms", found(ListRooms));
         check(Method::POST, "/api/chat/rooms/", found(CreateRoom));
@@ -242,6 +252,41 @@ mod tests {
         check(Method::GET, "/api/chat/online-users", found(OnlineUsers));
         check(Method::GET, "/api/chat/ws", found(WebSocket));
         check(Method::GET, "/static/a/b/c/d/e/f/g.png", found(Static));
+    }
+
+    #[test]
+    fn every_endpoint_has_its_own_metric_name() {
+        use Endpoint::*;
+        let all = [
+            Index,
+            Static,
+            Healthz,
+            Metrics,
+            Register,
+            Login,
+            Me,
+            SearchUsers,
+            ListRooms,
+            CreateRoom,
+            GetRoom(1),
+            Messages(1),
+            MarkRead(1),
+            EditMessage(1),
+            DeleteMessage(1),
+            Like(1),
+            Unlike(1),
+            UnreadCount,
+            OnlineUsers,
+            WebSocket,
+            ChangePassword,
+            Logout,
+        ];
+        let mut seen: Vec<usize> = all.iter().map(|e| e.index()).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..UNMATCHED).collect::<Vec<_>>(), "indexes are 0..UNMATCHED, each once");
+        assert_eq!(ROUTE_NAMES[UNMATCHED], "not_found");
+        assert_eq!(ROUTE_NAMES[Logout.index()], "logout");
+        assert_eq!(ROUTE_NAMES[ChangePassword.index()], "change_password");
     }
 
     #[test]

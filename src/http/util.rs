@@ -1,7 +1,6 @@
 //! Small request and response helpers shared by the handlers.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -10,7 +9,7 @@ use hyper::{Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::body::{self, Body};
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Verified};
 use crate::error::ApiError;
 use crate::model::UserId;
 use crate::state::AppState;
@@ -25,8 +24,16 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Result<Respons
     Ok(response)
 }
 
-/// The request body, at most `limit` bytes (413 beyond).
-pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<(HeaderMap, Bytes), ApiError> {
+/// The request body, at most `limit` bytes (413 beyond), within the body
+/// timeout (408 after it).
+pub async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<(HeaderMap, Bytes), ApiError> {
+    let limit = state.config.max_body_bytes;
+    tokio::time::timeout(state.config.limits.body_timeout, read_limited(req, limit))
+        .await
+        .map_err(|_| ApiError::RequestTimeout)?
+}
+
+async fn read_limited(req: Request<Incoming>, limit: usize) -> Result<(HeaderMap, Bytes), ApiError> {
     let (parts, incoming) = req.into_parts();
     if let Some(length) =
         parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
@@ -91,22 +98,37 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
 }
 
-/// The one way a request becomes a user: a valid token of an existing user.
-/// Returns the user id and the token's expiry (Unix seconds).
-pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<(UserId, u64), ApiError> {
+/// The one way a request becomes a user: a valid token of an existing user,
+/// issued at the user's current token version and not logged out.
+pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<Verified, ApiError> {
     let token = token.ok_or(ApiError::Unauthenticated(AuthError::Missing.as_str()))?;
-    let (user, exp) = state.keys.verify(token).map_err(|e| ApiError::Unauthenticated(e.as_str()))?;
-    if user <= 0 || user > state.max_user_id.load(Ordering::Relaxed) {
-        // Possibly a user added since start by `chatd user add`: look once.
-        let exists = state.reader.run(move |c| reads::user_by_id(c, user)).await?.is_some();
-        if !exists {
-            return Err(ApiError::Unauthenticated(AuthError::UnknownUser.as_str()));
+    let verified = state.keys.verify(token).map_err(|e| ApiError::Unauthenticated(e.as_str()))?;
+    let user = verified.user;
+    let current = match state.tokens.version(user) {
+        Some(version) => version,
+        None => {
+            // First sight of this user since start: one lookup, then memory.
+            let version = state.reader.run(move |c| reads::token_version(c, user)).await?;
+            let version = version.ok_or(ApiError::Unauthenticated(AuthError::UnknownUser.as_str()))?;
+            state.tokens.set_version(user, version);
+            state.tokens.version(user).unwrap_or(version)
         }
-        state.max_user_id.fetch_max(user, Ordering::Relaxed);
+    };
+    if verified.version != current || verified.id.as_deref().is_some_and(|id| state.tokens.is_revoked(id)) {
+        return Err(ApiError::Unauthenticated(AuthError::Revoked.as_str()));
     }
-    Ok((user, exp))
+    Ok(verified)
 }
 
 pub async fn user_of(state: &AppState, req: &Request<Incoming>) -> Result<UserId, ApiError> {
-    Ok(authenticate(state, bearer(req.headers())).await?.0)
+    Ok(authenticate(state, bearer(req.headers())).await?.user)
+}
+
+/// The client's address, as `http::serve` settled it (peer, or the
+/// forwarded address when the peer is a trusted proxy).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub std::net::IpAddr);
+
+pub fn client_ip(req: &Request<Incoming>) -> std::net::IpAddr {
+    req.extensions().get::<ClientIp>().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0)
 }

@@ -14,7 +14,6 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::metrics::Metrics;
 use crate::model::{Envelope, UserId};
-use crate::store::{EventSink, WriterHandle};
 
 pub type ConnId = u64;
 
@@ -25,6 +24,8 @@ pub enum CloseReason {
     SlowConsumer,
     /// The server is shutting down: close with 1001 (going away).
     Shutdown,
+    /// The connection's token was revoked: close with 1008 (policy).
+    Revoked,
 }
 
 /// What the hub keeps of one connection.
@@ -32,19 +33,15 @@ pub struct ConnectionEntry {
     pub id: ConnId,
     pub outbox: mpsc::Sender<Utf8Bytes>,
     pub kill: oneshot::Sender<CloseReason>,
+    /// The token the connection was opened with, for revocation.
+    pub token_version: u32,
+    pub token_id: Option<Box<str>>,
 }
 
 enum ShardCommand {
-    Register {
-        user: UserId,
-        entry: ConnectionEntry,
-    },
-    Unregister {
-        user: UserId,
-        conn: ConnId,
-    },
+    Register { user: UserId, entry: ConnectionEntry },
+    Unregister { user: UserId, conn: ConnId },
     Deliver(Envelope),
-    /// Frames straight to the connections of one user (no database involved).
     Shutdown,
 }
 
@@ -57,19 +54,16 @@ pub struct HubHandle {
 
 impl HubHandle {
     /// Starts `shards` shard tasks on the current runtime. Presence changes
-    /// (a user's first connection opened, last one closed) go to `writer`.
-    pub fn start(shards: usize, base_url: Arc<str>, writer: WriterHandle, metrics: Arc<Metrics>) -> HubHandle {
+    /// (a user's first connection opened, last one closed) come out of the
+    /// returned receiver, in order, for the caller to store: the hub itself
+    /// never touches the database.
+    pub fn start(
+        shards: usize,
+        base_url: Arc<str>,
+        metrics: Arc<Metrics>,
+    ) -> (HubHandle, mpsc::UnboundedReceiver<(UserId, bool)>) {
         let shards = shards.max(1).next_power_of_two();
-        // Presence is forwarded in order by one task per hub, so that a quick
-        // reconnect can never store "offline" after "online".
-        let (presence_tx, mut presence_rx) = mpsc::unbounded_channel::<(UserId, bool)>();
-        tokio::spawn(async move {
-            while let Some((user, online)) = presence_rx.recv().await {
-                if writer.presence(user, online).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let (presence_tx, presence_rx) = mpsc::unbounded_channel::<(UserId, bool)>();
         let senders: Vec<_> = (0..shards)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -77,7 +71,7 @@ impl HubHandle {
                 tx
             })
             .collect();
-        HubHandle { shards: senders.into(), next_conn: Arc::new(AtomicU64::new(1)) }
+        (HubHandle { shards: senders.into(), next_conn: Arc::new(AtomicU64::new(1)) }, presence_rx)
     }
 
     pub fn shard_for_user(&self, user: UserId) -> usize {
@@ -124,25 +118,5 @@ impl HubHandle {
         for shard in self.shards.iter() {
             let _ = shard.send(ShardCommand::Shutdown);
         }
-    }
-}
-
-/// The writer's sink: committed events go to the hub, batch figures to metrics.
-pub struct HubSink {
-    pub hub: HubHandle,
-    pub metrics: Arc<Metrics>,
-}
-
-impl EventSink for HubSink {
-    fn publish(&mut self, envelope: Envelope) {
-        if let crate::model::Event::NewMessage(m) = envelope.event.as_ref() {
-            self.metrics.message_stored(m.message_type);
-        }
-        self.hub.publish(envelope);
-    }
-
-    fn batch_committed(&mut self, commands: usize, commit_seconds: f64) {
-        self.metrics.writer_batch_size.observe(commands as f64);
-        self.metrics.writer_commit_seconds.observe(commit_seconds);
     }
 }

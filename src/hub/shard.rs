@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::{CloseReason, ConnectionEntry, ShardCommand};
 use crate::metrics::Metrics;
-use crate::model::{Envelope, UserId};
+use crate::model::{Envelope, Event, Revocation, UserId};
 
 pub(super) async fn run(
     mut rx: mpsc::UnboundedReceiver<ShardCommand>,
@@ -70,6 +70,16 @@ fn deliver(
     metrics: &Metrics,
 ) {
     let event = envelope.event.as_ref();
+    if let Event::TokensRevoked(which) = event {
+        for user in envelope.audience.iter() {
+            revoke(users, *user, which, presence, metrics);
+        }
+        return;
+    }
+    // Typing is a hint that is stale in seconds: a connection that is behind
+    // skips it, and it never counts against anyone as a slow consumer (a
+    // typing flood must not get its victims disconnected).
+    let hint = matches!(event, Event::Typing { .. });
     let mut shared: Option<Utf8Bytes> = None;
     for user in envelope.audience.iter() {
         let Some(conns) = users.get_mut(user) else { continue };
@@ -80,6 +90,12 @@ fn deliver(
         };
         let mut i = 0;
         while i < conns.len() {
+            let outbox = &conns[i].outbox;
+            if hint && outbox.capacity() < outbox.max_capacity() / 2 {
+                metrics.typing_dropped.fetch_add(1, Relaxed);
+                i += 1;
+                continue;
+            }
             match conns[i].outbox.try_send(frame.clone()) {
                 Ok(()) => {
                     metrics.events_delivered.fetch_add(1, Relaxed);
@@ -101,5 +117,34 @@ fn deliver(
             users.remove(user);
             went_offline(*user, presence, metrics);
         }
+    }
+}
+
+/// Closes the user's connections opened with a revoked token (1008).
+fn revoke(
+    users: &mut HashMap<UserId, Vec<ConnectionEntry>>,
+    user: UserId,
+    which: &Revocation,
+    presence: &mpsc::UnboundedSender<(UserId, bool)>,
+    metrics: &Metrics,
+) {
+    let Some(conns) = users.get_mut(&user) else { return };
+    let revoked = |c: &ConnectionEntry| match which {
+        Revocation::Below(version) => c.token_version < *version,
+        Revocation::Token(id) => c.token_id.as_deref() == Some(&**id),
+    };
+    let mut i = 0;
+    while i < conns.len() {
+        if revoked(&conns[i]) {
+            let conn = conns.swap_remove(i);
+            let _ = conn.kill.send(CloseReason::Revoked);
+            metrics.ws_connections.fetch_sub(1, Relaxed);
+        } else {
+            i += 1;
+        }
+    }
+    if conns.is_empty() {
+        users.remove(&user);
+        went_offline(user, presence, metrics);
     }
 }

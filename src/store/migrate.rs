@@ -6,7 +6,8 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// `(version, sql)`: version N is `sql/00N_*.sql`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../sql/001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../../sql/001_init.sql")), (2, include_str!("../../sql/002_limits.sql"))];
 
 /// The schema version this binary expects.
 pub fn latest() -> i64 {

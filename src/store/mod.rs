@@ -25,6 +25,8 @@ pub enum StoreError {
     Invalid(&'static str),
     #[error("{0}")]
     Forbidden(&'static str),
+    #[error("Storage quota exceeded: each user may keep {:.1}MB of attachments", *.0 as f64 / (1024.0 * 1024.0))]
+    QuotaExceeded(u64),
     #[error("the writer has stopped")]
     Unavailable,
     #[error("commit failed: {0}")]
@@ -42,6 +44,28 @@ pub type ReadPool = Pool<SqliteConnectionManager>;
 /// The database file inside the data directory.
 pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("chatd.sqlite3")
+}
+
+/// Creates the database file readable by its owner only (SQLite gives the
+/// `-wal` and `-shm` files the same mode), and narrows an existing one.
+#[cfg(unix)]
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |e: std::io::Error| StoreError::CommitFailed(format!("cannot prepare {}: {e}", path.display()));
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn create_private(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
 }
 
 /// Pragmas of the one write connection.
@@ -147,13 +171,28 @@ impl Reader {
     }
 }
 
+/// Who opens the store. Only a serving process owns presence: a subcommand
+/// run beside a live server (`chatd token`) must not mark its users offline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opener {
+    Server,
+    Tool,
+}
+
 /// Opens (creating if needed) the database under `config.data_dir`, applies
 /// migrations, and starts the writer thread that hands events to `sink`.
-pub fn open(config: &Config, sink: Box<dyn EventSink>) -> Result<(Reader, WriterHandle), StoreError> {
+pub fn open(config: &Config, sink: Box<dyn EventSink>, opener: Opener) -> Result<(Reader, WriterHandle), StoreError> {
     let path = db_path(&config.data_dir);
+    create_private(&path)?;
     let mut conn = open_writer(&path, config.db_sync)?;
     migrate::apply(&mut conn)?;
-    let writer = writer::spawn(conn, sink, config.writer_batch_max)?;
+    if opener == Opener::Server {
+        // Nobody is connected to a server that is only starting.
+        conn.execute("UPDATE user_presence SET is_online = 0 WHERE is_online = 1", [])?;
+    }
+    let options =
+        writer::WriterOptions { batch_max: config.writer_batch_max, user_quota_bytes: config.limits.user_quota_bytes };
+    let writer = writer::spawn(conn, sink, options)?;
     spawn_checkpointer(&path)?;
     let pool = open_read_pool(&path, config.read_pool_size)?;
     Ok((Reader::new(pool), writer))

@@ -22,11 +22,53 @@ pub fn user_by_id(conn: &Connection, id: UserId) -> Result<Option<User>, StoreEr
     Ok(stmt.query_row([id], user_from_row).optional()?)
 }
 
-/// The user and its password hash, for login.
-pub fn user_by_email(conn: &Connection, email: &str) -> Result<Option<(User, String)>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT {USER_COLS}, u.password_hash FROM {USER_FROM} WHERE u.email = ?1"))?;
-    Ok(stmt.query_row([email], |row| Ok((user_from_row(row)?, row.get(5)?))).optional()?)
+/// What a login needs of a user.
+pub struct Credentials {
+    pub user: User,
+    pub password_hash: String,
+    pub token_version: u32,
+}
+
+/// The user with its password hash and token version, for login.
+pub fn user_by_email(conn: &Connection, email: &str) -> Result<Option<Credentials>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {USER_COLS}, u.password_hash, u.token_version FROM {USER_FROM} WHERE u.email = ?1"
+    ))?;
+    let found = stmt.query_row([email], |row| {
+        Ok(Credentials { user: user_from_row(row)?, password_hash: row.get(5)?, token_version: row.get(6)? })
+    });
+    Ok(found.optional()?)
+}
+
+/// The password hash and token version of a user.
+pub fn credentials_by_id(conn: &Connection, id: UserId) -> Result<Option<Credentials>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {USER_COLS}, u.password_hash, u.token_version FROM {USER_FROM} WHERE u.id = ?1"
+    ))?;
+    let found = stmt.query_row([id], |row| {
+        Ok(Credentials { user: user_from_row(row)?, password_hash: row.get(5)?, token_version: row.get(6)? })
+    });
+    Ok(found.optional()?)
+}
+
+/// The current token version of a user; `None` for an unknown user.
+pub fn token_version(conn: &Connection, id: UserId) -> Result<Option<u32>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT token_version FROM users WHERE id = ?1")?;
+    Ok(stmt.query_row([id], |r| r.get(0)).optional()?)
+}
+
+/// Bytes of attachments the user has stored.
+pub fn storage_bytes(conn: &Connection, id: UserId) -> Result<u64, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT storage_bytes FROM users WHERE id = ?1")?;
+    Ok(stmt.query_row([id], |r| r.get::<_, i64>(0)).optional()?.unwrap_or(0).max(0) as u64)
+}
+
+/// Token ids logged out and not yet expired, with their expiry (Unix seconds).
+pub fn revoked_tokens(conn: &Connection, now_secs: u64) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT token_id, expires_at FROM revoked_tokens WHERE expires_at > ?1")?;
+    let rows =
+        stmt.query_map([now_secs as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Case-insensitive substring match on email (emails are stored lower-case),
@@ -48,10 +90,16 @@ pub fn search_users(
     Ok((users, total))
 }
 
+/// Online users who share a room with `caller` (nobody else's presence is
+/// the caller's business).
 pub fn online_users(conn: &Connection, caller: UserId) -> Result<Vec<User>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {USER_COLS} FROM user_presence p JOIN users u ON u.id = p.user_id
-         WHERE p.is_online = 1 AND p.user_id != ?1 ORDER BY u.name, u.id"
+         WHERE p.is_online = 1 AND p.user_id != ?1 AND p.user_id IN (
+             SELECT other.user_id FROM chat_participants mine
+             JOIN chat_participants other ON other.room_id = mine.room_id
+             WHERE mine.user_id = ?1)
+         ORDER BY u.name, u.id"
     ))?;
     Ok(stmt.query_map([caller], user_from_row)?.collect::<Result<Vec<_>, _>>()?)
 }

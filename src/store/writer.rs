@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::reads::{self, MessageRow};
-use crate::model::{Envelope, Event, FileMeta, Message, MessageId, MessageType, RoomId, User, UserId};
+use crate::model::{Envelope, Event, FileMeta, Message, MessageId, MessageType, Revocation, RoomId, User, UserId};
 use crate::time::now_ms;
 
 /// Where committed events go: the hub in the server, nothing in subcommands.
@@ -68,6 +68,24 @@ pub struct LikeState {
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// Which tokens a logout ends.
+#[derive(Debug, Clone)]
+pub enum Revoke {
+    /// One token, by its id, until it expires (Unix seconds).
+    Token { id: String, expires_at: u64 },
+    /// Every token of the user (a token without an id can only go this way).
+    All,
+}
+
+/// What the writer enforces besides the schema.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    /// Most commands committed in one transaction.
+    pub batch_max: usize,
+    /// Bytes of attachments a user may store, if limited.
+    pub user_quota_bytes: Option<u64>,
+}
+
 enum Command {
     Register(NewUser, Reply<User>),
     CreateRoom {
@@ -98,6 +116,16 @@ enum Command {
         room_id: RoomId,
         reply: Reply<i64>,
     },
+    ChangePassword {
+        user: UserId,
+        password_hash: String,
+        reply: Reply<u32>,
+    },
+    RevokeToken {
+        user: UserId,
+        revoke: Revoke,
+        reply: Reply<u32>,
+    },
     Presence {
         user: UserId,
         online: bool,
@@ -117,10 +145,9 @@ pub struct WriterHandle {
 /// Commands that may wait for the writer; senders wait (backpressure) beyond it.
 const QUEUE: usize = 8192;
 
-pub fn spawn(conn: Connection, sink: Box<dyn EventSink>, batch_max: usize) -> Result<WriterHandle, StoreError> {
-    conn.execute("UPDATE user_presence SET is_online = 0 WHERE is_online = 1", [])?;
+pub fn spawn(conn: Connection, sink: Box<dyn EventSink>, options: WriterOptions) -> Result<WriterHandle, StoreError> {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let mut writer = Writer { conn, sink, cache: Cache::default(), batch_max };
+    let mut writer = Writer { conn, sink, cache: Cache::default(), batch_max: options.batch_max, options };
     let thread = std::thread::Builder::new()
         .name("chatd-writer".into())
         .spawn(move || writer.run(rx))
@@ -176,6 +203,17 @@ impl WriterHandle {
         self.request(|reply| Command::MarkRead { user, room_id, reply }).await
     }
 
+    /// Stores a new password hash and bumps the token version (every earlier
+    /// token stops working); answers the new version.
+    pub async fn change_password(&self, user: UserId, password_hash: String) -> Result<u32, StoreError> {
+        self.request(|reply| Command::ChangePassword { user, password_hash, reply }).await
+    }
+
+    /// Ends one token or all of a user's; answers the user's token version.
+    pub async fn revoke_token(&self, user: UserId, revoke: Revoke) -> Result<u32, StoreError> {
+        self.request(|reply| Command::RevokeToken { user, revoke, reply }).await
+    }
+
     /// Presence changes come from the hub; they need no answer.
     pub async fn presence(&self, user: UserId, online: bool) -> Result<(), StoreError> {
         self.tx.send(Command::Presence { user, online }).await.map_err(|_| StoreError::Unavailable)
@@ -214,6 +252,7 @@ struct Writer {
     sink: Box<dyn EventSink>,
     cache: Cache,
     batch_max: usize,
+    options: WriterOptions,
 }
 
 /// Runs after the commit (or its failure) to answer one command.
@@ -275,7 +314,7 @@ impl Writer {
                         continue;
                     }
                     let mut pending = Vec::new();
-                    let (done, ok) = apply(&tx, &mut self.cache, cmd, &mut pending);
+                    let (done, ok) = apply(&tx, &mut self.cache, &self.options, cmd, &mut pending);
                     let kept = ok && (!guarded || run_cached(&tx, "RELEASE command").is_ok());
                     if kept {
                         events.append(&mut pending);
@@ -323,9 +362,14 @@ impl Writer {
 impl Command {
     /// Whether the command may run more than one writing statement (and so
     /// needs a savepoint to be all or nothing inside the batch). Sending a
-    /// message and registering write one row after read-only checks.
+    /// text message and registering write one row after read-only checks; a
+    /// message with files also counts them against the sender's quota.
     fn writes_several_statements(&self) -> bool {
-        !matches!(self, Command::Send(..) | Command::Register(..) | Command::Barrier(_) | Command::Shutdown(_))
+        match self {
+            Command::Send(message, _) => message.files.is_some(),
+            Command::Register(..) | Command::Barrier(_) | Command::Shutdown(_) => false,
+            _ => true,
+        }
     }
 }
 
@@ -343,6 +387,8 @@ fn fail(cmd: Command, error: StoreError) -> Finish {
         Command::Delete { reply, .. } => finish(reply, Err(error)),
         Command::Like { reply, .. } => finish(reply, Err(error)),
         Command::MarkRead { reply, .. } => finish(reply, Err(error)),
+        Command::ChangePassword { reply, .. } => finish(reply, Err(error)),
+        Command::RevokeToken { reply, .. } => finish(reply, Err(error)),
         Command::Barrier(reply) => finish(reply, Ok(())),
         Command::Presence { .. } | Command::Shutdown(_) => Box::new(|_| {}),
     }
@@ -350,7 +396,13 @@ fn fail(cmd: Command, error: StoreError) -> Finish {
 
 /// Runs one command inside its savepoint. Returns its answer and whether it
 /// succeeded (a failed command's savepoint is rolled back).
-fn apply(tx: &Connection, cache: &mut Cache, cmd: Command, events: &mut Vec<Envelope>) -> (Finish, bool) {
+fn apply(
+    tx: &Connection,
+    cache: &mut Cache,
+    options: &WriterOptions,
+    cmd: Command,
+    events: &mut Vec<Envelope>,
+) -> (Finish, bool) {
     fn done<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> (Finish, bool) {
         let ok = result.is_ok();
         (finish(reply, result), ok)
@@ -358,11 +410,15 @@ fn apply(tx: &Connection, cache: &mut Cache, cmd: Command, events: &mut Vec<Enve
     match cmd {
         Command::Register(user, r) => done(r, register(tx, cache, user)),
         Command::CreateRoom { creator, other, reply } => done(reply, create_room(tx, cache, creator, other)),
-        Command::Send(m, r) => done(r, send_message(tx, cache, *m, events)),
+        Command::Send(m, r) => done(r, send_message(tx, cache, options, *m, events)),
         Command::Edit { user, id, content, reply } => done(reply, edit(tx, cache, user, id, content, events)),
         Command::Delete { user, id, reply } => done(reply, delete(tx, cache, user, id, events)),
         Command::Like { user, id, like, reply } => done(reply, like_message(tx, cache, user, id, like, events)),
         Command::MarkRead { user, room_id, reply } => done(reply, mark_read(tx, cache, user, room_id, events)),
+        Command::ChangePassword { user, password_hash, reply } => {
+            done(reply, change_password(tx, user, password_hash, events))
+        }
+        Command::RevokeToken { user, revoke, reply } => done(reply, revoke_token(tx, user, revoke, events)),
         Command::Presence { user, online } => match presence(tx, cache, user, online, events) {
             Ok(()) => (Box::new(|_| {}), true),
             Err(e) => {
@@ -492,6 +548,7 @@ fn message_from(tx: &Connection, cache: &mut Cache, row: MessageRow) -> Result<(
 fn send_message(
     tx: &Connection,
     cache: &mut Cache,
+    options: &WriterOptions,
     m: NewMessage,
     events: &mut Vec<Envelope>,
 ) -> Result<SendOutcome, StoreError> {
@@ -538,6 +595,21 @@ fn send_message(
         return Ok(SendOutcome::Duplicate(Box::new(message_from(tx, cache, row)?.0)));
     }
     let id = tx.last_insert_rowid();
+    if let Some(files) = &m.files {
+        // Inside the command's savepoint: over the quota, the insert above
+        // is rolled back with it.
+        let bytes: u64 = files.iter().map(|f| f.file_size).sum();
+        let used: i64 = tx
+            .prepare_cached(
+                "UPDATE users SET storage_bytes = storage_bytes + ?1 WHERE id = ?2 RETURNING storage_bytes",
+            )?
+            .query_row(params![bytes as i64, m.sender], |r| r.get(0))?;
+        if let Some(quota) = options.user_quota_bytes
+            && used.max(0) as u64 > quota
+        {
+            return Err(StoreError::QuotaExceeded(quota));
+        }
+    }
     let message = Message {
         id,
         room_id: m.room_id,
@@ -621,7 +693,12 @@ fn delete(
     let room_id = row.room_id;
     let already = row.is_deleted;
     let files: Vec<String> = row.files.iter().flatten().map(|f| f.file_path.clone()).collect();
+    let bytes: u64 = row.files.iter().flatten().map(|f| f.file_size).sum();
     let (mut message, _) = message_from(tx, cache, row)?;
+    if !already && bytes > 0 {
+        tx.prepare_cached("UPDATE users SET storage_bytes = max(storage_bytes - ?1, 0) WHERE id = ?2")?
+            .execute(params![bytes as i64, user])?;
+    }
     if !already {
         tx.prepare_cached(
             "UPDATE chat_messages SET content = '', files_data = NULL, file_name = NULL, file_path = NULL,
@@ -717,6 +794,59 @@ fn presence(
         events.push(Envelope::new(contacts, Event::Presence { user_id: user, user_name, is_online: online }));
     }
     Ok(())
+}
+
+fn change_password(
+    tx: &Connection,
+    user: UserId,
+    password_hash: String,
+    events: &mut Vec<Envelope>,
+) -> Result<u32, StoreError> {
+    let version = tx
+        .prepare_cached(
+            "UPDATE users SET password_hash = ?1, token_version = token_version + 1 WHERE id = ?2 RETURNING token_version",
+        )?
+        .query_row(params![password_hash, user], |r| r.get(0))
+        .optional()?
+        .ok_or(StoreError::NotFound("User not found"))?;
+    events.push(Envelope::new(vec![user], Event::TokensRevoked(Revocation::Below(version))));
+    Ok(version)
+}
+
+/// Ends one token or all of a user's; the committed event closes the
+/// WebSockets opened with them.
+fn revoke_token(tx: &Connection, user: UserId, revoke: Revoke, events: &mut Vec<Envelope>) -> Result<u32, StoreError> {
+    let revocation = match &revoke {
+        Revoke::Token { id, .. } => Revocation::Token(id.as_str().into()),
+        Revoke::All => Revocation::Below(0),
+    };
+    let version = revoke_rows(tx, user, revoke)?;
+    let revocation = match revocation {
+        Revocation::Below(_) => Revocation::Below(version),
+        token => token,
+    };
+    events.push(Envelope::new(vec![user], Event::TokensRevoked(revocation)));
+    Ok(version)
+}
+
+fn revoke_rows(tx: &Connection, user: UserId, revoke: Revoke) -> Result<u32, StoreError> {
+    match revoke {
+        Revoke::Token { id, expires_at } => {
+            let now = crate::auth::jwt::unix_now() as i64;
+            // Tokens past their expiry are dead anyway: their rows can go.
+            tx.prepare_cached("DELETE FROM revoked_tokens WHERE expires_at <= ?1")?.execute([now])?;
+            tx.prepare_cached(
+                "INSERT INTO revoked_tokens (token_id, user_id, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![id, user, expires_at as i64])?;
+            reads::token_version(tx, user)?.ok_or(StoreError::NotFound("User not found"))
+        }
+        Revoke::All => tx
+            .prepare_cached("UPDATE users SET token_version = token_version + 1 WHERE id = ?1 RETURNING token_version")?
+            .query_row([user], |r| r.get(0))
+            .optional()?
+            .ok_or(StoreError::NotFound("User not found")),
+    }
 }
 
 /// The last time a user was seen, for tests and tools.

@@ -23,9 +23,12 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 
+use super::metered::Metered;
 use super::protocol::{self, ClientCommand, FileIn, SendMessage};
 use crate::attach::{self, FileMessageKind, IncomingFile, StoredFile};
 use crate::hub::{CloseReason, ConnectionEntry};
+use crate::limits::{Meter, retry_after_secs};
+use crate::metrics::Limit;
 use crate::model::{Envelope, Event, FileMeta, MessageType, RoomId, TempId, UserId, error_frame};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -33,7 +36,7 @@ use crate::store::reads;
 use crate::store::writer::{NewMessage, SendOutcome};
 use crate::time::now_ms;
 
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
+type Socket = WebSocketStream<Metered<TokioIo<Upgraded>>>;
 
 /// Who is on the other end, settled by the upgrade.
 pub struct Session {
@@ -41,6 +44,10 @@ pub struct Session {
     pub user_name: String,
     /// Token expiry, Unix seconds: the connection closes with 1008 then.
     pub expires_at: u64,
+    /// The token's version and id: a revocation that names them closes the
+    /// connection with 1008.
+    pub token_version: u32,
+    pub token_id: Option<String>,
     /// The current room (`join_room`), used when a request leaves out `room_id`.
     pub room: Option<RoomId>,
 }
@@ -56,13 +63,22 @@ enum Ending {
 /// A `send_message` the writer is working on.
 type Pending = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
 
-pub async fn run(state: Arc<AppState>, socket: Socket, session: Session) {
+pub async fn run(state: Arc<AppState>, socket: Socket, session: Session, meter: Arc<Meter>) {
     let (sink, stream) = socket.split();
     let (outbox_tx, outbox_rx) = mpsc::channel::<Utf8Bytes>(state.config.ws_outbox);
     let (kill_tx, kill_rx) = oneshot::channel();
     let (end_tx, end_rx) = oneshot::channel::<Ending>();
     let conn_id = state.hub.next_conn_id();
-    state.hub.register(session.user, ConnectionEntry { id: conn_id, outbox: outbox_tx.clone(), kill: kill_tx });
+    state.hub.register(
+        session.user,
+        ConnectionEntry {
+            id: conn_id,
+            outbox: outbox_tx.clone(),
+            kill: kill_tx,
+            token_version: session.token_version,
+            token_id: session.token_id.as_deref().map(Box::from),
+        },
+    );
     let last_heard = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let writer = tokio::spawn(write_loop(
@@ -79,7 +95,8 @@ pub async fn run(state: Arc<AppState>, socket: Socket, session: Session) {
         },
     ));
     let user = session.user;
-    let mut reader = Reader { state: state.clone(), session, outbox: outbox_tx, rooms: HashMap::new() };
+    let mut reader =
+        Reader { state: state.clone(), session, outbox: outbox_tx, rooms: HashMap::new(), meter, last_typing: None };
     let ending = reader.read_loop(stream, writer, last_heard, started).await;
     if let Some((ending, writer)) = ending {
         let _ = end_tx.send(ending);
@@ -118,6 +135,7 @@ async fn write_loop(
             reason = &mut kill => {
                 let ending = match reason {
                     Ok(CloseReason::SlowConsumer) => Ending::Close(CloseCode::Again, "too slow to keep up; reconnect with after_id"),
+                    Ok(CloseReason::Revoked) => Ending::Close(CloseCode::Policy, "token revoked"),
                     Ok(CloseReason::Shutdown) => {
                         // Frames already queued were committed: send them first.
                         while let Ok(frame) = outbox.try_recv() {
@@ -172,7 +190,16 @@ struct Reader {
     outbox: mpsc::Sender<Utf8Bytes>,
     /// Rooms this user is in → the other participant (membership never changes).
     rooms: HashMap<RoomId, UserId>,
+    /// This connection's share of the frame budget.
+    meter: Arc<Meter>,
+    /// The last typing state sent on: repeats within `TYPING_REPEAT` merge.
+    last_typing: Option<(RoomId, bool, Instant)>,
 }
+
+/// A client repeats `typing: true` every few seconds while the user types;
+/// the same state for the same room within this window is merged into the
+/// one already sent.
+const TYPING_REPEAT: Duration = Duration::from_secs(2);
 
 /// A file whose base64 stays inside the frame: only its byte range is kept,
 /// so the blocking decoder can read it without a copy.
@@ -210,6 +237,8 @@ impl Reader {
                 }
                 frame = stream.next() => {
                     last_heard.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    // A whole message (or the end): its bytes leave the budget.
+                    self.meter.release();
                     match frame {
                         Some(Ok(WsMessage::Text(text))) => {
                             if let Some(job) = self.handle(text).await {
@@ -223,6 +252,12 @@ impl Reader {
                         Some(Ok(_)) => {}
                         Some(Err(WsError::Capacity(_))) => {
                             return Some((Ending::Close(CloseCode::Size, "message too big"), writer));
+                        }
+                        Some(Err(_)) if self.meter.refused() => {
+                            if self.state.metrics.limited(Limit::FrameBudget) {
+                                tracing::warn!(user = self.session.user, "WebSocket closed: the budget for unfinished frames is spent");
+                            }
+                            return Some((Ending::Close(CloseCode::Again, "server busy: too much unfinished data, retry later"), writer));
                         }
                         Some(Err(_)) => return Some((Ending::Gone, writer)),
                     }
@@ -292,8 +327,17 @@ impl Reader {
                     self.send(error_frame("room_id is required", None)).await;
                     return None;
                 };
+                if self.typing_is_repeat(room_id, is_typing) {
+                    return None;
+                }
+                if self.state.limiter.ws_typing.check(self.session.user).is_err() {
+                    // Typing is a hint: the excess is dropped without a word.
+                    let _ = self.state.metrics.limited(Limit::WsTyping);
+                    return None;
+                }
                 match self.other_in(room_id).await {
                     Ok(Some(other)) if other != self.session.user => {
+                        self.last_typing = Some((room_id, is_typing, Instant::now()));
                         let event = Event::Typing {
                             room_id,
                             user_id: self.session.user,
@@ -308,6 +352,10 @@ impl Reader {
                 }
             }
             ClientCommand::MarkRead { room_id } => {
+                if let Err(refusal) = self.take_command_token() {
+                    self.send(error_frame(&refusal, None)).await;
+                    return None;
+                }
                 let Some(room_id) = self.room_or_current(room_id) else {
                     self.send(error_frame("room_id is required", None)).await;
                     return None;
@@ -318,6 +366,10 @@ impl Reader {
             }
             ClientCommand::SendMessage(message) => {
                 let temp = message.local_temp_id.as_deref().map(str::to_owned);
+                if let Err(refusal) = self.take_command_token() {
+                    self.send(error_frame(&refusal, temp.as_deref())).await;
+                    return None;
+                }
                 return match self.send_message(&text, message).await {
                     Ok(pending) => Some(pending),
                     Err(e) => {
@@ -328,6 +380,39 @@ impl Reader {
             }
         }
         None
+    }
+
+    /// Whether this typing state for this room was sent on moments ago.
+    fn typing_is_repeat(&self, room_id: RoomId, is_typing: bool) -> bool {
+        self.last_typing
+            .is_some_and(|(room, state, at)| room == room_id && state == is_typing && at.elapsed() < TYPING_REPEAT)
+    }
+
+    /// One token of the user's command bucket, or the text of the refusal.
+    fn take_command_token(&self) -> Result<(), String> {
+        self.state.limiter.ws_commands.check(self.session.user).map_err(|wait| {
+            if self.state.metrics.limited(Limit::WsCommands) {
+                tracing::info!(user = self.session.user, "WebSocket command refused: the user sends too fast");
+            }
+            format!("Too many messages: slow down and retry in {} s", retry_after_secs(wait))
+        })
+    }
+
+    /// Refuses files that would take the user past the storage quota, before
+    /// any of them is decoded (the writer checks again, exactly, at commit).
+    async fn check_quota(&self, files: &[FileIn<'_>]) -> Result<(), String> {
+        let Some(quota) = self.state.config.limits.user_quota_bytes else { return Ok(()) };
+        let incoming: u64 = files.iter().map(|f| f.file_size.max(0) as u64).sum();
+        let user = self.session.user;
+        let used =
+            self.state.reader.run(move |c| reads::storage_bytes(c, user)).await.map_err(|e| store_message(&e))?;
+        if used.saturating_add(incoming) > quota {
+            if self.state.metrics.limited(Limit::Quota) {
+                tracing::info!(user, quota, "attachment refused: storage quota reached");
+            }
+            return Err(StoreError::QuotaExceeded(quota).to_string());
+        }
+        Ok(())
     }
 
     async fn send_message(&mut self, frame: &Utf8Bytes, m: SendMessage<'_>) -> Result<Pending, String> {
@@ -361,6 +446,7 @@ impl Reader {
                     return self.submit(new, Vec::new()).await;
                 }
             }
+            self.check_quota(&m.files).await?;
             let files = self.store_files(frame, new.message_type, m.files).await?;
             new.duration = voice_duration(new.message_type, &files);
             stored = files.iter().map(|f| f.rel_path.clone()).collect();
@@ -504,6 +590,7 @@ fn store_message(e: &StoreError) -> String {
             (*m).to_owned()
         }
         StoreError::Unavailable => "Server is shutting down".to_owned(),
+        StoreError::QuotaExceeded(_) => e.to_string(),
         other => {
             tracing::warn!(error = %other, "send failed");
             "Internal server error".to_owned()

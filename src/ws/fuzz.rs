@@ -1,14 +1,10 @@
-//! Fuzz harnesses for the pure parsers of requests, shared by the cargo-fuzz
-//! targets in `fuzz/` and by `tests/fuzz_corpus.rs`: the WebSocket protocol
-//! parser and the REST router. Each panics when an invariant breaks; that is
-//! its whole purpose, so nothing else may call them.
+//! The fuzz harness of the WebSocket protocol parser, shared by the
+//! cargo-fuzz target in `fuzz/` and by `tests/fuzz_corpus.rs`. It panics when
+//! an invariant breaks; that is its whole purpose, so nothing else may call it.
 
 use std::borrow::Cow;
 
-use hyper::Method;
-
 use super::protocol::{ClientCommand, MAX_FILES, MAX_TEMP_ID_BYTES, MAX_TEXT_CHARS, parse};
-use crate::http::router::{self, Endpoint, Route};
 use crate::model::MessageType;
 
 /// `parse` on any UTF-8 frame never panics, and a `send_message` it accepts
@@ -51,38 +47,4 @@ pub fn ws_protocol(data: &[u8]) -> bool {
         | ClientCommand::Ping => {}
     }
     true
-}
-
-/// `route` on any method and path never panics; every id it captures is
-/// positive; a 405 never lists the method it refused. Input: `METHOD path`
-/// (without a space: a GET of the whole input). Returns whether it matched.
-pub fn route(data: &[u8]) -> bool {
-    let (method, path) = match data.iter().position(|&b| b == b' ') {
-        Some(space) => (Method::from_bytes(&data[..space]).unwrap_or(Method::GET), &data[space + 1..]),
-        None => (Method::GET, data),
-    };
-    let Ok(path) = std::str::from_utf8(path) else {
-        return false;
-    };
-    match router::route(&method, path) {
-        Route::Found(endpoint) => {
-            let id = match endpoint {
-                Endpoint::GetRoom(id)
-                | Endpoint::Messages(id)
-                | Endpoint::MarkRead(id)
-                | Endpoint::EditMessage(id)
-                | Endpoint::DeleteMessage(id)
-                | Endpoint::Like(id)
-                | Endpoint::Unlike(id) => id,
-                _ => 1,
-            };
-            assert!(id > 0, "{method} {path:?} → {endpoint:?}");
-            true
-        }
-        Route::MethodNotAllowed { allow } => {
-            assert!(!allow.split(", ").any(|m| m == method.as_str()), "{method} {path:?} refused with Allow: {allow}");
-            false
-        }
-        Route::NotFound | Route::BadId(_) => false,
-    }
 }

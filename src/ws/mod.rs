@@ -1,8 +1,9 @@
-//! WebSocket: the upgrade (`upgrade`), one task pair per connection
-//! (`connection`), and the pure client-protocol parser (`protocol`).
+//! WebSocket: one task pair per connection (`connection`) and the pure
+//! client-protocol parser (`protocol`). The upgrade itself is an HTTP
+//! handler (`http::upgrade`); nothing here imports `http`.
 
 pub mod connection;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod metered;
 pub mod protocol;
-pub mod upgrade;

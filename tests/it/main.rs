@@ -1,6 +1,7 @@
 //! Integration tests: the real server on a loopback port, real HTTP and
 //! WebSocket clients, real SQLite files and real files on disk.
 
+mod abuse;
 mod attachments;
 mod auth;
 mod durability;

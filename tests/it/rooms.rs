@@ -154,7 +154,18 @@ async fn search_and_online_users() {
         assert_eq!(s.get(bad, &ann.token).await.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
     }
 
+    for short in
+        ["/api/chat/search-users?email=a", "/api/chat/search-users?email=bo", "/api/chat/search-users?email=%20%20b%20"]
+    {
+        let r = s.get(short, &ann.token).await;
+        assert_eq!((r.status, r.detail()), (StatusCode::UNPROCESSABLE_ENTITY, "email must be at least 3 characters"));
+    }
+
     assert_eq!(s.get("/api/chat/online-users", &ann.token).await.json, json!({"users": [], "total": 0}));
+    // Online users are only those who share a room with the caller.
+    let carl = s.user("carl").await;
+    let carl_ws = s.ws(&carl).await;
+    s.post("/api/chat/rooms", &ann.token, json!({"receiver_id": bob.id})).await;
     let ws = s.ws(&bob).await;
     let mut online = serde_json::Value::Null;
     for _ in 0..100 {
@@ -166,7 +177,9 @@ async fn search_and_online_users() {
     }
     assert_eq!(online["users"][0]["id"], bob.id);
     assert_eq!(online["users"][0]["is_online"], true);
+    assert_eq!(online["total"], 1, "carl is online but shares no room with ann: {online}");
     ws.close().await;
+    carl_ws.close().await;
     s.stop().await;
 }
 

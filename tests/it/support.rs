@@ -47,6 +47,15 @@ impl TestServer {
         TestServer::start_in(dir, config).await
     }
 
+    /// A server with every rate limit on (at its default unless adjusted).
+    #[allow(dead_code)]
+    pub async fn start_limited(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::for_tests_with_rate_limits(dir.path());
+        adjust(&mut config);
+        TestServer::start_in(dir, config).await
+    }
+
     pub async fn start_in(dir: TempDir, mut config: Config) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

@@ -14,6 +14,9 @@ use crate::state::AppState;
 use crate::store::reads::{self, PageQuery};
 use crate::ws::protocol::MAX_TEXT_CHARS;
 
+/// The deepest offset a `page` may start at.
+const MAX_OFFSET: u64 = 10_000;
+
 pub async fn page(state: &Arc<AppState>, req: Request<Incoming>, room_id: RoomId) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
     let params = query(&req);
@@ -24,10 +27,18 @@ pub async fn page(state: &Arc<AppState>, req: Request<Incoming>, room_id: RoomId
         (Some(_), Some(_)) => return Err(ApiError::unprocessable("Give before_id or after_id, not both")),
         (Some(id), None) => PageQuery::Before { id, limit },
         (None, Some(id)) => PageQuery::After { id, limit },
-        (None, None) => PageQuery::Page {
-            page: int_param(&params, "page", 1, 1_000_000)?.unwrap_or(1) as u32,
-            per_page: int_param(&params, "per_page", 1, 100)?.unwrap_or(50) as u32,
-        },
+        (None, None) => {
+            let page = int_param(&params, "page", 1, 1_000_000)?.unwrap_or(1) as u32;
+            let per_page = int_param(&params, "per_page", 1, 100)?.unwrap_or(50) as u32;
+            // An offset walks every row before it: deep history goes through
+            // keyset paging (before_id), which costs the same at any depth.
+            if u64::from(page - 1) * u64::from(per_page) >= MAX_OFFSET {
+                return Err(ApiError::unprocessable(format!(
+                    "page * per_page may reach at most {MAX_OFFSET} messages back; use before_id for older ones"
+                )));
+            }
+            PageQuery::Page { page, per_page }
+        }
     };
     let page = state.reader.run(move |c| reads::messages_page(c, user, room_id, query)).await?;
     let page = page.ok_or(ApiError::NotFound("Room not found"))?;
@@ -64,7 +75,7 @@ struct EditBody {
 
 pub async fn edit(state: &Arc<AppState>, req: Request<Incoming>, id: MessageId) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
-    let (headers, bytes) = read_body(req, state.config.max_body_bytes).await?;
+    let (headers, bytes) = read_body(state, req).await?;
     let content = if is_form(&headers) {
         pairs(&bytes).remove("content").ok_or(ApiError::unprocessable("content is required"))?
     } else {

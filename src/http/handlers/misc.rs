@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use crate::http::body::{self, Body};
 use crate::http::static_files;
 use crate::http::util::{int_param, json, query, user_of};
+use crate::metrics::Limit;
 use crate::state::AppState;
 use crate::store::reads;
 
@@ -31,13 +32,22 @@ pub async fn static_file(state: &Arc<AppState>, req: Request<Incoming>) -> Respo
     static_files::serve(&state.config.static_dir, req.uri().path(), req.method(), req.headers()).await
 }
 
+/// Shorter searches would let anyone list the whole user directory.
+const MIN_SEARCH_CHARS: usize = 3;
+
 pub async fn search_users(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
     let params = query(&req);
     let limit = int_param(&params, "limit", 1, 100)?.unwrap_or(20) as u32;
     let email = params.get("email").map(|e| e.trim().to_owned()).unwrap_or_default();
-    if email.is_empty() {
-        return Err(ApiError::unprocessable("email is required"));
+    if email.chars().count() < MIN_SEARCH_CHARS {
+        return Err(ApiError::unprocessable(format!("email must be at least {MIN_SEARCH_CHARS} characters")));
+    }
+    if let Err(wait) = state.limiter.searches.check(user) {
+        if state.metrics.limited(Limit::Searches) {
+            tracing::info!(user, "search refused: too many searches");
+        }
+        return Err(ApiError::rate_limited("Too many searches", wait));
     }
     if email.len() > 254 {
         return Err(ApiError::unprocessable("email is too long"));

@@ -20,7 +20,7 @@ struct CreateRoomBody {
 
 pub async fn create(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
-    let (_, bytes) = read_body(req, state.config.max_body_bytes).await?;
+    let (_, bytes) = read_body(state, req).await?;
     let body: CreateRoomBody = parse_json(&bytes)?;
     if body.receiver_id <= 0 {
         return Err(ApiError::NotFound("User not found"));
