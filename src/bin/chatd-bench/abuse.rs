@@ -6,8 +6,8 @@
 //!
 //! Every attack is bounded in count and time. Client sockets are bound to
 //! loopback addresses before connecting, so the server sees the attacker
-//! (127.1.<attack>.x), the normal client (127.0.0.3) and the registrations
-//! (127.0.0.10..=250) as different IPs.
+//! (127.1.<attack>.x), the normal client (127.2.x.y, new each run) and the
+//! registrations (127.0.0.10..=250) as different IPs.
 
 mod frames;
 mod login;
@@ -68,8 +68,13 @@ impl Attack {
     }
 }
 
-/// The normal client: /healthz probes, real logins, victims.
-pub const NORMAL_CLIENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+/// The normal client's address (/healthz probes, real logins, victims):
+/// 127.2.x.y, a new one each run, so that a run does not meet the login
+/// throttle that the last run's real logins left on it.
+pub fn normal_client_ip(run_number: u32) -> Ipv4Addr {
+    let [_, _, high, low] = run_number.to_be_bytes();
+    Ipv4Addr::new(127, 2, high, 1 + low % 254)
+}
 /// Registrations and distributed guesses use 127.0.0.10..=250, in turn.
 const SPREAD_FIRST: u8 = 10;
 const SPREAD_COUNT: usize = 241;
@@ -158,7 +163,8 @@ impl Finding {
 pub struct Arena<'a> {
     pub bench: &'a Bench,
     pub args: &'a AbuseArgs,
-    /// REST calls from the normal client's address.
+    /// The normal client's address, and REST calls from it.
+    pub normal_ip: Ipv4Addr,
     pub normal: Api,
     next_spread: AtomicUsize,
 }
@@ -220,11 +226,15 @@ pub async fn run(bench: &Bench, args: &AbuseArgs) -> Result<Report> {
     };
     // Start the spread addresses somewhere new each run, so that runs in
     // a row do not meet the registration throttle of the last one.
-    let offset = usize::from_str_radix(&bench.run_id, 16).unwrap_or(0) % SPREAD_COUNT;
+    let run_number = u32::from_str_radix(&bench.run_id, 16).unwrap_or(0);
+    let offset = run_number as usize % SPREAD_COUNT;
+    let normal_ip = normal_client_ip(run_number);
+    progress(format!("abuse: the normal client is {normal_ip}, attackers are 127.1.<attack>.x"));
     let arena = Arena {
         bench,
         args,
-        normal: Api::from_source(bench.target, Some(IpAddr::V4(NORMAL_CLIENT))),
+        normal_ip,
+        normal: Api::from_source(bench.target, Some(IpAddr::V4(normal_ip))),
         next_spread: AtomicUsize::new(offset),
     };
     let started = Instant::now();
@@ -381,6 +391,14 @@ mod tests {
         assert_eq!(Attack::SilentTcp.attacker_ip(0), Ipv4Addr::new(127, 1, 0, 1));
         assert_eq!(Attack::SilentTcp.attacker_ip(249), Ipv4Addr::new(127, 1, 0, 250));
         assert_eq!(Attack::SilentTcp.attacker_ip(250), Ipv4Addr::new(127, 1, 0, 1));
+    }
+
+    #[test]
+    fn the_normal_client_moves_with_the_run() {
+        assert_eq!(normal_client_ip(0), Ipv4Addr::new(127, 2, 0, 1));
+        assert_eq!(normal_client_ip(0x1234_5678), Ipv4Addr::new(127, 2, 0x56, 1 + 0x78));
+        assert_eq!(normal_client_ip(0xffff_ffff), Ipv4Addr::new(127, 2, 255, 2));
+        assert_ne!(normal_client_ip(7), normal_client_ip(8));
     }
 
     #[test]

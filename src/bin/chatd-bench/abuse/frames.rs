@@ -4,19 +4,19 @@
 //! handshake and frames are written by hand: tungstenite sends whole frames.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 
-use futures_util::{SinkExt, StreamExt};
-
-use super::{Arena, Attack, Finding, NORMAL_CLIENT, counts_human};
+use super::{Arena, Attack, Finding, counts_human};
 use crate::client::{
     CONNECT_TIMEOUT, Incoming, ServerEvent, Target, busy_ws_config, classify, close_quietly, connect_tcp_from,
     connect_ws_from,
@@ -132,7 +132,8 @@ struct Attacker {
     stalled: bool,
     reader: Option<JoinHandle<SocketEnd>>,
     end: Option<SocketEnd>,
-    _writer: Option<tokio::net::tcp::OwnedWriteHalf>,
+    /// Never read: holding it keeps the connection (and its frame) open.
+    _writer: Option<OwnedWriteHalf>,
 }
 
 /// What came of the attack.
@@ -209,7 +210,7 @@ pub async fn frame_budget(arena: &Arena<'_>) -> Result<Finding> {
     }
     let sent_total: u64 = held.iter().map(|a| a.sent).sum();
     let stalled = held.iter().filter(|a| a.stalled).count();
-    let normal_client = ping_pong(target, &normal.token).await;
+    let normal_client = ping_pong(target, &normal.token, arena.normal_ip).await;
     sleep(HOLD).await;
     let during = arena.bench.server_snapshot();
 
@@ -269,9 +270,9 @@ pub async fn frame_budget(arena: &Arena<'_>) -> Result<Finding> {
     }
     finding.line(match &normal_client {
         Ok(took) => {
-            format!("a normal client from {NORMAL_CLIENT}: connected and got a pong in {:.0} ms", millis(*took))
+            format!("a normal client from {}: connected and got a pong in {:.0} ms", arena.normal_ip, millis(*took))
         }
-        Err(error) => format!("a normal client from {NORMAL_CLIENT}: {error}"),
+        Err(error) => format!("a normal client from {}: {error}", arena.normal_ip),
     });
     finding.failures = judge_budget(&facts);
     finding.set("sockets", json!(facts.sockets));
@@ -293,13 +294,7 @@ fn millis(duration: Duration) -> f64 {
 
 /// Upgrades one raw connection and sends all but the last KiB of one
 /// frame, stopping when the server closes it or stops reading.
-async fn attack_one(
-    target: Target,
-    source: std::net::Ipv4Addr,
-    path: String,
-    frame: u64,
-    deadline: Instant,
-) -> Attacker {
+async fn attack_one(target: Target, source: Ipv4Addr, path: String, frame: u64, deadline: Instant) -> Attacker {
     let mut attacker = Attacker { sent: 0, stalled: false, reader: None, end: None, _writer: None };
     let stream = match upgrade(&target, source, &path).await {
         Ok(stream) => stream,
@@ -334,8 +329,13 @@ async fn attack_one(
                 }
                 Ok(Err(_)) => {
                     // The server is gone; its reader says how.
-                    attacker.end = Some(timeout(Duration::from_secs(2), &mut reader).await
-                        .map_or(SocketEnd::Closed(None), |end| end.unwrap_or(SocketEnd::Closed(None))));
+                    attacker.end = Some(match timeout(Duration::from_secs(2), &mut reader).await {
+                        Ok(end) => end.unwrap_or(SocketEnd::Closed(None)),
+                        Err(_) => {
+                            reader.abort();
+                            SocketEnd::Closed(None)
+                        }
+                    });
                     return attacker;
                 }
                 Err(_) => {
@@ -351,7 +351,7 @@ async fn attack_one(
 }
 
 /// A raw TCP connection from `source`, upgraded to a WebSocket by hand.
-async fn upgrade(target: &Target, source: std::net::Ipv4Addr, path: &str) -> std::result::Result<TcpStream, String> {
+async fn upgrade(target: &Target, source: Ipv4Addr, path: &str) -> std::result::Result<TcpStream, String> {
     let exchange = async {
         let mut stream = connect_tcp_from(target, source).await.map_err(|error| format!("connect: {error}"))?;
         stream
@@ -401,9 +401,9 @@ async fn read_until_closed(mut read_half: OwnedReadHalf) -> SocketEnd {
 
 /// Opens a WebSocket from the normal client's address and waits for the
 /// answer to a ping; how long that took.
-async fn ping_pong(target: Target, token: &str) -> std::result::Result<Duration, String> {
+async fn ping_pong(target: Target, token: &str, source: Ipv4Addr) -> std::result::Result<Duration, String> {
     let started = Instant::now();
-    let mut ws = connect_ws_from(&target, token, busy_ws_config(), NORMAL_CLIENT)
+    let mut ws = connect_ws_from(&target, token, busy_ws_config(), source)
         .await
         .map_err(|failure| format!("could not connect: {failure}"))?;
     let exchange = async {

@@ -13,7 +13,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
-use super::{Arena, Attack, Finding, NORMAL_CLIENT, counts_human, keep_sample};
+use super::{Arena, Attack, Finding, counts_human, keep_sample};
 use crate::client::{Api, ApiResponse};
 use crate::error::Result;
 use crate::stats::{LatencySummary, rate, round2, summary_human, summary_json};
@@ -35,6 +35,8 @@ const GUESS_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Tally {
     pub statuses: BTreeMap<String, u64>,
     pub throttled_without_retry_after: u64,
+    /// What failed requests said.
+    pub error_samples: Vec<String>,
 }
 
 impl Tally {
@@ -46,7 +48,10 @@ impl Tally {
                 }
                 response.status.as_u16().to_string()
             }
-            Err(error) => error.clone(),
+            Err(error) => {
+                keep_sample(&mut self.error_samples, error.clone());
+                error.split(':').next().unwrap_or("error").to_string()
+            }
         };
         *self.statuses.entry(label).or_default() += 1;
     }
@@ -64,10 +69,11 @@ fn login_body(email: &str, password: &str) -> Value {
     json!({"email": email, "password": password})
 }
 
+/// One login; an error is `label: detail`, counted by its label.
 async fn login(api: &Api, body: &Value, limit: Duration) -> std::result::Result<ApiResponse, String> {
     match timeout(limit, api.call(Method::POST, "/api/auth/login", None, Some(body))).await {
         Err(_) => Err("timeout".to_string()),
-        Ok(Err(_)) => Err("transport_error".to_string()),
+        Ok(Err(error)) => Err(format!("transport_error: {error}")),
         Ok(Ok(response)) => Ok(response),
     }
 }
@@ -103,7 +109,7 @@ pub fn judge_login_flood(real: &RealLogins, flood: &Tally) -> Vec<String> {
 }
 
 /// Unknown emails from one IP as fast as the server answers, for
-/// `login_flood_secs`; meanwhile the real user logs in from 127.0.0.3.
+/// `login_flood_secs`; meanwhile the real user logs in from the normal client's address.
 pub async fn login_flood(arena: &Arena<'_>) -> Result<Finding> {
     let args = arena.args;
     let target = arena.bench.target;
@@ -172,6 +178,9 @@ pub async fn login_flood(arena: &Arena<'_>) -> Result<Finding> {
             *flood.statuses.entry(label).or_default() += count;
         }
         flood.throttled_without_retry_after += tally.throttled_without_retry_after;
+        for sample in tally.error_samples {
+            keep_sample(&mut flood.error_samples, sample);
+        }
     }
     let latency = LatencySummary::from_samples(latencies);
 
@@ -184,12 +193,16 @@ pub async fn login_flood(arena: &Arena<'_>) -> Result<Finding> {
         counts_human(&flood.statuses)
     ));
     finding.line(format!(
-        "real user from {NORMAL_CLIENT}: {}/{} logins succeeded; {} (before the flood: {})",
+        "real user from {}: {}/{} logins succeeded; {} (before the flood: {})",
+        arena.normal_ip,
         real.succeeded,
         real.attempted,
         summary_human(latency.as_ref()),
         baseline.map_or("failed".to_string(), |took| format!("{:.0} ms", took.as_secs_f64() * 1000.0))
     ));
+    for sample in flood.error_samples.iter().chain(&real.tally.error_samples) {
+        finding.line(format!("failed request: {sample}"));
+    }
     finding.failures = judge_login_flood(&real, &flood);
     finding.set("flood_requests", json!(flood.total()));
     finding.set("flood_per_s", json!(round2(rate(flood.total() as f64, elapsed))));
@@ -271,6 +284,9 @@ pub async fn password_guess(arena: &Arena<'_>) -> Result<Finding> {
         rate(tally.total() as f64, elapsed),
         counts_human(&tally.statuses)
     ));
+    for sample in &tally.error_samples {
+        finding.line(format!("failed request: {sample}"));
+    }
     if !retry_after_samples.is_empty() {
         finding.line(format!("Retry-After seen: {}", retry_after_samples.join(", ")));
     }
@@ -289,7 +305,7 @@ pub async fn password_guess(arena: &Arena<'_>) -> Result<Finding> {
     finding.set("refused_429", json!(refused));
     finding.set("statuses", json!(tally.statuses));
     finding.set("per_s", json!(round2(rate(tally.total() as f64, elapsed))));
-    finding.set("elapsed_s", json!(round2(elapsed.as_secs_f64())));
+    finding.set("guessing_s", json!(round2(elapsed.as_secs_f64())));
     finding.set("retry_after_samples", json!(retry_after_samples));
     finding.set(
         "owner_login_status",
@@ -306,6 +322,7 @@ mod tests {
         Tally {
             statuses: pairs.iter().map(|(label, count)| (label.to_string(), *count)).collect(),
             throttled_without_retry_after: missing,
+            error_samples: Vec::new(),
         }
     }
 

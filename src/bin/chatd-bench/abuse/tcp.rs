@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, interval_at, sleep, sleep_until, timeout};
 
-use super::{Arena, Attack, Finding, NORMAL_CLIENT, counts_human, keep_sample};
+use super::{Arena, Attack, Finding, counts_human, keep_sample};
 use crate::client::{Target, connect_tcp_from};
 use crate::error::{BenchError, Result};
 use crate::stats::{LatencySummary, round2};
@@ -30,6 +30,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// Connections opened past the per-IP cap.
 const CAP_EXTRA: u32 = 16;
+/// How long opening them may take in all.
+const CONNECT_BUDGET: Duration = Duration::from_secs(30);
 
 /// How one raw connection ended, seen from the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +111,7 @@ pub fn status_code(head: &[u8]) -> Option<u16> {
 /// What /healthz from the normal client's address answered meanwhile.
 #[derive(Debug, Clone, Default)]
 pub struct ProbeTally {
+    pub source: Option<Ipv4Addr>,
     pub ok: u64,
     pub total: u64,
     pub slowest: Duration,
@@ -118,7 +121,8 @@ pub struct ProbeTally {
 impl ProbeTally {
     pub fn human(&self) -> String {
         format!(
-            "/healthz from {NORMAL_CLIENT} meanwhile: {}/{} OK, slowest {:.0} ms",
+            "/healthz from {} meanwhile: {}/{} OK, slowest {:.0} ms",
+            self.source.map_or("?".to_string(), |ip| ip.to_string()),
             self.ok,
             self.total,
             self.slowest.as_secs_f64() * 1000.0
@@ -150,15 +154,15 @@ pub struct Prober {
 }
 
 impl Prober {
-    pub fn start(target: Target) -> Prober {
+    pub fn start(target: Target, source: Ipv4Addr) -> Prober {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
-            let mut tally = ProbeTally::default();
+            let mut tally = ProbeTally { source: Some(source), ..ProbeTally::default() };
             // At most ten minutes of probes, whatever happens.
             for _ in 0..1200 {
                 let started = Instant::now();
                 tally.total += 1;
-                match probe_healthz(&target, NORMAL_CLIENT).await {
+                match probe_healthz(&target, source).await {
                     Ok(200) => tally.ok += 1,
                     Ok(status) => keep_sample(&mut tally.failures, format!("HTTP {status}")),
                     Err(error) => keep_sample(&mut tally.failures, error),
@@ -344,7 +348,7 @@ pub async fn silent_tcp(arena: &Arena<'_>) -> Result<Finding> {
     let args = arena.args;
     let limit = Duration::from_secs(args.header_timeout);
     let wait = limit + WAIT_EXTRA;
-    let prober = Prober::start(arena.bench.target);
+    let prober = Prober::start(arena.bench.target, arena.normal_ip);
     let (streams, connect_failures) =
         open_many(arena.bench.target, Attack::SilentTcp, args.silent as usize, SILENT_PER_IP).await;
     let mut facts = TimeoutFacts {
@@ -408,7 +412,7 @@ async fn slow_requests(
 ) -> Result<Finding> {
     let count = arena.args.slow as usize;
     let wait = limit + WAIT_EXTRA;
-    let prober = Prober::start(arena.bench.target);
+    let prober = Prober::start(arena.bench.target, arena.normal_ip);
     let (streams, connect_failures) = open_many(arena.bench.target, attack, count, count).await;
     if streams.is_empty() {
         prober.finish().await;
@@ -498,7 +502,12 @@ pub async fn per_ip_cap(arena: &Arena<'_>) -> Result<Finding> {
     let mut facts = CapFacts { attempted: u64::from(attempted), ..CapFacts::default() };
     // One after the other, so the server meets them in this order.
     let mut streams = Vec::with_capacity(attempted as usize);
+    let deadline = Instant::now() + CONNECT_BUDGET;
     for _ in 0..attempted {
+        if Instant::now() >= deadline {
+            *facts.other.entry("not_tried_out_of_time".to_string()).or_default() += 1;
+            continue;
+        }
         match connect_tcp_from(&target, source).await {
             Ok(stream) => streams.push(stream),
             Err(error) => *facts.other.entry(format!("connect_{}", io_label(&error))).or_default() += 1,
@@ -508,7 +517,7 @@ pub async fn per_ip_cap(arena: &Arena<'_>) -> Result<Finding> {
     // says nothing until asked.
     let outcomes: Vec<(TcpStream, CapOutcome)> =
         stream::iter(streams).map(|stream| first_words(stream, target)).buffer_unordered(256).collect().await;
-    let probe = probe_healthz(&target, NORMAL_CLIENT).await;
+    let probe = probe_healthz(&target, arena.normal_ip).await;
     let mut kept = Vec::new();
     for (stream, outcome) in outcomes {
         match outcome {
@@ -532,8 +541,8 @@ pub async fn per_ip_cap(arena: &Arena<'_>) -> Result<Finding> {
         if facts.other.is_empty() { String::new() } else { format!(", other: {}", counts_human(&facts.other)) }
     ));
     finding.line(match &probe {
-        Ok(status) => format!("/healthz from {NORMAL_CLIENT} at the cap: HTTP {status}"),
-        Err(error) => format!("/healthz from {NORMAL_CLIENT} at the cap: {error}"),
+        Ok(status) => format!("/healthz from {} at the cap: HTTP {status}", arena.normal_ip),
+        Err(error) => format!("/healthz from {} at the cap: {error}", arena.normal_ip),
     });
     finding.failures = judge_cap(&facts, u64::from(cap));
     match &probe {

@@ -3,33 +3,44 @@
 //! flood that must not cost its victim the connection.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt, stream};
+use futures_util::{Sink, SinkExt, StreamExt, stream};
 use hyper::Method;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::{Arena, Attack, Finding, NORMAL_CLIENT, counts_human, keep_sample};
+use super::{Arena, Attack, Finding, counts_human, keep_sample};
 use crate::client::{
     Incoming, ServerEvent, WsStream, busy_ws_config, classify, close_quietly, connect_ws_from, idle_ws_config,
     text_message_frame,
 };
+use crate::context::{rss_change_human, snapshot_json};
 use crate::error::{BenchError, Result, describe};
 use crate::stats::{LatencySummary, rate, round2, summary_human, summary_json};
 
 /// WebSockets opened past the per-user cap.
 const WS_EXTRA: u32 = 8;
+/// How long opening them may take in all.
+const CONNECT_BUDGET: Duration = Duration::from_secs(30);
 /// How long the flood's answers may take to arrive, at most.
 const FLOOD_ANSWER_WAIT: Duration = Duration::from_secs(30);
 /// Frames queued before each flush in a flood.
 const FLUSH_EVERY: u64 = 64;
+/// Typing frames at most, whatever the time.
+const TYPING_MAX: u64 = 50_000_000;
 /// Between two probe messages to the typing flood's victim.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// How long probes go on after the typing flood.
 const AFTER_FLOOD: Duration = Duration::from_secs(2);
+/// How long the victim may take to get the last probes, at most.
+const PROBE_WAIT: Duration = Duration::from_secs(5);
+/// A probe slower than this was held up by the flood.
+const PROBE_LATENCY_LIMIT: Duration = Duration::from_secs(2);
 
 /// What the connections on one token got.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,7 +83,12 @@ pub async fn ws_per_user(arena: &Arena<'_>) -> Result<Finding> {
     let mut facts = PerUserFacts { attempted: u64::from(attempted), ..PerUserFacts::default() };
     let mut open = Vec::new();
     let mut samples = Vec::new();
+    let deadline = Instant::now() + CONNECT_BUDGET;
     for _ in 0..attempted {
+        if Instant::now() >= deadline {
+            *facts.refused.entry("not_tried_out_of_time".to_string()).or_default() += 1;
+            continue;
+        }
         match connect_ws_from(&target, &owner.token, idle_ws_config(), source).await {
             Ok(ws) => open.push(ws),
             Err(failure) => {
@@ -194,7 +210,7 @@ pub async fn message_flood(arena: &Arena<'_>) -> Result<Finding> {
     let sender_ws = connect_ws_from(&target, &sender.token, busy_ws_config(), Attack::MessageFlood.attacker_ip(0))
         .await
         .map_err(|failure| BenchError::new(format!("the flooder's WebSocket: {failure}")))?;
-    let receiver_ws = connect_ws_from(&target, &receiver.token, busy_ws_config(), NORMAL_CLIENT)
+    let receiver_ws = connect_ws_from(&target, &receiver.token, busy_ws_config(), arena.normal_ip)
         .await
         .map_err(|failure| BenchError::new(format!("the receiver's WebSocket: {failure}")))?;
     let (stop, stopped) = watch::channel(false);
@@ -207,22 +223,8 @@ pub async fn message_flood(arena: &Arena<'_>) -> Result<Finding> {
     let (mut sink, mut incoming) = sender_ws.split();
     let started = Instant::now();
     let deadline = started + FLOOD_ANSWER_WAIT;
-    let writing = async {
-        let mut sent = 0u64;
-        for n in 0..count {
-            let frame = text_message_frame(room_id, &format!("flood {n}"), &format!("{prefix}{n}"));
-            if let Err(error) = sink.feed(Message::text(frame)).await {
-                return (sent, Some(describe(&error)));
-            }
-            sent += 1;
-            if sent.is_multiple_of(FLUSH_EVERY)
-                && let Err(error) = sink.flush().await
-            {
-                return (sent, Some(describe(&error)));
-            }
-        }
-        (sent, sink.flush().await.err().map(|error| describe(&error)))
-    };
+    let frames = (0..count).map(|n| text_message_frame(room_id, &format!("flood {n}"), &format!("{prefix}{n}")));
+    let writing = pour(&mut sink, frames, deadline);
     let reading = async {
         let mut last_answer = started;
         let mut answered = 0u64;
@@ -288,9 +290,8 @@ pub async fn message_flood(arena: &Arena<'_>) -> Result<Finding> {
         facts.other_errors
     ));
     finding.line(format!(
-        "stored (REST total) {} = {:.0}/s; the bucket allows ~{} ({} + {}/s); the other user got {}",
+        "stored (REST total) {}; in that time the bucket allows ~{} ({} + {}/s); the other user got {}",
         facts.stored,
-        rate(facts.stored as f64, facts.elapsed),
         bucket_allows(u64::from(args.ws_burst), u64::from(args.ws_rate), facts.elapsed),
         args.ws_burst,
         args.ws_rate,
@@ -307,7 +308,7 @@ pub async fn message_flood(arena: &Arena<'_>) -> Result<Finding> {
     finding.set("other_errors", json!(facts.other_errors));
     finding.set("stored", json!(facts.stored));
     finding.set("delivered", json!(facts.delivered));
-    finding.set("elapsed_s", json!(round2(facts.elapsed.as_secs_f64())));
+    finding.set("flood_s", json!(round2(facts.elapsed.as_secs_f64())));
     finding.set("stored_per_s", json!(round2(rate(facts.stored as f64, facts.elapsed))));
     finding.set("error_samples", json!(error_samples));
     finding.set("sender_closed", json!(facts.sender_closed));
@@ -363,12 +364,13 @@ pub struct TypingFacts {
     pub typing_relayed: u64,
     pub probes_sent: u64,
     pub probes_received: u64,
+    pub slowest_probe: Option<Duration>,
     pub victim_closed: Option<String>,
     pub attacker_closed: Option<String>,
 }
 
 /// The failed checks of a typing flood: the victim keeps its connection and
-/// gets every message of a third user.
+/// gets every message of a third user, none of them held up for long.
 pub fn judge_typing(facts: &TypingFacts) -> Vec<String> {
     let mut failures = Vec::new();
     if let Some(reason) = &facts.victim_closed {
@@ -378,8 +380,19 @@ pub fn judge_typing(facts: &TypingFacts) -> Vec<String> {
         failures.push("no message could be sent to the victim meanwhile".to_string());
     } else if facts.probes_received < facts.probes_sent {
         failures.push(format!(
-            "the victim got {} of {} messages a third user sent meanwhile",
-            facts.probes_received, facts.probes_sent
+            "the victim got {} of {} messages a third user sent meanwhile (the rest not within {} s)",
+            facts.probes_received,
+            facts.probes_sent,
+            PROBE_WAIT.as_secs()
+        ));
+    }
+    if let Some(slowest) = facts.slowest_probe
+        && slowest > PROBE_LATENCY_LIMIT
+    {
+        failures.push(format!(
+            "messages of a third user took up to {:.1} s to reach the victim (over {} s)",
+            slowest.as_secs_f64(),
+            PROBE_LATENCY_LIMIT.as_secs()
         ));
     }
     failures
@@ -399,22 +412,32 @@ pub async fn typing_flood(arena: &Arena<'_>) -> Result<Finding> {
             .await
             .map_err(|failure| BenchError::new(format!("the {who}'s WebSocket: {failure}")))
     };
-    let victim_ws = connect(victim.token.clone(), NORMAL_CLIENT, "victim").await?;
+    let victim_ws = connect(victim.token.clone(), arena.normal_ip, "victim").await?;
     let friend_ws = connect(friend.token.clone(), arena.spread_ip(), "third user").await?;
     let attacker_ws = connect(attacker.token.clone(), Attack::TypingFlood.attacker_ip(0), "attacker").await?;
 
     let probe_prefix = format!("p{}-", arena.bench.run_id);
     let (stop, stopped) = watch::channel(false);
+    // VmHWM from here on is this flood's peak (when the reset works).
+    if let Some(pid) = arena.bench.server_pid {
+        let _ = crate::procfs::reset_peak(pid);
+    }
+    let before = arena.bench.server_snapshot();
     let started = Instant::now();
     let flood_until = started + Duration::from_secs(args.typing_secs);
     let pace =
         (args.victim_reads_per_sec > 0).then_some(Pace { per_sec: args.victim_reads_per_sec, until: flood_until });
-    let watching = tokio::spawn(watch_victim(victim_ws, probe_prefix.clone(), pace, stopped));
+    let seen = Arc::new(AtomicU64::new(0));
+    let watching = tokio::spawn(watch_victim(victim_ws, probe_prefix.clone(), pace, Arc::clone(&seen), stopped));
     let probing = tokio::spawn(send_probes(friend_ws, probe_room, probe_prefix, flood_until + AFTER_FLOOD));
     let (typing_sent, attacker_closed) = flood_typing(attacker_ws, flood_room, flood_until).await;
     let probes = probing.await.map_err(|error| BenchError::new(format!("the probe task failed: {error}")))?;
-    // Time for the last probe to arrive.
-    sleep(Duration::from_secs(1)).await;
+    // Time for the last probes to arrive.
+    let wait_until = Instant::now() + PROBE_WAIT;
+    while seen.load(Ordering::Relaxed) < probes.len() as u64 && Instant::now() < wait_until {
+        sleep(Duration::from_millis(50)).await;
+    }
+    let after = arena.bench.server_snapshot();
     stop.send_replace(true);
     let log = watching.await.map_err(|error| BenchError::new(format!("the victim's task failed: {error}")))?;
 
@@ -425,6 +448,7 @@ pub async fn typing_flood(arena: &Arena<'_>) -> Result<Finding> {
         typing_relayed: log.typing,
         probes_sent: probes.len() as u64,
         probes_received: latencies.len() as u64,
+        slowest_probe: latencies.iter().max().copied(),
         victim_closed: log.closed,
         attacker_closed,
     };
@@ -452,6 +476,7 @@ pub async fn typing_flood(arena: &Arena<'_>) -> Result<Finding> {
     if let Some(reason) = &facts.attacker_closed {
         finding.line(format!("attacker's connection: {reason}"));
     }
+    finding.line(rss_change_human(before.as_ref(), after.as_ref()));
     finding.failures = judge_typing(&facts);
     finding.set("typing_sent", json!(facts.typing_sent));
     finding.set("typing_relayed", json!(facts.typing_relayed));
@@ -460,6 +485,8 @@ pub async fn typing_flood(arena: &Arena<'_>) -> Result<Finding> {
     finding.set("probe_latency", summary_json(latency.as_ref()));
     finding.set("victim_closed", json!(facts.victim_closed));
     finding.set("attacker_closed", json!(facts.attacker_closed));
+    finding.set("server_before", snapshot_json(before.as_ref()));
+    finding.set("server_after", snapshot_json(after.as_ref()));
     Ok(finding)
 }
 
@@ -477,6 +504,7 @@ async fn watch_victim(
     mut ws: WsStream,
     probe_prefix: String,
     pace: Option<Pace>,
+    seen: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
 ) -> VictimLog {
     let mut log = VictimLog::default();
@@ -498,8 +526,11 @@ async fn watch_victim(
             item = ws.next() => match classify(item) {
                 Incoming::Event(ServerEvent::Other(kind)) if kind == "typing" => log.typing += 1,
                 Incoming::Event(ServerEvent::NewMessage(message)) => {
-                    if let Some(id) = message.local_temp_id.filter(|id| id.starts_with(&probe_prefix)) {
-                        log.probes.entry(id).or_insert_with(Instant::now);
+                    if let Some(id) = message.local_temp_id.filter(|id| id.starts_with(&probe_prefix))
+                        && !log.probes.contains_key(&id)
+                    {
+                        log.probes.insert(id, Instant::now());
+                        seen.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Incoming::Closed(reason) => {
@@ -545,22 +576,9 @@ async fn send_probes(mut ws: WsStream, room_id: i64, prefix: String, until: Inst
 /// connection closed, if it did.
 async fn flood_typing(ws: WsStream, room_id: i64, until: Instant) -> (u64, Option<String>) {
     let (mut sink, mut incoming) = ws.split();
-    let writing = async {
-        let mut sent = 0u64;
-        while Instant::now() < until {
-            let frame = json!({"type": "typing", "data": {"room_id": room_id, "is_typing": sent.is_multiple_of(2)}});
-            if let Err(error) = sink.feed(Message::text(frame.to_string())).await {
-                return (sent, Some(describe(&error)));
-            }
-            sent += 1;
-            if sent.is_multiple_of(FLUSH_EVERY)
-                && let Err(error) = sink.flush().await
-            {
-                return (sent, Some(describe(&error)));
-            }
-        }
-        (sent, sink.flush().await.err().map(|error| describe(&error)))
-    };
+    let frames = (0..TYPING_MAX)
+        .map(|n| json!({"type": "typing", "data": {"room_id": room_id, "is_typing": n.is_multiple_of(2)}}).to_string());
+    let writing = pour(&mut sink, frames, until);
     let reading = async {
         loop {
             match timeout_at(until + Duration::from_secs(1), incoming.next()).await {
@@ -578,6 +596,35 @@ async fn flood_typing(ws: WsStream, room_id: i64, until: Instant) -> (u64, Optio
         close_quietly(ws).await;
     }
     (sent, closed.or(write_error))
+}
+
+/// Sends `frames` as fast as the connection takes them, flushing every
+/// few, until they run out or `until` passes (a server that stops reading
+/// cannot hold this up past it). The count sent, and the error that
+/// stopped the sending, if one did.
+async fn pour<S>(sink: &mut S, frames: impl Iterator<Item = String>, until: Instant) -> (u64, Option<String>)
+where
+    S: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    let mut sent = 0u64;
+    for frame in frames {
+        match timeout_at(until, sink.feed(Message::text(frame))).await {
+            Err(_) => return (sent, None),
+            Ok(Err(error)) => return (sent, Some(describe(&error))),
+            Ok(Ok(())) => sent += 1,
+        }
+        if sent.is_multiple_of(FLUSH_EVERY) {
+            match timeout_at(until, sink.flush()).await {
+                Err(_) => return (sent, None),
+                Ok(Err(error)) => return (sent, Some(describe(&error))),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+    match timeout_at(until, sink.flush()).await {
+        Ok(Err(error)) => (sent, Some(describe(&error))),
+        _ => (sent, None),
+    }
 }
 
 #[cfg(test)]
@@ -649,7 +696,7 @@ mod tests {
     #[test]
     fn rate_errors_are_recognised() {
         assert!(is_rate_error("Rate limit exceeded, slow down"));
-        assert!(is_rate_error("too many messages"));
+        assert!(is_rate_error("Too many messages: slow down and retry in 1 s"));
         assert!(!is_rate_error("Room not found"));
     }
 
@@ -685,5 +732,17 @@ mod tests {
         assert_eq!(failures.len(), 2, "{failures:?}");
         assert!(failures[0].contains("1013"));
         assert!(failures[1].contains("3 of 14"));
+    }
+
+    #[test]
+    fn typing_flood_fails_when_messages_are_held_up() {
+        let slow = TypingFacts {
+            probes_sent: 14,
+            probes_received: 14,
+            slowest_probe: Some(Duration::from_millis(3500)),
+            ..TypingFacts::default()
+        };
+        let failures = judge_typing(&slow);
+        assert_eq!(failures, vec!["messages of a third user took up to 3.5 s to reach the victim (over 2 s)"]);
     }
 }
