@@ -16,14 +16,13 @@ use chatd::model::{Envelope, Event, Message, MessageType, User, UserId};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 const SIZES: [usize; 4] = [1, 2, 100, 10_000];
 const BASE_URL: &str = "http://127.0.0.1:8000";
 
 /// The receiving ends of registered connections, kept alive for the bench.
 struct Connections {
-    outboxes: Vec<mpsc::Receiver<Utf8Bytes>>,
+    outboxes: Vec<mpsc::Receiver<chatd::hub::Outgoing>>,
     _kills: Vec<oneshot::Receiver<chatd::hub::CloseReason>>,
 }
 
@@ -33,7 +32,16 @@ fn connect(hub: &HubHandle, users: &[UserId]) -> Connections {
     for &user in users {
         let (outbox, outbox_rx) = mpsc::channel(64);
         let (kill, kill_rx) = oneshot::channel();
-        hub.register(user, ConnectionEntry { id: hub.next_conn_id(), outbox, kill, token_version: 0, token_id: None });
+        let entry = ConnectionEntry {
+            id: hub.next_conn_id(),
+            outbox,
+            kill,
+            token_version: 0,
+            token_id: None,
+            catch_up: Default::default(),
+        };
+        // Registration is asynchronous; the first fan-out waits behind it anyway.
+        drop(hub.register(user, entry));
         outboxes.push(outbox_rx);
         kills.push(kill_rx);
     }
@@ -53,7 +61,7 @@ fn new_message() -> Event {
         id: 912_345,
         room_id: 42,
         sender: std::sync::Arc::new(user(1)),
-        receiver: std::sync::Arc::new(user(2)),
+        receiver: Some(std::sync::Arc::new(user(2))),
         message_type: MessageType::Text,
         content: "Hey, are we still on for lunch tomorrow at noon?".to_owned(),
         files: None,
@@ -62,6 +70,7 @@ fn new_message() -> Event {
         created_at: 1_704_110_400_000,
         edited_at: None,
         is_read: false,
+        read_count: 0,
         is_deleted: false,
         like_count: 0,
     })
@@ -70,7 +79,7 @@ fn new_message() -> Event {
 /// Publishes one event per iteration and waits until every outbox got it.
 async fn fan_out(hub: &HubHandle, conns: &mut Connections, audience: &Arc<[UserId]>, event: &Arc<Event>) -> Duration {
     let start = Instant::now();
-    hub.publish(Envelope { audience: audience.clone(), event: event.clone() });
+    hub.publish(Envelope { audience: audience.clone(), event: event.clone(), position: None });
     for outbox in &mut conns.outboxes {
         outbox.recv().await.expect("frame delivered");
     }

@@ -38,7 +38,7 @@ fn message(files: usize) -> Message {
         id: 912_345,
         room_id: 42,
         sender: std::sync::Arc::new(user(3, "Alice")),
-        receiver: std::sync::Arc::new(user(7, "Bob")),
+        receiver: Some(std::sync::Arc::new(user(7, "Bob"))),
         message_type: if files.is_some() { MessageType::Image } else { MessageType::Text },
         content: "Hey, are we still on for lunch tomorrow at noon? I can book the \"usual\" place.".to_owned(),
         files,
@@ -47,6 +47,7 @@ fn message(files: usize) -> Message {
         created_at: NOW_MS,
         edited_at: None,
         is_read: false,
+        read_count: 0,
         is_deleted: false,
         like_count: 0,
     }
@@ -56,10 +57,10 @@ fn bench_serialize(c: &mut Criterion) {
     let mut group = c.benchmark_group("serialize");
     for (name, files) in [("text", 0), ("10_files", 10)] {
         let event = Event::NewMessage(message(files));
-        let frame = event.render(7, BASE_URL);
+        let frame = event.render(7, BASE_URL, Some(1_234_567));
         group.throughput(Throughput::Bytes(frame.len() as u64));
         group.bench_function(format!("render_new_message/{name}"), |b| {
-            b.iter(|| black_box(&event).render(black_box(7), BASE_URL))
+            b.iter(|| black_box(&event).render(black_box(7), BASE_URL, Some(1_234_567)))
         });
         let Event::NewMessage(m) = &event else { unreachable!() };
         group.bench_function(format!("message_json/{name}"), |b| {

@@ -99,6 +99,12 @@ pub struct Settings {
     /// Hub shards (rounded up to a power of two); default 4 per core.
     #[arg(long, env = "CHAT_HUB_SHARDS", global = true, hide = true)]
     pub hub_shards: Option<usize>,
+    /// Members a group may have, its creator included.
+    #[arg(long, env = "CHAT_MAX_GROUP_MEMBERS", default_value_t = 1000, global = true)]
+    pub max_group_members: usize,
+    /// Days stored events are kept for replay; older cursors must resync.
+    #[arg(long, env = "CHAT_EVENT_RETENTION_DAYS", default_value_t = 30, global = true)]
+    pub event_retention_days: u64,
     #[command(flatten)]
     pub limits: LimitSettings,
 }
@@ -196,6 +202,9 @@ pub struct Config {
     pub writer_batch_max: usize,
     /// Read connections in the pool.
     pub read_pool_size: u32,
+    pub max_group_members: usize,
+    /// How long stored events are kept for replay.
+    pub event_retention: Duration,
     pub limits: Limits,
 }
 
@@ -316,6 +325,12 @@ impl Config {
             return Err(ConfigError("CHAT_JWT_SECRET must be at least 32 bytes".into()));
         }
         let limits = Limits::from_settings(&s.limits)?;
+        if s.max_group_members < 2 {
+            return Err(ConfigError("CHAT_MAX_GROUP_MEMBERS must be at least 2".into()));
+        }
+        if !(1..=3650).contains(&s.event_retention_days) {
+            return Err(ConfigError("CHAT_EVENT_RETENTION_DAYS must be in 1..=3650".into()));
+        }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let hub_shards = s.hub_shards.unwrap_or(cores * 4).clamp(1, 1024).next_power_of_two();
         Ok(Config {
@@ -336,6 +351,8 @@ impl Config {
             max_body_bytes: 1024 * 1024,
             writer_batch_max: 512,
             read_pool_size: (cores as u32).clamp(2, 16),
+            max_group_members: s.max_group_members,
+            event_retention: Duration::from_secs(s.event_retention_days.saturating_mul(86_400)),
             limits,
         })
     }
@@ -376,6 +393,8 @@ impl Settings {
             ws_outbox: 1024,
             max_connections: 10_000,
             hub_shards: Some(4),
+            max_group_members: 1000,
+            event_retention_days: 30,
             limits: LimitSettings {
                 rate_limits: Switch::Off,
                 header_timeout_secs: 10,

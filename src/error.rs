@@ -32,6 +32,8 @@ pub enum ApiError {
     TooManyRequests { detail: String, retry_after_secs: u64 },
     #[error("Request timed out")]
     RequestTimeout,
+    #[error("{0}")]
+    Gone(&'static str),
     /// A WebSocket handshake for a protocol version other than 13.
     #[error("Unsupported WebSocket version; this server speaks version 13")]
     WebSocketVersion,
@@ -55,6 +57,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::WebSocketVersion => StatusCode::BAD_REQUEST,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -115,7 +118,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(what) => ApiError::BadRequest(what.into()),
             StoreError::Forbidden(what) => ApiError::Forbidden(what),
             StoreError::Unavailable => ApiError::Unavailable,
-            StoreError::QuotaExceeded(_) => ApiError::Unprocessable(e.to_string()),
+            StoreError::QuotaExceeded(_) | StoreError::TooManyMembers(_) => ApiError::Unprocessable(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

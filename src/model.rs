@@ -71,7 +71,8 @@ pub struct Message {
     pub room_id: RoomId,
     /// Shared: a page of 50 messages holds the same two people 50 times.
     pub sender: Arc<User>,
-    pub receiver: Arc<User>,
+    /// The other person of a direct room; none in a group.
+    pub receiver: Option<Arc<User>>,
     pub message_type: MessageType,
     pub content: String,
     pub files: Option<Vec<FileMeta>>,
@@ -79,9 +80,38 @@ pub struct Message {
     pub local_temp_id: Option<String>,
     pub created_at: i64,
     pub edited_at: Option<i64>,
+    /// Every other current member has read it.
     pub is_read: bool,
+    /// How many members other than the sender have read it.
+    pub read_count: i64,
     pub is_deleted: bool,
     pub like_count: i64,
+}
+
+/// Who has read how far in one room: each member's `last_read_id`. Gives a
+/// message's `read_count` and `is_read` without a query per message.
+#[derive(Clone, Debug, Default)]
+pub struct ReadState {
+    members: Vec<(UserId, MessageId)>,
+}
+
+impl ReadState {
+    pub fn new(members: Vec<(UserId, MessageId)>) -> ReadState {
+        ReadState { members }
+    }
+
+    /// `(read_count, is_read)` of message `id` sent by `sender`.
+    pub fn of(&self, sender: UserId, id: MessageId) -> (i64, bool) {
+        let others = self.members.iter().filter(|(user, _)| *user != sender);
+        let (mut read, mut total) = (0, 0);
+        for (_, last_read) in others {
+            total += 1;
+            if *last_read >= id {
+                read += 1;
+            }
+        }
+        (read, total > 0 && read == total)
+    }
 }
 
 #[derive(Serialize)]
@@ -106,12 +136,13 @@ pub struct MessageJson<'a> {
     created_at: String,
     edited_at: Option<String>,
     is_read: bool,
+    read_count: i64,
     is_deleted: bool,
     is_sender: bool,
     is_liked: bool,
     like_count: i64,
     sender_details: &'a User,
-    receiver_details: &'a User,
+    receiver_details: Option<&'a User>,
 }
 
 /// Whether a rendering of a message carries its `local_temp_id`
@@ -149,12 +180,13 @@ impl Message {
             created_at: rfc3339_ms(self.created_at),
             edited_at: self.edited_at.map(rfc3339_ms),
             is_read: self.is_read,
+            read_count: self.read_count,
             is_deleted: self.is_deleted,
             is_sender: viewer == self.sender.id,
             is_liked,
             like_count: self.like_count,
             sender_details: self.sender.as_ref(),
-            receiver_details: self.receiver.as_ref(),
+            receiver_details: self.receiver.as_deref(),
         }
     }
 }
@@ -169,14 +201,34 @@ pub struct Room {
     pub created_at: i64,
     pub updated_at: i64,
     pub is_active: bool,
+    /// Both people of a direct room; at most `GROUP_PARTICIPANTS_SHOWN`
+    /// members of a group (the rest through `/members`).
     pub participants: Vec<User>,
+    pub member_count: i64,
+    /// The admins of a group (the `role` of each viewer comes from here).
+    pub admins: Vec<UserId>,
     pub last_message: Option<(Message, bool)>,
     pub unread_count: i64,
 }
 
+/// Members of a group listed in its Room object.
+pub const GROUP_PARTICIPANTS_SHOWN: usize = 20;
+
+pub const DIRECT: &str = "direct";
+pub const GROUP: &str = "group";
+
 impl Room {
+    pub fn is_group(&self) -> bool {
+        self.room_type == GROUP
+    }
+
     pub fn json(&self, viewer: UserId, base_url: &str) -> serde_json::Value {
-        let other = self.participants.iter().find(|u| u.id != viewer).or_else(|| self.participants.first());
+        let other = if self.is_group() {
+            None
+        } else {
+            self.participants.iter().find(|u| u.id != viewer).or_else(|| self.participants.first())
+        };
+        let role = if self.admins.contains(&viewer) { "admin" } else { "member" };
         serde_json::json!({
             "id": self.id,
             "name": self.name,
@@ -189,6 +241,8 @@ impl Room {
             "other_user": other,
             "last_message": self.last_message.as_ref().map(|(m, liked)| m.json(viewer, *liked, base_url, TempId::Hide)),
             "unread_count": self.unread_count,
+            "member_count": self.member_count,
+            "role": role,
         })
     }
 }
@@ -226,10 +280,43 @@ pub enum Event {
         room_id: RoomId,
         user_id: UserId,
         user_name: String,
+        last_read_id: MessageId,
+    },
+    RoomCreated(RoomView),
+    RoomUpdated(RoomView),
+    MemberAdded {
+        room_id: RoomId,
+        users: Vec<User>,
+        by: UserId,
+    },
+    MemberRemoved {
+        room_id: RoomId,
+        user_id: UserId,
+        by: UserId,
+    },
+    /// To the removed user only.
+    RoomRemoved {
+        room_id: RoomId,
     },
     /// Tokens of the audience's one user were revoked: the hub closes the
     /// connections opened with them (1008). Never rendered to a client.
     TokensRevoked(Revocation),
+}
+
+/// A Room for every member at once: its unread count differs per member.
+#[derive(Debug, Clone)]
+pub struct RoomView {
+    pub room: Room,
+    pub unread: Vec<(UserId, i64)>,
+}
+
+impl RoomView {
+    pub fn json(&self, viewer: UserId, base_url: &str) -> serde_json::Value {
+        let mut value = self.room.json(viewer, base_url);
+        let unread = self.unread.iter().find(|(u, _)| *u == viewer).map_or(0, |(_, n)| *n);
+        value["unread_count"] = unread.into();
+        value
+    }
 }
 
 /// Which of a user's tokens (and so connections) a revocation ends.
@@ -241,70 +328,112 @@ pub enum Revocation {
     Token(Box<str>),
 }
 
-/// An event and the users whose every connection receives it.
+/// An event and the users whose every connection receives it. A stored
+/// event has the position it was stored at: its frame carries the cursor.
 #[derive(Debug, Clone)]
 pub struct Envelope {
     pub audience: Arc<[UserId]>,
     pub event: Arc<Event>,
+    pub position: Option<i64>,
 }
 
 impl Envelope {
     pub fn new(audience: impl Into<Arc<[UserId]>>, event: Event) -> Envelope {
-        Envelope { audience: audience.into(), event: Arc::new(event) }
+        Envelope { audience: audience.into(), event: Arc::new(event), position: None }
+    }
+}
+
+/// A place in the event stream, as clients hold it: `v1.<position>`.
+/// Opaque to clients, URL-safe (RFC 3986 unreserved characters only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor(pub i64);
+
+impl Cursor {
+    pub fn parse(text: &str) -> Option<Cursor> {
+        let digits = text.strip_prefix("v1.")?;
+        if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse::<i64>().ok().map(Cursor)
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v1.{}", self.0)
+    }
+}
+
+impl Serialize for Cursor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
 impl Event {
     /// Whether every viewer gets the same bytes (so one rendering serves all).
     pub fn same_for_everyone(&self) -> bool {
-        !matches!(self, Event::NewMessage(_) | Event::MessageUpdate { .. })
+        !matches!(
+            self,
+            Event::NewMessage(_) | Event::MessageUpdate { .. } | Event::RoomCreated(_) | Event::RoomUpdated(_)
+        )
     }
 
-    /// The frame text of this event for `viewer`.
-    pub fn render(&self, viewer: UserId, base_url: &str) -> String {
+    /// The frame text of this event for `viewer`, with its cursor if stored.
+    pub fn render(&self, viewer: UserId, base_url: &str, position: Option<i64>) -> String {
+        let cursor = position.map(Cursor);
+        let frame = |kind: &str, data: serde_json::Value| Frame { kind, data, cursor }.to_json();
         match self {
             Event::NewMessage(m) => {
-                Frame { kind: "new_message", data: m.json(viewer, false, base_url, TempId::Show) }.to_json()
+                Frame { kind: "new_message", data: m.json(viewer, false, base_url, TempId::Show), cursor }.to_json()
             }
             Event::MessageUpdate { message, liked_by } => Frame {
                 kind: "message_update",
                 data: message.json(viewer, liked_by.contains(&viewer), base_url, TempId::Hide),
+                cursor,
             }
             .to_json(),
             Event::MessageDelete { id, room_id } => {
-                serde_json::json!({"type": "message_delete", "data": {"id": id, "room_id": room_id}}).to_string()
+                frame("message_delete", serde_json::json!({"id": id, "room_id": room_id}))
             }
-            Event::MessageLike { id, room_id, user_id, like_count } => serde_json::json!({
-                "type": "message_like",
-                "data": {"id": id, "room_id": room_id, "user_id": user_id, "like_count": like_count}
-            })
-            .to_string(),
-            Event::Typing { room_id, user_id, user_name, is_typing } => serde_json::json!({
-                "type": "typing",
-                "data": {"room_id": room_id, "user_id": user_id, "user_name": user_name, "is_typing": is_typing}
-            })
-            .to_string(),
-            Event::Presence { user_id, user_name, is_online } => serde_json::json!({
-                "type": "presence",
-                "data": {"user_id": user_id, "is_online": is_online, "user_name": user_name}
-            })
-            .to_string(),
-            Event::MessageRead { room_id, user_id, user_name } => serde_json::json!({
-                "type": "message_read",
-                "data": {"room_id": room_id, "user_id": user_id, "user_name": user_name}
-            })
-            .to_string(),
+            Event::MessageLike { id, room_id, user_id, like_count } => frame(
+                "message_like",
+                serde_json::json!({"id": id, "room_id": room_id, "user_id": user_id, "like_count": like_count}),
+            ),
+            Event::Typing { room_id, user_id, user_name, is_typing } => frame(
+                "typing",
+                serde_json::json!({"room_id": room_id, "user_id": user_id, "user_name": user_name, "is_typing": is_typing}),
+            ),
+            Event::Presence { user_id, user_name, is_online } => frame(
+                "presence",
+                serde_json::json!({"user_id": user_id, "is_online": is_online, "user_name": user_name}),
+            ),
+            Event::MessageRead { room_id, user_id, user_name, last_read_id } => frame(
+                "message_read",
+                serde_json::json!({"room_id": room_id, "user_id": user_id, "user_name": user_name, "last_read_id": last_read_id}),
+            ),
+            Event::RoomCreated(view) => frame("room_created", view.json(viewer, base_url)),
+            Event::RoomUpdated(view) => frame("room_updated", view.json(viewer, base_url)),
+            Event::MemberAdded { room_id, users, by } => {
+                frame("member_added", serde_json::json!({"room_id": room_id, "users": users, "by": by}))
+            }
+            Event::MemberRemoved { room_id, user_id, by } => {
+                frame("member_removed", serde_json::json!({"room_id": room_id, "user_id": user_id, "by": by}))
+            }
+            Event::RoomRemoved { room_id } => frame("room_removed", serde_json::json!({"room_id": room_id})),
             Event::TokensRevoked(_) => String::new(),
         }
     }
 }
 
-/// `{"type": ..., "data": ...}` for a serialisable payload.
+/// `{"type": ..., "data": ..., "cursor"?: ...}` for a serialisable payload.
 #[derive(Serialize)]
 pub struct Frame<'a, T: Serialize> {
     #[serde(rename = "type")]
     pub kind: &'a str,
     pub data: T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<Cursor>,
 }
 
 impl<T: Serialize> Frame<'_, T> {
@@ -317,4 +446,37 @@ impl<T: Serialize> Frame<'_, T> {
 /// The `error` frame of SPEC section 3.
 pub fn error_frame(message: &str, local_temp_id: Option<&str>) -> String {
     serde_json::json!({"type": "error", "message": message, "local_temp_id": local_temp_id}).to_string()
+}
+
+/// The frame that ends a replay (or opens a connection without a cursor).
+pub fn synced_frame(cursor: Cursor) -> String {
+    Frame { kind: "synced", data: serde_json::json!({"cursor": cursor}), cursor: None }.to_json()
+}
+
+pub const RESYNC_REQUIRED: &str = r#"{"type":"resync_required"}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_anything_else() {
+        assert_eq!(Cursor(42).to_string(), "v1.42");
+        assert_eq!(Cursor::parse("v1.42"), Some(Cursor(42)));
+        assert_eq!(Cursor::parse("v1.0"), Some(Cursor(0)));
+        for bad in ["", "42", "v1.", "v1.-1", "v1.4x", "v2.4", "v1.99999999999999999999", "v1.+4"] {
+            assert_eq!(Cursor::parse(bad), None, "{bad}");
+        }
+        let frame = Frame { kind: "message_delete", data: serde_json::json!({"id": 1}), cursor: Some(Cursor(7)) };
+        assert_eq!(frame.to_json(), r#"{"type":"message_delete","data":{"id":1},"cursor":"v1.7"}"#);
+    }
+
+    #[test]
+    fn read_state_counts_other_members() {
+        let state = ReadState::new(vec![(1, 10), (2, 5), (3, 12)]);
+        assert_eq!(state.of(1, 10), (1, false), "3 read it, 2 did not");
+        assert_eq!(state.of(1, 5), (2, true));
+        assert_eq!(state.of(2, 6), (2, true), "the sender does not count");
+        assert_eq!(ReadState::new(vec![(1, 0)]).of(1, 3), (0, false), "alone in a room nobody reads");
+    }
 }

@@ -78,6 +78,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             }
         }
     });
+    spawn_event_retention(writer.clone(), config.event_retention);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hasher = crate::auth::password::HashPool::start(cores, 64).map_err(StartError::Hasher)?;
     let revoked = reader.run_blocking(|c| store::reads::revoked_tokens(c, crate::auth::jwt::unix_now()))?;
@@ -99,6 +100,32 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         limiter,
     });
     Ok(Server { state, shutdown_tx })
+}
+
+/// Removes stored events past their retention, a batch at a time, once a
+/// minute after start and then hourly. Ends with the writer.
+fn spawn_event_retention(writer: store::WriterHandle, retention: Duration) {
+    tokio::spawn(async move {
+        let mut hourly =
+            tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), Duration::from_secs(3600));
+        loop {
+            hourly.tick().await;
+            let cutoff = crate::time::now_ms() - retention.as_millis() as i64;
+            loop {
+                match writer.prune_events(cutoff).await {
+                    Ok(0) => break,
+                    Ok(removed) => tracing::debug!(removed, "expired events removed"),
+                    Err(store::StoreError::Unavailable) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot remove expired events");
+                        break;
+                    }
+                }
+                // Let other writes between the batches.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
 }
 
 /// The writer's sink: committed events go to the hub, batch figures to metrics.

@@ -1,5 +1,5 @@
 // Small DOM and formatting helpers. User text only ever goes through
-// textContent or attribute setters, never innerHTML.
+// textContent or attribute setters; nothing is ever parsed as HTML.
 
 /**
  * Create an element. `props` keys: `class`, `text`, `testid`, `dataset`,
@@ -102,7 +102,14 @@ export function fillAvatar(node, user) {
   const url = user && safeUrl(user.avatar_url);
   node.style.setProperty('--hue', String(hueFor(user ? user.id : 0)));
   if (url) {
-    node.append(el('img', { src: url, alt: '' }));
+    const img = el('img', { src: url, alt: '' });
+    // An avatar the page may not load (another origin is outside the CSP's
+    // img-src, or the image is gone) shows the initials instead. Only while
+    // it is still this node's avatar: a later fill may have replaced it.
+    img.addEventListener('error', () => {
+      if (img.parentNode === node) node.textContent = initials(user && user.name);
+    }, { once: true });
+    node.append(img);
   } else {
     node.textContent = initials(user && user.name);
   }

@@ -8,14 +8,15 @@ use std::path::Path;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use super::validate::{FILE_TYPES, decoded_len, strip_data_url};
+use super::validate::{FILE_TYPES, MAX_DISPLAY_NAME_CHARS, decoded_len, is_format_char, strip_data_url};
 use super::{
-    CHAT_FILES_DIR, Category, FileMessageKind, IncomingFile, check_files, remove_stored, sanitize_file_name,
-    store_files,
+    CHAT_FILES_DIR, Category, FileMessageKind, IncomingFile, check_files, display_file_name, remove_stored,
+    sanitize_file_name, store_files,
 };
 
 /// `sanitize_file_name` either refuses or returns a short name of safe
-/// characters that is not all dots.
+/// characters that is not all dots; the name shown for an accepted one is
+/// short, not empty, and free of control and format characters.
 pub fn file_name(data: &[u8]) {
     let Ok(raw) = std::str::from_utf8(data) else {
         return;
@@ -25,10 +26,13 @@ pub fn file_name(data: &[u8]) {
             assert!(!name.is_empty() && name.len() <= 100, "{name:?}");
             assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')), "{name:?}");
             assert!(name.bytes().any(|b| b != b'.'), "{name:?}");
+            let shown = display_file_name(raw, &name);
+            assert!(!shown.trim().is_empty() && shown.chars().count() <= MAX_DISPLAY_NAME_CHARS, "{shown:?}");
+            assert!(!shown.chars().any(|c| c.is_control() || is_format_char(c)), "{shown:?}");
         }
         Err(error) => {
             let text = error.to_string();
-            assert!(!text.chars().any(char::is_control), "{text:?}");
+            assert!(!text.chars().any(|c| c.is_control() || is_format_char(c)), "{text:?}");
         }
     }
 }
@@ -42,7 +46,8 @@ pub fn file_name(data: &[u8]) {
 ///
 /// Invariants: whatever `check_files` refuses `store_files` refuses too; a
 /// stored file has the declared size (and content) under its category's
-/// folder; after a refusal, and after `remove_stored`, no file is left.
+/// folder and a shown name without control or format characters; after a
+/// refusal, and after `remove_stored`, no file is left.
 /// Returns whether the message was stored.
 pub fn attachment(data: &[u8], static_dir: &Path) -> bool {
     let [kind, mime, flags, rest @ ..] = data else {
@@ -93,6 +98,7 @@ pub fn attachment(data: &[u8], static_dir: &Path) -> bool {
             assert!(file.rel_path.starts_with(&prefix), "{}", file.rel_path);
             let bytes = std::fs::read(static_dir.join(&file.rel_path)).unwrap_or_default();
             assert_eq!(bytes.len() as u64, file.file_size);
+            assert!(!file.file_name.chars().any(|c| c.is_control() || is_format_char(c)), "{:?}", file.file_name);
             if flags & 1 == 0 {
                 assert_eq!(bytes, content);
             }

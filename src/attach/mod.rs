@@ -13,7 +13,7 @@ mod store;
 pub mod validate;
 
 pub use store::{prepare_dirs, remove_stored, store_files};
-pub use validate::sanitize_file_name;
+pub use validate::{display_file_name, sanitize_file_name};
 
 /// The folder under the static directory that holds every stored file.
 pub const CHAT_FILES_DIR: &str = "chat_files";
@@ -69,7 +69,8 @@ pub struct IncomingFile<'a> {
 /// A file that `store_files` put in place.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredFile {
-    /// The name the client gave.
+    /// The name the client gave, made safe to show by
+    /// `validate::display_file_name` (no bidi or other format characters).
     pub file_name: String,
     /// `chat_files/<folder>/<name>`, '/'-separated, relative to the static dir.
     pub rel_path: String,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::civil::UtcDateTime;
 use super::decode::{DecodeBuffer, DecodeError, decode_into};
-use super::validate::{PlannedFile, plan_files};
+use super::validate::{PlannedFile, display_file_name, plan_files};
 use super::{AttachError, CHAT_FILES_DIR, Category, FileMessageKind, IncomingFile, StoredFile};
 
 /// Temporary files start with this; `prepare_dirs` removes what a crash left.
@@ -52,7 +52,7 @@ pub fn store_files(
             tracing::warn!(path = %temp.display(), %error, "could not remove a temporary file");
         }
         stored.push(StoredFile {
-            file_name: file.file_name.to_owned(),
+            file_name: display_file_name(file.file_name, &plan.sanitised),
             rel_path: format!("{CHAT_FILES_DIR}/{}/{final_name}", plan.file_type.category.folder()),
             file_size: plan.decoded_len,
             mime_type: plan.file_type.mime.to_owned(),
@@ -277,6 +277,22 @@ mod tests {
         let mut expected: Vec<_> = paths.iter().map(|p| p.to_string()).collect();
         expected.sort();
         assert_eq!(files_on_disk(dir.path()), expected);
+    }
+
+    #[test]
+    fn long_names_are_stored_shortened_and_names_are_shown_without_format_characters() {
+        let dir = static_dir();
+        let long = format!("{}.png", "n".repeat(300));
+        let files = [Declared::sample(&long, "image/png"), Declared::sample("invoice\u{202E}fdp.png", "image/png")];
+        let stored = store(dir.path(), FileMessageKind::Image, &files).unwrap();
+        let shortened = format!("{}.png", "n".repeat(96));
+        assert_eq!(stored[0].rel_path, format!("chat_files/images/user_7_20240101_120000_0_{shortened}"));
+        assert_eq!(stored[0].file_name, format!("{}.png", "n".repeat(251)));
+        assert_eq!(stored[1].rel_path, "chat_files/images/user_7_20240101_120000_1_invoice_fdp.png");
+        assert_eq!(stored[1].file_name, "invoicefdp.png");
+        for file in &stored {
+            assert_eq!(fs::read(dir.path().join(&file.rel_path)).unwrap(), sample_bytes("png"));
+        }
     }
 
     #[test]

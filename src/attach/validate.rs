@@ -6,10 +6,11 @@ use super::{AttachError, Category, FileMessageKind, IncomingFile};
 
 /// Files per message (SPEC 7).
 pub const MAX_FILES: usize = 10;
-/// Longest file name a client may send, in bytes, before it is reduced.
-pub const MAX_RAW_NAME_BYTES: usize = 255;
 /// Longest sanitised name, in characters (all ASCII after sanitising).
 pub const MAX_SANITISED_CHARS: usize = 100;
+/// Longest name shown to clients, in characters. Long names are shortened,
+/// not refused; this keeps what every render of the message repeats small.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 255;
 
 /// What the first bytes of a file must look like.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,41 +193,98 @@ pub fn decoded_len(payload: &str) -> Option<u64> {
 
 /// Reduces a client's file name to a safe one: the last path component,
 /// anything outside `[A-Za-z0-9._-]` replaced by `_`, at most 100 characters
-/// with the extension kept.
+/// with the extension kept. A longer name is shortened, not refused; names
+/// with control characters, and names of nothing but dots, are refused.
 pub fn sanitize_file_name(raw: &str) -> Result<String, AttachError> {
     let invalid = || AttachError::InvalidName { name: printable_name(raw) };
-    if raw.len() > MAX_RAW_NAME_BYTES || raw.chars().any(char::is_control) {
+    if raw.chars().any(char::is_control) {
         return Err(invalid());
     }
     let last = raw.rsplit(['/', '\\']).next().unwrap_or("");
     if last.trim_matches('.').is_empty() || last.trim().is_empty() {
         return Err(invalid());
     }
-    let mut name: String =
+    let replaced: String =
         last.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
-    if name.len() > MAX_SANITISED_CHARS {
-        // All ASCII now, so byte offsets are character offsets.
-        let ext_len = name.rfind('.').map_or(0, |dot| name.len() - dot);
-        if ext_len > 0 && ext_len < MAX_SANITISED_CHARS / 2 {
-            let ext = name.split_off(name.len() - ext_len);
-            name.truncate(MAX_SANITISED_CHARS - ext_len);
-            name.push_str(&ext);
-        } else {
-            name.truncate(MAX_SANITISED_CHARS);
-        }
-        // Cutting "....(100 dots)x.y" can leave only dots.
-        if name.bytes().all(|b| b == b'.') {
-            return Err(invalid());
-        }
+    let name = shorten_keeping_extension(&replaced, MAX_SANITISED_CHARS);
+    // Cutting "....(100 dots)x.y" can leave only dots.
+    if name.bytes().all(|b| b == b'.') {
+        return Err(invalid());
     }
     Ok(name)
 }
 
+/// The name clients are shown (`file_name` of `files_data`): the name as
+/// sent, without control characters and without Unicode format characters
+/// (general category Cf: bidi overrides and isolates, zero-width characters,
+/// the soft hyphen, the BOM), so that `evil\u{202E}gpj.exe` cannot pass for
+/// `evilexe.jpg`. At most 255 characters, extension kept. When nothing is
+/// left, the sanitised name stands in.
+pub fn display_file_name(raw: &str, sanitised: &str) -> String {
+    let visible: String = raw.chars().filter(|&c| !c.is_control() && !is_format_char(c)).collect();
+    let shown = shorten_keeping_extension(&visible, MAX_DISPLAY_NAME_CHARS);
+    // Checked after shortening: a cut can leave only the leading spaces.
+    if shown.trim().is_empty() { sanitised.to_owned() } else { shown }
+}
+
+/// Whether `c` is in Unicode general category Cf (format characters,
+/// Unicode 15). They are invisible yet change how the text around them is
+/// shown, so no file name keeps them.
+pub fn is_format_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
+}
+
 /// A name that is safe to put into an error text even when it was rejected:
-/// control characters replaced, at most 100 characters.
+/// control and format characters replaced, at most 100 characters.
 pub fn printable_name(raw: &str) -> String {
-    let shown: String = raw.chars().take(MAX_SANITISED_CHARS).map(|c| if c.is_control() { '?' } else { c }).collect();
+    let shown: String = raw
+        .chars()
+        .take(MAX_SANITISED_CHARS)
+        .map(|c| if c.is_control() || is_format_char(c) { '?' } else { c })
+        .collect();
     if shown.trim().is_empty() { "(unnamed)".to_owned() } else { shown }
+}
+
+/// `name` cut to `max_chars` characters. The extension (from the last dot)
+/// is kept when it is shorter than half the limit, because the stored name's
+/// extension must still fit its type; a longer one is no real extension.
+fn shorten_keeping_extension(name: &str, max_chars: usize) -> String {
+    if name.chars().nth(max_chars).is_none() {
+        return name.to_owned();
+    }
+    let extension = name.rfind('.').map_or("", |dot| &name[dot..]);
+    let extension_chars = extension.chars().count();
+    if extension_chars > 0 && extension_chars < max_chars / 2 {
+        let stem = &name[..name.len() - extension.len()];
+        let mut shortened: String = stem.chars().take(max_chars - extension_chars).collect();
+        shortened.push_str(extension);
+        shortened
+    } else {
+        name.chars().take(max_chars).collect()
+    }
 }
 
 /// The extension of a sanitised name, without the dot.
@@ -478,20 +536,125 @@ mod tests {
     }
 
     #[test]
-    fn long_names_keep_their_extension_within_100_characters() {
+    fn long_names_are_shortened_to_100_characters_keeping_the_extension() {
         let name = format!("{}.jpeg", "n".repeat(200));
         let got = sanitize_file_name(&name).unwrap();
-        assert_eq!(got.len(), 100);
-        assert!(got.ends_with("nnn.jpeg"));
+        assert_eq!(got, format!("{}.jpeg", "n".repeat(95)));
+        // Far past the 255 bytes a file system allows in one name.
+        let huge = format!("{}.png", "p".repeat(300));
+        assert_eq!(sanitize_file_name(&huge).unwrap(), format!("{}.png", "p".repeat(96)));
+        let huge = format!("dir/{}.txt", "é".repeat(5000));
+        assert_eq!(sanitize_file_name(&huge).unwrap(), format!("{}.txt", "_".repeat(96)));
         let no_ext = sanitize_file_name(&"m".repeat(150)).unwrap();
         assert_eq!(no_ext, "m".repeat(100));
+        // An "extension" of half the limit or more is no extension: cut plainly.
+        let long_ext = format!("a.{}", "x".repeat(120));
+        assert_eq!(sanitize_file_name(&long_ext).unwrap(), format!("a.{}", "x".repeat(98)));
         // 100 multi-byte characters are 200 bytes but 100 characters.
         assert_eq!(sanitize_file_name(&"é".repeat(100)).unwrap(), "_".repeat(100));
+        for len in [99, 100, 101] {
+            let name = format!("{}.pdf", "d".repeat(len - 4));
+            let got = sanitize_file_name(&name).unwrap();
+            assert!(got.len() == len.min(100) && got.ends_with("d.pdf"), "{len}: {got}");
+        }
+    }
+
+    #[test]
+    fn shown_names_lose_format_and_control_characters() {
+        let cases = [
+            ("photo 1.png", "photo 1.png"),
+            ("../../etc/report.pdf", "../../etc/report.pdf"),
+            ("фото ✓.png", "фото ✓.png"),
+            ("evil\u{202E}gpj.exe", "evilgpj.exe"),
+            ("invoice\u{202E}fdp.png", "invoicefdp.png"),
+            ("a\u{202A}b\u{202B}c\u{202C}d\u{202D}e.txt", "abcde.txt"),
+            ("\u{2066}a\u{2067}b\u{2068}c\u{2069}.txt", "abc.txt"),
+            ("z\u{200B}e\u{200C}r\u{200D}o\u{200E}\u{200F}.txt", "zero.txt"),
+            ("\u{FEFF}bom\u{061C}.txt", "bom.txt"),
+            ("soft\u{00AD}hyphen\u{2060}\u{2061}\u{2062}\u{2063}\u{2064}.txt", "softhyphen.txt"),
+            ("tag\u{E0001}\u{E0041}\u{E007F}\u{06DD}\u{FFF9}.txt", "tag.txt"),
+            ("ctl\0\u{7}\n\u{85}.txt", "ctl.txt"),
+            // Nothing visible left: the sanitised name stands in.
+            ("\u{202E}\u{200B}", "fallback.png"),
+            ("\u{FEFF} \u{202E}", "fallback.png"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(display_file_name(raw, "fallback.png"), want, "{raw:?}");
+        }
+        let long = format!("{}\u{202E}.docx", "ж".repeat(400));
+        let shown = display_file_name(&long, "x.docx");
+        assert_eq!(shown, format!("{}.docx", "ж".repeat(250)));
+        assert_eq!(shown.chars().count(), MAX_DISPLAY_NAME_CHARS);
+        let spaces_first = format!("{}x", " ".repeat(300));
+        assert_eq!(display_file_name(&spaces_first, "x"), "x");
+    }
+
+    #[test]
+    fn format_characters_are_exactly_category_cf() {
+        let cf = [
+            '\u{AD}',
+            '\u{600}',
+            '\u{605}',
+            '\u{61C}',
+            '\u{6DD}',
+            '\u{70F}',
+            '\u{890}',
+            '\u{8E2}',
+            '\u{180E}',
+            '\u{200B}',
+            '\u{200F}',
+            '\u{202A}',
+            '\u{202E}',
+            '\u{2060}',
+            '\u{2064}',
+            '\u{2066}',
+            '\u{206F}',
+            '\u{FEFF}',
+            '\u{FFF9}',
+            '\u{FFFB}',
+            '\u{110BD}',
+            '\u{110CD}',
+            '\u{13430}',
+            '\u{1343F}',
+            '\u{1BCA0}',
+            '\u{1D173}',
+            '\u{1D17A}',
+            '\u{E0001}',
+            '\u{E0020}',
+            '\u{E007F}',
+        ];
+        for c in cf {
+            assert!(is_format_char(c), "U+{:04X}", c as u32);
+        }
+        // Neighbours and look-alikes that are not Cf: letters, spaces, marks.
+        let not_cf = [
+            'a',
+            ' ',
+            '.',
+            '\u{AC}',
+            '\u{AE}',
+            '\u{606}',
+            '\u{200A}',
+            '\u{2010}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{2065}',
+            '\u{2070}',
+            '\u{FEFE}',
+            '\u{FFFC}',
+            '\u{E0000}',
+            '\u{E0080}',
+            '\u{E0100}',
+            'ж',
+            '✓',
+        ];
+        for c in not_cf {
+            assert!(!is_format_char(c), "U+{:04X}", c as u32);
+        }
     }
 
     #[test]
     fn unusable_names_are_errors() {
-        let long = "a".repeat(300);
         for raw in [
             "",
             ".",
@@ -505,7 +668,8 @@ mod tests {
             "\u{7f}.txt",
             "\u{85}.txt",
             "   ",
-            long.as_str(),
+            "a\u{202E}\nb.txt",
+            "../x\u{1b}[31m.png",
         ] {
             let got = sanitised(raw);
             assert!(got.is_err(), "{raw:?} -> {got:?}");
@@ -514,9 +678,9 @@ mod tests {
             assert!(!text.chars().any(char::is_control), "{text:?}");
             assert!(text.len() < 240, "{text}");
         }
-        // 255 bytes is the longest accepted.
-        assert!(sanitised(&format!("{}.txt", "a".repeat(251))).is_ok());
-        assert!(sanitised(&format!("{}.txt", "a".repeat(252))).is_err());
+        // The error text shows no format characters either.
+        let text = sanitised("a\u{202E}\nb.txt").unwrap_err();
+        assert_eq!(text, "a??b.txt: Invalid file name");
         // Found by fuzzing: shortening must not leave a name of only dots.
         assert!(sanitised(&format!("{}nn..j.", ".".repeat(150))).is_err());
     }

@@ -26,7 +26,11 @@ pub fn route(data: &[u8]) -> bool {
                 | Endpoint::EditMessage(id)
                 | Endpoint::DeleteMessage(id)
                 | Endpoint::Like(id)
-                | Endpoint::Unlike(id) => id,
+                | Endpoint::Unlike(id)
+                | Endpoint::RenameRoom(id)
+                | Endpoint::Members(id)
+                | Endpoint::AddMembers(id) => id,
+                Endpoint::RemoveMember(room, user) | Endpoint::SetRole(room, user) => room.min(user),
                 _ => 1,
             };
             assert!(id > 0, "{method} {path:?} → {endpoint:?}");

@@ -55,7 +55,7 @@ async fn dispatch(
     endpoint: Endpoint,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    use handlers::{auth, messages, misc, rooms};
+    use handlers::{auth, events, messages, misc, rooms};
     match endpoint {
         Endpoint::Index | Endpoint::Static => Ok(misc::static_file(state, req).await),
         Endpoint::Healthz => misc::healthz(state).await,
@@ -78,5 +78,11 @@ async fn dispatch(
         Endpoint::Like(id) => messages::like(state, req, id, true).await,
         Endpoint::Unlike(id) => messages::like(state, req, id, false).await,
         Endpoint::WebSocket => upgrade::upgrade(state, req).await,
+        Endpoint::RenameRoom(id) => rooms::rename(state, req, id).await,
+        Endpoint::Members(id) => rooms::members(state, req, id).await,
+        Endpoint::AddMembers(id) => rooms::add_members(state, req, id).await,
+        Endpoint::RemoveMember(id, user) => rooms::remove_member(state, req, id, user).await,
+        Endpoint::SetRole(id, user) => rooms::set_role(state, req, id, user).await,
+        Endpoint::Events => events::page(state, req).await,
     }
 }

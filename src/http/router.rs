@@ -4,7 +4,7 @@
 
 use hyper::Method;
 
-use crate::model::{MessageId, RoomId};
+use crate::model::{MessageId, RoomId, UserId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -30,6 +30,12 @@ pub enum Endpoint {
     WebSocket,
     ChangePassword,
     Logout,
+    RenameRoom(RoomId),
+    Members(RoomId),
+    AddMembers(RoomId),
+    RemoveMember(RoomId, UserId),
+    SetRole(RoomId, UserId),
+    Events,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +73,12 @@ pub const ROUTE_NAMES: &[&str] = &[
     "websocket",
     "change_password",
     "logout",
+    "rename_room",
+    "members",
+    "add_members",
+    "remove_member",
+    "set_role",
+    "events",
     "not_found",
 ];
 
@@ -95,6 +107,12 @@ impl Endpoint {
             Endpoint::WebSocket => 19,
             Endpoint::ChangePassword => 20,
             Endpoint::Logout => 21,
+            Endpoint::RenameRoom(_) => 22,
+            Endpoint::Members(_) => 23,
+            Endpoint::AddMembers(_) => 24,
+            Endpoint::RemoveMember(..) => 25,
+            Endpoint::SetRole(..) => 26,
+            Endpoint::Events => 27,
         }
     }
 }
@@ -162,8 +180,31 @@ pub fn route(method: &Method, path: &str) -> Route {
                 pick(method, &[(Method::GET, Endpoint::ListRooms), (Method::POST, Endpoint::CreateRoom)], "GET, POST")
             }
             ["rooms", room] => match id(room, "room_id") {
-                Ok(room) => get(Endpoint::GetRoom(room)),
+                Ok(room) => pick(
+                    method,
+                    &[(Method::GET, Endpoint::GetRoom(room)), (Method::PATCH, Endpoint::RenameRoom(room))],
+                    "GET, PATCH",
+                ),
                 Err(bad) => bad,
+            },
+            ["rooms", room, "members"] => match id(room, "room_id") {
+                Ok(room) => pick(
+                    method,
+                    &[(Method::GET, Endpoint::Members(room)), (Method::POST, Endpoint::AddMembers(room))],
+                    "GET, POST",
+                ),
+                Err(bad) => bad,
+            },
+            ["rooms", room, "members", user] => match (id(room, "room_id"), id(user, "user_id")) {
+                (Ok(room), Ok(user)) => pick(
+                    method,
+                    &[
+                        (Method::DELETE, Endpoint::RemoveMember(room, user)),
+                        (Method::PATCH, Endpoint::SetRole(room, user)),
+                    ],
+                    "DELETE, PATCH",
+                ),
+                (Err(bad), _) | (_, Err(bad)) => bad,
             },
             ["rooms", room, "messages"] => match id(room, "room_id") {
                 Ok(room) => get(Endpoint::Messages(room)),
@@ -192,6 +233,7 @@ pub fn route(method: &Method, path: &str) -> Route {
             ["unread-count"] => get(Endpoint::UnreadCount),
             ["online-users"] => get(Endpoint::OnlineUsers),
             ["ws"] => get(Endpoint::WebSocket),
+            ["events"] => get(Endpoint::Events),
             _ => Route::NotFound,
         },
         _ => Route::NotFound,
@@ -208,7 +250,10 @@ pub fn route(method: &Method, path: &str) -> Route {
 /// Whether some endpoint with an id at this position takes `method`.
 fn id_route_accepts(method: &Method, segments: &[&str]) -> bool {
     match segments {
-        ["api", "chat", "rooms", _] | ["api", "chat", "rooms", _, "messages"] => method == Method::GET,
+        ["api", "chat", "rooms", _] => method == Method::GET || method == Method::PATCH,
+        ["api", "chat", "rooms", _, "messages"] => method == Method::GET,
+        ["api", "chat", "rooms", _, "members"] => method == Method::GET || method == Method::POST,
+        ["api", "chat", "rooms", _, "members", _] => method == Method::DELETE || method == Method::PATCH,
         ["api", "chat", "rooms", _, "read"] => method == Method::POST,
         ["api", "chat", "messages", _] => method == Method::PUT || method == Method::DELETE,
         ["api", "chat", "messages", _, "like"] => method == Method::POST || method == Method::DELETE,
@@ -251,6 +296,12 @@ mod tests {
         check(Method::GET, "/api/chat/unread-count", found(UnreadCount));
         check(Method::GET, "/api/chat/online-users", found(OnlineUsers));
         check(Method::GET, "/api/chat/ws", found(WebSocket));
+        check(Method::PATCH, "/api/chat/rooms/3", found(RenameRoom(3)));
+        check(Method::GET, "/api/chat/rooms/3/members", found(Members(3)));
+        check(Method::POST, "/api/chat/rooms/3/members", found(AddMembers(3)));
+        check(Method::DELETE, "/api/chat/rooms/3/members/9", found(RemoveMember(3, 9)));
+        check(Method::PATCH, "/api/chat/rooms/3/members/9", found(SetRole(3, 9)));
+        check(Method::GET, "/api/chat/events", found(Events));
         check(Method::GET, "/static/a/b/c/d/e/f/g.png", found(Static));
     }
 
@@ -280,6 +331,12 @@ mod tests {
             WebSocket,
             ChangePassword,
             Logout,
+            RenameRoom(1),
+            Members(1),
+            AddMembers(1),
+            RemoveMember(1, 1),
+            SetRole(1, 1),
+            Events,
         ];
         let mut seen: Vec<usize> = all.iter().map(|e| e.index()).collect();
         seen.sort_unstable();

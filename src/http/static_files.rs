@@ -27,6 +27,15 @@ const STREAM_CHUNK_BYTES: usize = 64 * 1024;
 const CACHE_STORED: &str = "private, max-age=31536000, immutable";
 /// The web client changes on deploy: revalidate with the ETag every time.
 const CACHE_CLIENT: &str = "no-cache";
+/// The web client's policy: its own scripts and styles only, never inline
+/// ones, so text that slips into the page cannot run. `blob:` images and
+/// media are the previews of files before they are sent; the WebSocket is
+/// on `ws:` or `wss:`.
+pub const CLIENT_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self' ws: wss:; object-src 'none'; \
+    base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// A stored file is data, never a document of this origin.
+pub const STORED_CSP: &str = "default-src 'none'; sandbox";
 
 /// Maps a raw request path onto a file under `static_dir`: `/` is
 /// `index.html`, `/static/<rest>` is `<rest>`; anything else is `None` (404).
@@ -101,10 +110,12 @@ pub async fn serve(static_dir: &Path, raw_path: &str, method: &Method, headers: 
         if let Some(disposition) = &kind.disposition {
             insert(out, header::CONTENT_DISPOSITION, disposition);
         }
-        if kind.stored {
-            // A stored file is data, never a document of this origin.
-            out.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
-        }
+        let policy = if kind.stored { STORED_CSP } else { CLIENT_CSP };
+        out.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(policy));
+        // Links out of the chat must not carry the room's file URLs along.
+        out.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        // For browsers that predate CSP's frame-ancestors: no clickjacking frames.
+        out.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     }
 
     if none_match(headers, &etag) {
@@ -684,6 +695,31 @@ mod tests {
         let (_, headers, _) = get(&site, "/static/notes.bin", &[]).await;
         assert_eq!(header(&headers, "content-type"), Some("application/octet-stream"));
         assert_eq!(header(&headers, "content-disposition"), Some("attachment; filename=\"notes.bin\""));
+    }
+
+    #[tokio::test]
+    async fn the_client_gets_its_policy_and_stored_files_the_sandbox() {
+        let site = site();
+        let client_paths = ["/", "/static/index.html", "/static/app.js"];
+        for path in client_paths {
+            let (status, headers, _) = get(&site, path, &[]).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(header(&headers, "content-security-policy"), Some(CLIENT_CSP), "{path}");
+            assert_eq!(header(&headers, "referrer-policy"), Some("no-referrer"), "{path}");
+            assert_eq!(header(&headers, "x-frame-options"), Some("DENY"), "{path}");
+        }
+        let (_, headers, _) = get(&site, "/", &[]).await;
+        let etag = header(&headers, "etag").unwrap().to_owned();
+        let (status, headers, _) = get(&site, "/", &[("if-none-match", &etag)]).await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+        assert_eq!(header(&headers, "content-security-policy"), Some(CLIENT_CSP));
+
+        let stored = "/static/chat_files/images/user_1_20240101_120000_0_a.png";
+        let (_, headers, _) = get(&site, stored, &[]).await;
+        assert_eq!(header(&headers, "content-security-policy"), Some(STORED_CSP));
+        assert_eq!(header(&headers, "referrer-policy"), Some("no-referrer"));
+        // The policy is one line: the source's line continuations leave no newline or double space.
+        assert!(!CLIENT_CSP.contains('\n') && !CLIENT_CSP.contains("  "), "{CLIENT_CSP}");
     }
 
     #[tokio::test]

@@ -18,9 +18,10 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use crate::error::ApiError;
 use crate::http::body::{self, Body};
 use crate::http::util::{authenticate, bearer, int_param, query};
+use crate::model::Cursor;
 use crate::state::AppState;
 use crate::store::reads;
-use crate::ws::connection::{self, Session};
+use crate::ws::connection::{self, ReplayFrom, Session};
 use crate::ws::metered::Metered;
 
 fn header_has(req: &Request<Incoming>, name: hyper::header::HeaderName, token: &str) -> bool {
@@ -95,6 +96,10 @@ pub async fn upgrade(state: &Arc<AppState>, mut req: Request<Incoming>) -> Resul
         }
     }
     let room = int_param(&params, "room_id", 1, i64::MAX)?;
+    let replay_from = match params.get("cursor") {
+        None => ReplayFrom::Now,
+        Some(text) => Cursor::parse(text).map_or(ReplayFrom::Unreadable, ReplayFrom::Cursor),
+    };
     if let Some(room_id) = room {
         let member = state.reader.run(move |c| reads::is_participant(c, room_id, user)).await?;
         if !member {
@@ -119,6 +124,7 @@ pub async fn upgrade(state: &Arc<AppState>, mut req: Request<Incoming>) -> Resul
                     token_version: verified.version,
                     token_id: verified.id,
                     room,
+                    replay_from,
                 };
                 connection::run(task_state, ws, session, meter).await;
             }

@@ -7,7 +7,7 @@
 mod shard;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -31,15 +31,41 @@ pub enum CloseReason {
 /// What the hub keeps of one connection.
 pub struct ConnectionEntry {
     pub id: ConnId,
-    pub outbox: mpsc::Sender<Utf8Bytes>,
+    pub outbox: mpsc::Sender<Outgoing>,
     pub kill: oneshot::Sender<CloseReason>,
     /// The token the connection was opened with, for revocation.
     pub token_version: u32,
     pub token_id: Option<Box<str>>,
+    /// Set while the connection replays stored events: a full outbox then
+    /// means "read the rest from storage", not "too slow".
+    pub catch_up: Arc<CatchUp>,
+}
+
+/// One frame for one connection, with the position of its stored event
+/// (so a replaying connection can drop what it already sent).
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub frame: Utf8Bytes,
+    pub position: Option<i64>,
+}
+
+impl Outgoing {
+    /// A reply to this connection alone (never stored).
+    pub fn reply(frame: impl Into<Utf8Bytes>) -> Outgoing {
+        Outgoing { frame: frame.into(), position: None }
+    }
+}
+
+/// A replaying connection's flags, shared with its hub shard.
+#[derive(Debug, Default)]
+pub struct CatchUp {
+    pub replaying: AtomicBool,
+    /// A live frame was dropped while replaying: storage has it.
+    pub lagged: AtomicBool,
 }
 
 enum ShardCommand {
-    Register { user: UserId, entry: ConnectionEntry },
+    Register { user: UserId, entry: ConnectionEntry, registered: oneshot::Sender<()> },
     Unregister { user: UserId, conn: ConnId },
     Deliver(Envelope),
     Shutdown,
@@ -82,8 +108,12 @@ impl HubHandle {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn register(&self, user: UserId, entry: ConnectionEntry) {
-        let _ = self.shards[self.shard_for_user(user)].send(ShardCommand::Register { user, entry });
+    /// Registers a connection; the answer comes once its shard has it, so
+    /// every event the shard delivers from then on reaches it.
+    pub fn register(&self, user: UserId, entry: ConnectionEntry) -> oneshot::Receiver<()> {
+        let (registered, answer) = oneshot::channel();
+        let _ = self.shards[self.shard_for_user(user)].send(ShardCommand::Register { user, entry, registered });
+        answer
     }
 
     pub fn unregister(&self, user: UserId, conn: ConnId) {

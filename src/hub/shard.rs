@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::{CloseReason, ConnectionEntry, ShardCommand};
+use super::{CloseReason, ConnectionEntry, Outgoing, ShardCommand};
 use crate::metrics::Metrics;
 use crate::model::{Envelope, Event, Revocation, UserId};
 
@@ -24,7 +24,7 @@ pub(super) async fn run(
     let mut users: HashMap<UserId, Vec<ConnectionEntry>> = HashMap::new();
     while let Some(command) = rx.recv().await {
         match command {
-            ShardCommand::Register { user, entry } => {
+            ShardCommand::Register { user, entry, registered } => {
                 let conns = users.entry(user).or_default();
                 conns.push(entry);
                 metrics.ws_connections.fetch_add(1, Relaxed);
@@ -32,6 +32,7 @@ pub(super) async fn run(
                     metrics.users_connected.fetch_add(1, Relaxed);
                     let _ = presence.send((user, true));
                 }
+                let _ = registered.send(());
             }
             ShardCommand::Unregister { user, conn } => {
                 if let Some(conns) = users.get_mut(&user)
@@ -83,10 +84,11 @@ fn deliver(
     let mut shared: Option<Utf8Bytes> = None;
     for user in envelope.audience.iter() {
         let Some(conns) = users.get_mut(user) else { continue };
+        let position = envelope.position;
         let frame = if event.same_for_everyone() {
-            shared.get_or_insert_with(|| Utf8Bytes::from(event.render(*user, base_url))).clone()
+            shared.get_or_insert_with(|| Utf8Bytes::from(event.render(*user, base_url, position))).clone()
         } else {
-            Utf8Bytes::from(event.render(*user, base_url))
+            Utf8Bytes::from(event.render(*user, base_url, position))
         };
         let mut i = 0;
         while i < conns.len() {
@@ -96,9 +98,14 @@ fn deliver(
                 i += 1;
                 continue;
             }
-            match conns[i].outbox.try_send(frame.clone()) {
+            match conns[i].outbox.try_send(Outgoing { frame: frame.clone(), position }) {
                 Ok(()) => {
                     metrics.events_delivered.fetch_add(1, Relaxed);
+                    i += 1;
+                }
+                Err(TrySendError::Full(_)) if conns[i].catch_up.replaying.load(Relaxed) => {
+                    // The connection is reading storage: it finds this there.
+                    conns[i].catch_up.lagged.store(true, Relaxed);
                     i += 1;
                 }
                 Err(TrySendError::Full(_)) => {

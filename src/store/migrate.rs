@@ -6,8 +6,11 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// `(version, sql)`: version N is `sql/00N_*.sql`.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../../sql/001_init.sql")), (2, include_str!("../../sql/002_limits.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../sql/001_init.sql")),
+    (2, include_str!("../../sql/002_limits.sql")),
+    (3, include_str!("../../sql/003_groups_events.sql")),
+];
 
 /// The schema version this binary expects.
 pub fn latest() -> i64 {
@@ -15,7 +18,17 @@ pub fn latest() -> i64 {
 }
 
 /// Brings the database to the latest version; returns how many were applied.
+/// Foreign keys are off while migrations run (SQLite's way to rebuild a
+/// table) and checked before the transaction commits.
 pub fn apply(conn: &mut Connection) -> Result<usize, StoreError> {
+    let enforced: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let applied = apply_all(conn);
+    conn.pragma_update(None, "foreign_keys", enforced)?;
+    applied
+}
+
+fn apply_all(conn: &mut Connection) -> Result<usize, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if current > latest() {
@@ -26,6 +39,12 @@ pub fn apply(conn: &mut Connection) -> Result<usize, StoreError> {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", version)?;
         applied += 1;
+    }
+    if applied > 0 {
+        let broken = tx.prepare("PRAGMA foreign_key_check")?.query([])?.next()?.is_some();
+        if broken {
+            return Err(StoreError::Invalid("a migration left a broken foreign key"));
+        }
     }
     tx.commit()?;
     Ok(applied)

@@ -27,6 +27,8 @@ pub enum StoreError {
     Forbidden(&'static str),
     #[error("Storage quota exceeded: each user may keep {:.1}MB of attachments", *.0 as f64 / (1024.0 * 1024.0))]
     QuotaExceeded(u64),
+    #[error("A group may have at most {0} members")]
+    TooManyMembers(usize),
     #[error("the writer has stopped")]
     Unavailable,
     #[error("commit failed: {0}")]
@@ -190,8 +192,11 @@ pub fn open(config: &Config, sink: Box<dyn EventSink>, opener: Opener) -> Result
         // Nobody is connected to a server that is only starting.
         conn.execute("UPDATE user_presence SET is_online = 0 WHERE is_online = 1", [])?;
     }
-    let options =
-        writer::WriterOptions { batch_max: config.writer_batch_max, user_quota_bytes: config.limits.user_quota_bytes };
+    let options = writer::WriterOptions {
+        batch_max: config.writer_batch_max,
+        user_quota_bytes: config.limits.user_quota_bytes,
+        max_group_members: config.max_group_members,
+    };
     let writer = writer::spawn(conn, sink, options)?;
     spawn_checkpointer(&path)?;
     let pool = open_read_pool(&path, config.read_pool_size)?;

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::StoreError;
-use crate::model::{FileMeta, Message, MessageId, MessageType, Room, RoomId, User, UserId};
+use crate::model::{
+    Event, FileMeta, GROUP_PARTICIPANTS_SHOWN, Message, MessageId, MessageType, ReadState, Room, RoomId, RoomView,
+    User, UserId,
+};
 
 const USER_COLS: &str = "u.id, u.name, u.email, u.avatar_url, COALESCE(p.is_online, 0)";
 const USER_FROM: &str = "users u LEFT JOIN user_presence p ON p.user_id = u.id";
@@ -113,6 +116,82 @@ pub fn participants(conn: &Connection, room_id: RoomId) -> Result<Vec<User>, Sto
     Ok(stmt.query_map([room_id], user_from_row)?.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// The first `limit` users of a room, in id order.
+fn some_participants(conn: &Connection, room_id: RoomId, limit: usize) -> Result<Vec<User>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {USER_COLS} FROM chat_participants cp JOIN users u ON u.id = cp.user_id
+         LEFT JOIN user_presence p ON p.user_id = u.id WHERE cp.room_id = ?1 ORDER BY u.id"
+    ))?;
+    let mut rows = stmt.query([room_id])?;
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let Some(row) = rows.next()? else { break };
+        out.push(user_from_row(row)?);
+    }
+    Ok(out)
+}
+
+/// The ids of a room's members, in id order.
+pub fn member_ids(conn: &Connection, room_id: RoomId) -> Result<Vec<UserId>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT user_id FROM chat_participants WHERE room_id = ?1 ORDER BY user_id")?;
+    Ok(stmt.query_map([room_id], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// How far each member of a room has read.
+pub fn read_state(conn: &Connection, room_id: RoomId) -> Result<ReadState, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT user_id, last_read_id FROM chat_participants WHERE room_id = ?1")?;
+    let members = stmt.query_map([room_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
+    Ok(ReadState::new(members))
+}
+
+/// One member of a room as `/members` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Member {
+    #[serde(flatten)]
+    pub user: User,
+    pub role: String,
+    pub last_read_id: MessageId,
+}
+
+const MEMBER_COLS: &str = "u.id, u.name, u.email, u.avatar_url, COALESCE(p.is_online, 0), cp.role, cp.last_read_id";
+
+fn member_from_row(row: &Row<'_>) -> rusqlite::Result<Member> {
+    Ok(Member { user: user_from_row(row)?, role: row.get(5)?, last_read_id: row.get(6)? })
+}
+
+/// Members of a room after user id `after`, at most `limit`, and how many
+/// there are in all (keyset paging by user id).
+pub fn members(
+    conn: &Connection,
+    room_id: RoomId,
+    after: UserId,
+    limit: u32,
+) -> Result<(Vec<Member>, i64), StoreError> {
+    let total: i64 = conn
+        .prepare_cached("SELECT count(*) FROM chat_participants WHERE room_id = ?1")?
+        .query_row([room_id], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MEMBER_COLS} FROM chat_participants cp JOIN users u ON u.id = cp.user_id
+         LEFT JOIN user_presence p ON p.user_id = u.id WHERE cp.room_id = ?1 AND cp.user_id > ?2 ORDER BY cp.user_id"
+    ))?;
+    let mut rows = stmt.query(params![room_id, after])?;
+    let mut out = Vec::new();
+    while out.len() < limit as usize {
+        let Some(row) = rows.next()? else { break };
+        out.push(member_from_row(row)?);
+    }
+    Ok((out, total))
+}
+
+/// One member of a room.
+pub fn member(conn: &Connection, room_id: RoomId, user: UserId) -> Result<Option<Member>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MEMBER_COLS} FROM chat_participants cp JOIN users u ON u.id = cp.user_id
+         LEFT JOIN user_presence p ON p.user_id = u.id WHERE cp.room_id = ?1 AND cp.user_id = ?2"
+    ))?;
+    Ok(stmt.query_row(params![room_id, user], member_from_row).optional()?)
+}
+
 pub fn is_participant(conn: &Connection, room_id: RoomId, user: UserId) -> Result<bool, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT 1 FROM chat_participants WHERE room_id = ?1 AND user_id = ?2")?;
     Ok(stmt.exists(params![room_id, user])?)
@@ -133,7 +212,7 @@ pub struct MessageRow {
     pub id: MessageId,
     pub room_id: RoomId,
     pub sender_id: UserId,
-    pub receiver_id: UserId,
+    pub receiver_id: Option<UserId>,
     pub message_type: MessageType,
     pub content: String,
     pub files: Option<Vec<FileMeta>>,
@@ -141,7 +220,6 @@ pub struct MessageRow {
     pub local_temp_id: Option<String>,
     pub created_at: i64,
     pub edited_at: Option<i64>,
-    pub is_read: bool,
     pub is_deleted: bool,
     pub like_count: i64,
     /// Whether the viewer of the query liked it.
@@ -150,7 +228,7 @@ pub struct MessageRow {
 
 /// Columns for `message_from_row`; `?1` of the query must be the viewer.
 const MESSAGE_COLS: &str = "m.id, m.room_id, m.sender_id, m.receiver_id, m.message_type, m.content, m.files_data,
-    m.duration, m.local_temp_id, m.created_at, m.edited_at, m.is_read, m.is_deleted, m.like_count,
+    m.duration, m.local_temp_id, m.created_at, m.edited_at, 0, m.is_deleted, m.like_count,
     EXISTS (SELECT 1 FROM message_likes l WHERE l.message_id = m.id AND l.user_id = ?1)";
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
@@ -168,7 +246,6 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
         local_temp_id: row.get(8)?,
         created_at: row.get(9)?,
         edited_at: row.get(10)?,
-        is_read: row.get(11)?,
         is_deleted: row.get(12)?,
         like_count: row.get(13)?,
         liked: row.get(14)?,
@@ -176,19 +253,21 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
 }
 
 impl MessageRow {
-    /// Attaches sender and receiver from `people`; a missing user (never in a
-    /// consistent database) becomes a placeholder rather than an error.
-    pub fn into_message(self, people: &HashMap<UserId, Arc<User>>) -> (Message, bool) {
+    /// Attaches sender and receiver from `people` and the read status from
+    /// `reads`; a missing user (never in a consistent database) becomes a
+    /// placeholder rather than an error.
+    pub fn into_message(self, people: &HashMap<UserId, Arc<User>>, reads: &ReadState) -> (Message, bool) {
         let person = |id: UserId| {
             people.get(&id).cloned().unwrap_or_else(|| {
                 Arc::new(User { id, name: String::new(), email: String::new(), avatar_url: None, is_online: false })
             })
         };
+        let (read_count, is_read) = reads.of(self.sender_id, self.id);
         let message = Message {
             id: self.id,
             room_id: self.room_id,
             sender: person(self.sender_id),
-            receiver: person(self.receiver_id),
+            receiver: self.receiver_id.map(person),
             message_type: self.message_type,
             content: self.content,
             files: self.files,
@@ -196,7 +275,8 @@ impl MessageRow {
             local_temp_id: self.local_temp_id,
             created_at: self.created_at,
             edited_at: self.edited_at,
-            is_read: self.is_read,
+            is_read,
+            read_count,
             is_deleted: self.is_deleted,
             like_count: self.like_count,
         };
@@ -216,8 +296,26 @@ pub fn message_by_temp_id(conn: &Connection, sender: UserId, temp_id: &str) -> R
     Ok(stmt.query_row(params![sender, temp_id], message_from_row).optional()?)
 }
 
-fn people_map(users: Vec<User>) -> HashMap<UserId, Arc<User>> {
-    users.into_iter().map(|u| (u.id, Arc::new(u))).collect()
+/// The people a set of message rows names, by id.
+fn people_of(conn: &Connection, rows: &[MessageRow]) -> Result<HashMap<UserId, Arc<User>>, StoreError> {
+    let mut people = HashMap::new();
+    for row in rows {
+        for id in std::iter::once(row.sender_id).chain(row.receiver_id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = people.entry(id)
+                && let Some(user) = user_by_id(conn, id)?
+            {
+                slot.insert(Arc::new(user));
+            }
+        }
+    }
+    Ok(people)
+}
+
+/// A message with its people and read status (whoever asks).
+pub fn message_of(conn: &Connection, row: MessageRow) -> Result<(Message, bool), StoreError> {
+    let reads = read_state(conn, row.room_id)?;
+    let people = people_of(conn, std::slice::from_ref(&row))?;
+    Ok(row.into_message(&people, &reads))
 }
 
 /// A message as `viewer` sees it, if `viewer` is in its room.
@@ -226,8 +324,7 @@ pub fn message_for(conn: &Connection, viewer: UserId, id: MessageId) -> Result<O
     if !is_participant(conn, row.room_id, viewer)? {
         return Ok(None);
     }
-    let people = people_map(participants(conn, row.room_id)?);
-    Ok(Some(row.into_message(&people)))
+    Ok(Some(message_of(conn, row)?))
 }
 
 /// How a page of messages is chosen.
@@ -264,7 +361,7 @@ pub fn messages_page(
     let total: i64 = conn
         .prepare_cached("SELECT count(*) FROM chat_messages WHERE room_id = ?1")?
         .query_row([room_id], |r| r.get(0))?;
-    let people = people_map(participants(conn, room_id)?);
+    let reads = read_state(conn, room_id)?;
     // No bound LIMIT or OFFSET: SQLite plans with their values and so
     // re-prepares such a statement on every run (measured: 15% of a REST
     // page's CPU). The index walk is cut short by reading only what is needed.
@@ -320,8 +417,10 @@ pub fn messages_page(
             (rows, has_more, None, None, limit)
         }
     };
+    // The people of the page: in a group, senders who may have left since.
+    let people = people_of(conn, &rows)?;
     let page = MessagePage {
-        messages: rows.into_iter().map(|r| r.into_message(&people)).collect(),
+        messages: rows.into_iter().map(|r| r.into_message(&people, &reads)).collect(),
         total,
         has_more,
         page,
@@ -331,11 +430,29 @@ pub fn messages_page(
     Ok(Some(page))
 }
 
+/// Messages from others after the member's `last_read_id` (a range of the
+/// room's index, not a scan).
+const UNREAD: &str = "SELECT count(*) FROM chat_messages m WHERE m.room_id = cp.room_id AND m.id > cp.last_read_id
+    AND m.sender_id != cp.user_id AND m.is_deleted = 0";
+
 fn unread_in_room(conn: &Connection, user: UserId, room_id: RoomId) -> Result<i64, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT count(*) FROM chat_messages WHERE receiver_id = ?1 AND room_id = ?2 AND is_read = 0 AND is_deleted = 0",
-    )?;
-    Ok(stmt.query_row(params![user, room_id], |r| r.get(0))?)
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT ({UNREAD}) FROM chat_participants cp WHERE cp.room_id = ?1 AND cp.user_id = ?2"
+    ))?;
+    Ok(stmt.query_row(params![room_id, user], |r| r.get(0)).optional()?.unwrap_or(0))
+}
+
+/// Every member's unread count in a room (for room events).
+pub fn unread_by_member(conn: &Connection, room_id: RoomId) -> Result<Vec<(UserId, i64)>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT cp.user_id, ({UNREAD}) FROM chat_participants cp WHERE cp.room_id = ?1"))?;
+    Ok(stmt.query_map([room_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The room as every member sees it (for `room_created` and `room_updated`).
+pub fn room_view(conn: &Connection, viewer: UserId, room_id: RoomId) -> Result<Option<RoomView>, StoreError> {
+    let Some(room) = room_of(conn, viewer, room_id)? else { return Ok(None) };
+    Ok(Some(RoomView { room, unread: unread_by_member(conn, room_id)? }))
 }
 
 fn room_of(conn: &Connection, viewer: UserId, room_id: RoomId) -> Result<Option<Room>, StoreError> {
@@ -353,6 +470,8 @@ fn room_of(conn: &Connection, viewer: UserId, room_id: RoomId) -> Result<Option<
                 updated_at: r.get(5)?,
                 is_active: r.get(6)?,
                 participants: Vec::new(),
+                member_count: 0,
+                admins: Vec::new(),
                 last_message: None,
                 unread_count: 0,
             })
@@ -361,13 +480,21 @@ fn room_of(conn: &Connection, viewer: UserId, room_id: RoomId) -> Result<Option<
     else {
         return Ok(None);
     };
-    room.participants = participants(conn, room_id)?;
-    let people = people_map(room.participants.clone());
+    room.participants = some_participants(conn, room_id, GROUP_PARTICIPANTS_SHOWN)?;
+    room.member_count = conn
+        .prepare_cached("SELECT count(*) FROM chat_participants WHERE room_id = ?1")?
+        .query_row([room_id], |r| r.get(0))?;
+    room.admins = conn
+        .prepare_cached("SELECT user_id FROM chat_participants WHERE room_id = ?1 AND role = 'admin'")?
+        .query_map([room_id], |r| r.get(0))?
+        .collect::<Result<Vec<_>, _>>()?;
     let mut last = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.room_id = ?2 ORDER BY m.id DESC LIMIT 1"
     ))?;
-    room.last_message =
-        last.query_row(params![viewer, room_id], message_from_row).optional()?.map(|row| row.into_message(&people));
+    room.last_message = match last.query_row(params![viewer, room_id], message_from_row).optional()? {
+        Some(row) => Some(message_of(conn, row)?),
+        None => None,
+    };
     if let Some((m, _)) = &room.last_message {
         room.updated_at = room.updated_at.max(m.created_at);
     }
@@ -401,11 +528,129 @@ pub fn room_ids(conn: &Connection, user: UserId) -> Result<Vec<RoomId>, StoreErr
     Ok(stmt.query_map([user], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Unread messages addressed to `user`, per room (rooms with none left out).
+/// Unread messages of `user`, per room (rooms with none left out).
 pub fn unread_counts(conn: &Connection, user: UserId) -> Result<Vec<(RoomId, i64)>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT room_id, count(*) FROM chat_messages WHERE receiver_id = ?1 AND is_read = 0 AND is_deleted = 0
-         GROUP BY room_id ORDER BY room_id",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT cp.room_id, ({UNREAD}) AS unread FROM chat_participants cp WHERE cp.user_id = ?1
+         AND unread > 0 ORDER BY cp.room_id"
+    ))?;
     Ok(stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// A stored event as the replay reads it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub position: i64,
+    pub room_id: Option<RoomId>,
+    pub kind: String,
+    pub data: serde_json::Value,
+}
+
+/// The newest position of the event stream (0 when empty).
+pub fn event_head(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM events")?.query_row([], |r| r.get(0))?)
+}
+
+/// Positions at or below this were removed by retention.
+pub fn event_horizon(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.prepare_cached("SELECT pruned_through FROM event_horizon WHERE id = 1")?.query_row([], |r| r.get(0))?)
+}
+
+/// The events `user` may see after position `after`, oldest first, at most
+/// `limit`: those of its rooms (from the event that let it in) and its
+/// personal ones. One range of `events_by_room` per room and one of
+/// `events_by_user`, merged by position.
+pub fn events_after(conn: &Connection, user: UserId, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.id, e.room_id, e.kind, e.data FROM chat_participants cp
+             JOIN events e ON e.room_id = cp.room_id AND e.id > max(?2, cp.joined_event_id - 1)
+             WHERE cp.user_id = ?1
+         UNION ALL
+         SELECT e.id, e.room_id, e.kind, e.data FROM events e WHERE e.user_id = ?1 AND e.id > ?2
+         ORDER BY 1 LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![user, after, limit], |r| {
+        let data: String = r.get(3)?;
+        Ok(StoredEvent {
+            position: r.get(0)?,
+            room_id: r.get(1)?,
+            kind: r.get(2)?,
+            data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// A stored event rebuilt for `viewer` from the current state of its
+/// objects (a message deleted since comes out deleted; a renamed group with
+/// its new name). `None` when there is nothing left to show.
+pub fn event_for(conn: &Connection, viewer: UserId, stored: &StoredEvent) -> Result<Option<Event>, StoreError> {
+    let id = |key: &str| stored.data.get(key).and_then(serde_json::Value::as_i64).unwrap_or(0);
+    let room_id = stored.room_id.unwrap_or_else(|| id("room_id"));
+    let event = match stored.kind.as_str() {
+        "new_message" | "message_update" => {
+            let Some(row) = message_row(conn, viewer, id("message_id"))? else { return Ok(None) };
+            let (message, liked) = message_of(conn, row)?;
+            if stored.kind == "new_message" {
+                Event::NewMessage(message)
+            } else {
+                let liked_by = if liked { vec![viewer] } else { Vec::new() };
+                Event::MessageUpdate { message, liked_by }
+            }
+        }
+        "message_delete" => Event::MessageDelete { id: id("message_id"), room_id },
+        "message_like" => {
+            let message = id("message_id");
+            let like_count: i64 = conn
+                .prepare_cached("SELECT like_count FROM chat_messages WHERE id = ?1")?
+                .query_row([message], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            Event::MessageLike { id: message, room_id, user_id: id("user_id"), like_count }
+        }
+        "message_read" => {
+            let user_name = user_by_id(conn, id("user_id"))?.map(|u| u.name).unwrap_or_default();
+            Event::MessageRead { room_id, user_id: id("user_id"), user_name, last_read_id: id("last_read_id") }
+        }
+        "room_created" | "room_updated" => {
+            let Some(room) = room_of(conn, viewer, room_id)? else { return Ok(None) };
+            let unread = vec![(viewer, unread_in_room(conn, viewer, room_id)?)];
+            let view = RoomView { room, unread };
+            if stored.kind == "room_created" { Event::RoomCreated(view) } else { Event::RoomUpdated(view) }
+        }
+        "member_added" => {
+            let ids = stored.data.get("user_ids").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
+            let mut users = Vec::with_capacity(ids.len());
+            for user in ids.iter().filter_map(serde_json::Value::as_i64) {
+                users.extend(user_by_id(conn, user)?);
+            }
+            Event::MemberAdded { room_id, users, by: id("by") }
+        }
+        "member_removed" => Event::MemberRemoved { room_id, user_id: id("user_id"), by: id("by") },
+        "room_removed" => Event::RoomRemoved { room_id },
+        _ => return Ok(None),
+    };
+    Ok(Some(event))
+}
+
+/// One page of stored events after `after`, rendered for `user`: the frames,
+/// the last position read, and whether the page was full (more may follow).
+pub fn replay_page(
+    conn: &Connection,
+    user: UserId,
+    after: i64,
+    limit: u32,
+    base_url: &str,
+) -> Result<(Vec<String>, i64, bool), StoreError> {
+    let events = events_after(conn, user, after, limit)?;
+    let full = events.len() == limit as usize;
+    let mut last = after;
+    let mut frames = Vec::with_capacity(events.len());
+    for stored in &events {
+        last = stored.position;
+        if let Some(event) = event_for(conn, user, stored)? {
+            frames.push(event.render(user, base_url, Some(stored.position)));
+        }
+    }
+    Ok((frames, last, full))
 }

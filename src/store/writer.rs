@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::reads::{self, MessageRow};
-use crate::model::{Envelope, Event, FileMeta, Message, MessageId, MessageType, Revocation, RoomId, User, UserId};
+use crate::model::{
+    Envelope, Event, FileMeta, GROUP, Message, MessageId, MessageType, Revocation, RoomId, User, UserId,
+};
 use crate::time::now_ms;
 
 /// Where committed events go: the hub in the server, nothing in subcommands.
@@ -38,6 +40,13 @@ pub struct NewUser {
     pub email: String,
     pub password_hash: String,
     pub avatar_url: Option<String>,
+}
+
+pub struct NewGroup {
+    pub creator: UserId,
+    /// Trimmed, 1..=100 characters.
+    pub name: String,
+    pub member_ids: Vec<UserId>,
 }
 
 pub struct NewMessage {
@@ -84,6 +93,8 @@ pub struct WriterOptions {
     pub batch_max: usize,
     /// Bytes of attachments a user may store, if limited.
     pub user_quota_bytes: Option<u64>,
+    /// Members of a group, its creator included.
+    pub max_group_members: usize,
 }
 
 enum Command {
@@ -92,6 +103,36 @@ enum Command {
         creator: UserId,
         other: UserId,
         reply: Reply<(RoomId, bool)>,
+    },
+    CreateGroup(NewGroup, Reply<RoomId>),
+    RenameRoom {
+        user: UserId,
+        room_id: RoomId,
+        name: String,
+        reply: Reply<()>,
+    },
+    AddMembers {
+        user: UserId,
+        room_id: RoomId,
+        user_ids: Vec<UserId>,
+        reply: Reply<Vec<User>>,
+    },
+    RemoveMember {
+        user: UserId,
+        room_id: RoomId,
+        target: UserId,
+        reply: Reply<()>,
+    },
+    SetRole {
+        user: UserId,
+        room_id: RoomId,
+        target: UserId,
+        admin: bool,
+        reply: Reply<()>,
+    },
+    PruneEvents {
+        before_ms: i64,
+        reply: Reply<usize>,
     },
     Send(Box<NewMessage>, Reply<SendOutcome>),
     Edit {
@@ -170,6 +211,39 @@ impl WriterHandle {
         self.request(|reply| Command::CreateRoom { creator, other, reply }).await
     }
 
+    pub async fn create_group(&self, group: NewGroup) -> Result<RoomId, StoreError> {
+        self.request(|reply| Command::CreateGroup(group, reply)).await
+    }
+
+    pub async fn rename_room(&self, user: UserId, room_id: RoomId, name: String) -> Result<(), StoreError> {
+        self.request(|reply| Command::RenameRoom { user, room_id, name, reply }).await
+    }
+
+    /// Adds users to a group; answers those who were not in it already.
+    pub async fn add_members(
+        &self,
+        user: UserId,
+        room_id: RoomId,
+        user_ids: Vec<UserId>,
+    ) -> Result<Vec<User>, StoreError> {
+        self.request(|reply| Command::AddMembers { user, room_id, user_ids, reply }).await
+    }
+
+    /// Removes `target` from a group (`target == user`: leaves it).
+    pub async fn remove_member(&self, user: UserId, room_id: RoomId, target: UserId) -> Result<(), StoreError> {
+        self.request(|reply| Command::RemoveMember { user, room_id, target, reply }).await
+    }
+
+    pub async fn set_role(&self, user: UserId, room_id: RoomId, target: UserId, admin: bool) -> Result<(), StoreError> {
+        self.request(|reply| Command::SetRole { user, room_id, target, admin, reply }).await
+    }
+
+    /// Removes stored events older than `before_ms` (a batch at a time);
+    /// answers how many went.
+    pub async fn prune_events(&self, before_ms: i64) -> Result<usize, StoreError> {
+        self.request(|reply| Command::PruneEvents { before_ms, reply }).await
+    }
+
     pub async fn send_message(&self, message: NewMessage) -> Result<SendOutcome, StoreError> {
         self.request(|r| Command::Send(Box::new(message), r)).await
     }
@@ -244,7 +318,7 @@ impl WriterHandle {
 #[derive(Default)]
 struct Cache {
     users: HashMap<UserId, Arc<User>>,
-    rooms: HashMap<RoomId, [UserId; 2]>,
+    rooms: HashMap<RoomId, RoomInfo>,
 }
 
 struct Writer {
@@ -382,6 +456,12 @@ fn fail(cmd: Command, error: StoreError) -> Finish {
     match cmd {
         Command::Register(_, r) => finish::<User>(r, Err(error)),
         Command::CreateRoom { reply, .. } => finish(reply, Err(error)),
+        Command::CreateGroup(_, reply) => finish(reply, Err(error)),
+        Command::RenameRoom { reply, .. } => finish(reply, Err(error)),
+        Command::AddMembers { reply, .. } => finish(reply, Err(error)),
+        Command::RemoveMember { reply, .. } => finish(reply, Err(error)),
+        Command::SetRole { reply, .. } => finish(reply, Err(error)),
+        Command::PruneEvents { reply, .. } => finish(reply, Err(error)),
         Command::Send(_, r) => finish(r, Err(error)),
         Command::Edit { reply, .. } => finish(reply, Err(error)),
         Command::Delete { reply, .. } => finish(reply, Err(error)),
@@ -409,7 +489,21 @@ fn apply(
     }
     match cmd {
         Command::Register(user, r) => done(r, register(tx, cache, user)),
-        Command::CreateRoom { creator, other, reply } => done(reply, create_room(tx, cache, creator, other)),
+        Command::CreateRoom { creator, other, reply } => done(reply, create_room(tx, cache, creator, other, events)),
+        Command::CreateGroup(group, reply) => done(reply, create_group(tx, cache, options, group, events)),
+        Command::RenameRoom { user, room_id, name, reply } => {
+            done(reply, rename_room(tx, cache, user, room_id, name, events))
+        }
+        Command::AddMembers { user, room_id, user_ids, reply } => {
+            done(reply, add_members(tx, cache, options, user, room_id, user_ids, events))
+        }
+        Command::RemoveMember { user, room_id, target, reply } => {
+            done(reply, remove_member(tx, cache, user, room_id, target, events))
+        }
+        Command::SetRole { user, room_id, target, admin, reply } => {
+            done(reply, set_role(tx, cache, user, room_id, target, admin, events))
+        }
+        Command::PruneEvents { before_ms, reply } => done(reply, prune_events(tx, before_ms)),
         Command::Send(m, r) => done(r, send_message(tx, cache, options, *m, events)),
         Command::Edit { user, id, content, reply } => done(reply, edit(tx, cache, user, id, content, events)),
         Command::Delete { user, id, reply } => done(reply, delete(tx, cache, user, id, events)),
@@ -472,34 +566,115 @@ fn user_or_placeholder(tx: &Connection, cache: &mut Cache, id: UserId) -> Result
     cached_user(tx, cache, id)?.ok_or(StoreError::NotFound("User not found"))
 }
 
-/// The two participants of a direct room.
-fn room_members(tx: &Connection, cache: &mut Cache, room_id: RoomId) -> Result<Option<[UserId; 2]>, StoreError> {
-    if let Some(members) = cache.rooms.get(&room_id) {
-        return Ok(Some(*members));
-    }
-    let mut stmt = tx.prepare_cached("SELECT user_id FROM chat_participants WHERE room_id = ?1 ORDER BY user_id")?;
-    let ids = stmt.query_map([room_id], |r| r.get::<_, UserId>(0))?.collect::<Result<Vec<_>, _>>()?;
-    let members = match ids.as_slice() {
-        [a, b] => [*a, *b],
-        [a] => [*a, *a],
-        _ => return Ok(None),
-    };
-    cache.rooms.insert(room_id, members);
-    Ok(Some(members))
+/// What the writer keeps of a room: its kind and its members (sorted). Only
+/// the writer changes membership, so this cannot go stale.
+#[derive(Clone, Debug)]
+struct RoomInfo {
+    group: bool,
+    members: Arc<[UserId]>,
 }
 
-/// The other participant, if `user` is in the room.
-fn other_member(
+impl RoomInfo {
+    fn has(&self, user: UserId) -> bool {
+        self.members.binary_search(&user).is_ok()
+    }
+}
+
+/// The room's kind and members; `None` when it does not exist or is inactive.
+fn room_info(tx: &Connection, cache: &mut Cache, room_id: RoomId) -> Result<Option<RoomInfo>, StoreError> {
+    if let Some(info) = cache.rooms.get(&room_id) {
+        return Ok(Some(info.clone()));
+    }
+    let kind: Option<(String, bool)> = tx
+        .prepare_cached("SELECT room_type, is_active FROM chat_rooms WHERE id = ?1")?
+        .query_row([room_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((kind, true)) = kind else { return Ok(None) };
+    let members: Arc<[UserId]> = reads::member_ids(tx, room_id)?.into();
+    let info = RoomInfo { group: kind == GROUP, members };
+    cache.rooms.insert(room_id, info.clone());
+    Ok(Some(info))
+}
+
+/// The room, if `user` is a member of it.
+fn room_of_member(
     tx: &Connection,
     cache: &mut Cache,
     room_id: RoomId,
     user: UserId,
-) -> Result<Option<UserId>, StoreError> {
-    Ok(room_members(tx, cache, room_id)?.and_then(|[a, b]| match user {
-        u if u == a => Some(b),
-        u if u == b => Some(a),
-        _ => None,
-    }))
+) -> Result<Option<RoomInfo>, StoreError> {
+    Ok(room_info(tx, cache, room_id)?.filter(|info| info.has(user)))
+}
+
+/// Where a stored event goes: to a room's members, or to one user.
+#[derive(Clone, Copy)]
+enum Scope {
+    Room(RoomId),
+    User(UserId),
+}
+
+/// Stores an event in the same transaction as its change and queues it for
+/// the hub with its position. `data` holds the ids the replay renders from.
+fn emit(
+    tx: &Connection,
+    events: &mut Vec<Envelope>,
+    scope: Scope,
+    audience: impl Into<Arc<[UserId]>>,
+    event: Event,
+    data: serde_json::Value,
+) -> Result<i64, StoreError> {
+    let (room_id, user_id) = match scope {
+        Scope::Room(room) => (Some(room), None),
+        Scope::User(user) => (None, Some(user)),
+    };
+    tx.prepare_cached("INSERT INTO events (room_id, user_id, kind, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![room_id, user_id, event_kind(&event), data.to_string(), now_ms()])?;
+    let position = tx.last_insert_rowid();
+    let mut envelope = Envelope::new(audience, event);
+    envelope.position = Some(position);
+    events.push(envelope);
+    Ok(position)
+}
+
+/// The stored name of an event's kind (the frame's `type`).
+fn event_kind(event: &Event) -> &'static str {
+    match event {
+        Event::NewMessage(_) => "new_message",
+        Event::MessageUpdate { .. } => "message_update",
+        Event::MessageDelete { .. } => "message_delete",
+        Event::MessageLike { .. } => "message_like",
+        Event::MessageRead { .. } => "message_read",
+        Event::RoomCreated(_) => "room_created",
+        Event::RoomUpdated(_) => "room_updated",
+        Event::MemberAdded { .. } => "member_added",
+        Event::MemberRemoved { .. } => "member_removed",
+        Event::RoomRemoved { .. } => "room_removed",
+        Event::Typing { .. } | Event::Presence { .. } | Event::TokensRevoked(_) => "ephemeral",
+    }
+}
+
+/// `room_created` or `room_updated` for every member.
+fn emit_room(
+    tx: &Connection,
+    cache: &mut Cache,
+    events: &mut Vec<Envelope>,
+    room_id: RoomId,
+    actor: UserId,
+    created: bool,
+) -> Result<i64, StoreError> {
+    let Some(info) = room_info(tx, cache, room_id)? else { return Err(StoreError::NotFound("Room not found")) };
+    let view = reads::room_view(tx, actor, room_id)?.ok_or(StoreError::NotFound("Room not found"))?;
+    let event = if created { Event::RoomCreated(view) } else { Event::RoomUpdated(view) };
+    emit(tx, events, Scope::Room(room_id), info.members, event, serde_json::json!({}))
+}
+
+fn set_joined(tx: &Connection, room_id: RoomId, users: &[UserId], position: i64) -> Result<(), StoreError> {
+    let mut stmt =
+        tx.prepare_cached("UPDATE chat_participants SET joined_event_id = ?1 WHERE room_id = ?2 AND user_id = ?3")?;
+    for user in users {
+        stmt.execute(params![position, room_id, user])?;
+    }
+    Ok(())
 }
 
 fn create_room(
@@ -507,6 +682,7 @@ fn create_room(
     cache: &mut Cache,
     creator: UserId,
     other: UserId,
+    events: &mut Vec<Envelope>,
 ) -> Result<(RoomId, bool), StoreError> {
     if creator == other {
         return Err(StoreError::Invalid("Cannot create a room with yourself"));
@@ -533,16 +709,233 @@ fn create_room(
         tx.prepare_cached("INSERT INTO chat_participants (room_id, user_id, joined_at) VALUES (?1, ?2, ?3)")?;
     add.execute(params![room_id, low, now])?;
     add.execute(params![room_id, high, now])?;
-    cache.rooms.insert(room_id, [low, high]);
+    let position = emit_room(tx, cache, events, room_id, creator, true)?;
+    set_joined(tx, room_id, &[low, high], position)?;
     Ok((room_id, true))
+}
+
+/// Every id of `ids` that is a user, deduplicated and without `except`;
+/// `NotFound` when one is not.
+fn existing_users(
+    tx: &Connection,
+    cache: &mut Cache,
+    ids: &[UserId],
+    except: UserId,
+) -> Result<Vec<UserId>, StoreError> {
+    let mut wanted: Vec<UserId> = ids.iter().copied().filter(|id| *id != except).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    for id in &wanted {
+        if *id <= 0 || cached_user(tx, cache, *id)?.is_none() {
+            return Err(StoreError::NotFound("User not found"));
+        }
+    }
+    Ok(wanted)
+}
+
+fn create_group(
+    tx: &Connection,
+    cache: &mut Cache,
+    options: &WriterOptions,
+    group: NewGroup,
+    events: &mut Vec<Envelope>,
+) -> Result<RoomId, StoreError> {
+    let members = existing_users(tx, cache, &group.member_ids, group.creator)?;
+    if members.len() + 1 > options.max_group_members {
+        return Err(StoreError::TooManyMembers(options.max_group_members));
+    }
+    let now = now_ms();
+    tx.prepare_cached(
+        "INSERT INTO chat_rooms (name, room_type, created_by, created_at, updated_at) VALUES (?1, 'group', ?2, ?3, ?3)",
+    )?
+    .execute(params![group.name, group.creator, now])?;
+    let room_id = tx.last_insert_rowid();
+    let mut add =
+        tx.prepare_cached("INSERT INTO chat_participants (room_id, user_id, joined_at, role) VALUES (?1, ?2, ?3, ?4)")?;
+    add.execute(params![room_id, group.creator, now, "admin"])?;
+    for member in &members {
+        add.execute(params![room_id, member, now, "member"])?;
+    }
+    let position = emit_room(tx, cache, events, room_id, group.creator, true)?;
+    let mut everyone = members;
+    everyone.push(group.creator);
+    set_joined(tx, room_id, &everyone, position)?;
+    Ok(room_id)
+}
+
+/// The group `user` administers; 400 for a direct room, 403 for a member.
+fn administered_group(
+    tx: &Connection,
+    cache: &mut Cache,
+    room_id: RoomId,
+    user: UserId,
+) -> Result<RoomInfo, StoreError> {
+    let info = room_of_member(tx, cache, room_id, user)?.ok_or(StoreError::NotFound("Room not found"))?;
+    if !info.group {
+        return Err(StoreError::Invalid("Direct rooms have no members to manage"));
+    }
+    if !is_admin(tx, room_id, user)? {
+        return Err(StoreError::Forbidden("Only an admin of the group can do that"));
+    }
+    Ok(info)
+}
+
+fn is_admin(tx: &Connection, room_id: RoomId, user: UserId) -> Result<bool, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM chat_participants WHERE room_id = ?1 AND user_id = ?2 AND role = 'admin'")?
+        .exists(params![room_id, user])?)
+}
+
+fn rename_room(
+    tx: &Connection,
+    cache: &mut Cache,
+    user: UserId,
+    room_id: RoomId,
+    name: String,
+    events: &mut Vec<Envelope>,
+) -> Result<(), StoreError> {
+    administered_group(tx, cache, room_id, user)?;
+    tx.prepare_cached("UPDATE chat_rooms SET name = ?1, updated_at = ?2 WHERE id = ?3")?.execute(params![
+        name,
+        now_ms(),
+        room_id
+    ])?;
+    emit_room(tx, cache, events, room_id, user, false)?;
+    Ok(())
+}
+
+fn add_members(
+    tx: &Connection,
+    cache: &mut Cache,
+    options: &WriterOptions,
+    user: UserId,
+    room_id: RoomId,
+    user_ids: Vec<UserId>,
+    events: &mut Vec<Envelope>,
+) -> Result<Vec<User>, StoreError> {
+    let info = administered_group(tx, cache, room_id, user)?;
+    let wanted = existing_users(tx, cache, &user_ids, user)?;
+    let new: Vec<UserId> = wanted.into_iter().filter(|id| !info.has(*id)).collect();
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    if info.members.len() + new.len() > options.max_group_members {
+        return Err(StoreError::TooManyMembers(options.max_group_members));
+    }
+    // Old history is there to read, not unread: a new member starts read
+    // up to the room's newest message.
+    let newest: i64 = tx
+        .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM chat_messages WHERE room_id = ?1")?
+        .query_row([room_id], |r| r.get(0))?;
+    let now = now_ms();
+    let mut add = tx.prepare_cached(
+        "INSERT INTO chat_participants (room_id, user_id, joined_at, last_read_id) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for member in &new {
+        add.execute(params![room_id, member, now, newest])?;
+    }
+    cache.rooms.remove(&room_id);
+    let info = room_info(tx, cache, room_id)?.ok_or(StoreError::NotFound("Room not found"))?;
+    let mut users = Vec::with_capacity(new.len());
+    for member in &new {
+        users.push(User::clone(&*user_or_placeholder(tx, cache, *member)?));
+    }
+    let data = serde_json::json!({"user_ids": new, "by": user});
+    let event = Event::MemberAdded { room_id, users: users.clone(), by: user };
+    let position = emit(tx, events, Scope::Room(room_id), info.members, event, data)?;
+    set_joined(tx, room_id, &new, position)?;
+    Ok(users)
+}
+
+fn remove_member(
+    tx: &Connection,
+    cache: &mut Cache,
+    user: UserId,
+    room_id: RoomId,
+    target: UserId,
+    events: &mut Vec<Envelope>,
+) -> Result<(), StoreError> {
+    let info = room_of_member(tx, cache, room_id, user)?.ok_or(StoreError::NotFound("Room not found"))?;
+    if !info.group {
+        return Err(StoreError::Invalid("Direct rooms have no members to manage"));
+    }
+    if target != user && !is_admin(tx, room_id, user)? {
+        return Err(StoreError::Forbidden("Only an admin of the group can do that"));
+    }
+    if !info.has(target) {
+        return Err(StoreError::NotFound("Member not found"));
+    }
+    tx.prepare_cached("DELETE FROM chat_participants WHERE room_id = ?1 AND user_id = ?2")?
+        .execute(params![room_id, target])?;
+    cache.rooms.remove(&room_id);
+    let remaining = reads::member_ids(tx, room_id)?;
+    emit(
+        tx,
+        events,
+        Scope::User(target),
+        vec![target],
+        Event::RoomRemoved { room_id },
+        serde_json::json!({"room_id": room_id}),
+    )?;
+    if remaining.is_empty() {
+        // Nobody is left to see it.
+        tx.prepare_cached("UPDATE chat_rooms SET is_active = 0, updated_at = ?1 WHERE id = ?2")?
+            .execute(params![now_ms(), room_id])?;
+        return Ok(());
+    }
+    let event = Event::MemberRemoved { room_id, user_id: target, by: user };
+    emit(tx, events, Scope::Room(room_id), remaining, event, serde_json::json!({"user_id": target, "by": user}))?;
+    let admins: i64 = tx
+        .prepare_cached("SELECT count(*) FROM chat_participants WHERE room_id = ?1 AND role = 'admin'")?
+        .query_row([room_id], |r| r.get(0))?;
+    if admins == 0 {
+        // The longest-standing member takes over.
+        tx.prepare_cached(
+            "UPDATE chat_participants SET role = 'admin' WHERE id =
+                 (SELECT id FROM chat_participants WHERE room_id = ?1 ORDER BY id LIMIT 1)",
+        )?
+        .execute([room_id])?;
+        emit_room(tx, cache, events, room_id, user, false)?;
+    }
+    Ok(())
+}
+
+fn set_role(
+    tx: &Connection,
+    cache: &mut Cache,
+    user: UserId,
+    room_id: RoomId,
+    target: UserId,
+    admin: bool,
+    events: &mut Vec<Envelope>,
+) -> Result<(), StoreError> {
+    let info = administered_group(tx, cache, room_id, user)?;
+    if !info.has(target) {
+        return Err(StoreError::NotFound("Member not found"));
+    }
+    let role = if admin { "admin" } else { "member" };
+    let changed = tx
+        .prepare_cached("UPDATE chat_participants SET role = ?1 WHERE room_id = ?2 AND user_id = ?3 AND role != ?1")?
+        .execute(params![role, room_id, target])?;
+    if changed > 0 {
+        let admins: i64 = tx
+            .prepare_cached("SELECT count(*) FROM chat_participants WHERE room_id = ?1 AND role = 'admin'")?
+            .query_row([room_id], |r| r.get(0))?;
+        if admins == 0 {
+            return Err(StoreError::Invalid("A group needs at least one admin"));
+        }
+        emit_room(tx, cache, events, room_id, user, false)?;
+    }
+    Ok(())
 }
 
 fn message_from(tx: &Connection, cache: &mut Cache, row: MessageRow) -> Result<(Message, bool), StoreError> {
     let mut people = HashMap::with_capacity(2);
-    for id in [row.sender_id, row.receiver_id] {
+    for id in std::iter::once(row.sender_id).chain(row.receiver_id) {
         people.insert(id, user_or_placeholder(tx, cache, id)?);
     }
-    Ok(row.into_message(&people))
+    let reads = reads::read_state(tx, row.room_id)?;
+    Ok(row.into_message(&people, &reads))
 }
 
 fn send_message(
@@ -552,12 +945,20 @@ fn send_message(
     m: NewMessage,
     events: &mut Vec<Envelope>,
 ) -> Result<SendOutcome, StoreError> {
-    let Some(receiver) = other_member(tx, cache, m.room_id, m.sender)? else {
+    let Some(room) = room_of_member(tx, cache, m.room_id, m.sender)? else {
         return Err(StoreError::NotFound("Room not found"));
     };
-    if m.receiver_id.is_some_and(|r| r != receiver) {
-        return Err(StoreError::Invalid("receiver_id is not the other participant of this room"));
-    }
+    // A direct room's receiver is the other person; a group has none (a
+    // receiver_id sent for a group is ignored).
+    let receiver = if room.group {
+        None
+    } else {
+        let other = room.members.iter().copied().find(|u| *u != m.sender).unwrap_or(m.sender);
+        if m.receiver_id.is_some_and(|r| r != other) {
+            return Err(StoreError::Invalid("receiver_id is not the other participant of this room"));
+        }
+        Some(other)
+    };
     let files_json = match &m.files {
         Some(files) => {
             Some(serde_json::to_string(files).map_err(|_| StoreError::Invalid("files_data cannot be stored"))?)
@@ -614,7 +1015,10 @@ fn send_message(
         id,
         room_id: m.room_id,
         sender: user_or_placeholder(tx, cache, m.sender)?,
-        receiver: user_or_placeholder(tx, cache, receiver)?,
+        receiver: match receiver {
+            Some(r) => Some(user_or_placeholder(tx, cache, r)?),
+            None => None,
+        },
         message_type: m.message_type,
         content: m.content,
         files: m.files,
@@ -623,23 +1027,25 @@ fn send_message(
         created_at: now,
         edited_at: None,
         is_read: false,
+        read_count: 0,
         is_deleted: false,
         like_count: 0,
     };
-    events.push(Envelope::new(vec![m.sender, receiver], Event::NewMessage(message)));
+    let data = serde_json::json!({"message_id": id});
+    emit(tx, events, Scope::Room(m.room_id), room.members, Event::NewMessage(message), data)?;
     Ok(SendOutcome::Stored(id))
 }
 
-/// The message `user` may act on, with the room's other member.
+/// The message `user` may act on, with its room's members.
 fn visible_message(
     tx: &Connection,
     cache: &mut Cache,
     user: UserId,
     id: MessageId,
-) -> Result<(MessageRow, UserId), StoreError> {
+) -> Result<(MessageRow, RoomInfo), StoreError> {
     let row = reads::message_row(tx, user, id)?.ok_or(StoreError::NotFound("Message not found"))?;
-    let other = other_member(tx, cache, row.room_id, user)?.ok_or(StoreError::NotFound("Message not found"))?;
-    Ok((row, other))
+    let room = room_of_member(tx, cache, row.room_id, user)?.ok_or(StoreError::NotFound("Message not found"))?;
+    Ok((row, room))
 }
 
 fn likers(tx: &Connection, id: MessageId) -> Result<Vec<UserId>, StoreError> {
@@ -655,7 +1061,7 @@ fn edit(
     content: String,
     events: &mut Vec<Envelope>,
 ) -> Result<(Message, bool), StoreError> {
-    let (row, other) = visible_message(tx, cache, user, id)?;
+    let (row, room) = visible_message(tx, cache, user, id)?;
     if row.sender_id != user {
         return Err(StoreError::Forbidden("Only the sender can edit this message"));
     }
@@ -674,7 +1080,8 @@ fn edit(
     message.edited_at = Some(now);
     message.local_temp_id = None;
     let liked_by = likers(tx, id)?;
-    events.push(Envelope::new(vec![user, other], Event::MessageUpdate { message: message.clone(), liked_by }));
+    let event = Event::MessageUpdate { message: message.clone(), liked_by };
+    emit(tx, events, Scope::Room(message.room_id), room.members, event, serde_json::json!({"message_id": id}))?;
     Ok((message, liked))
 }
 
@@ -685,7 +1092,7 @@ fn delete(
     id: MessageId,
     events: &mut Vec<Envelope>,
 ) -> Result<(Message, bool, Vec<String>), StoreError> {
-    let (row, other) = visible_message(tx, cache, user, id)?;
+    let (row, room) = visible_message(tx, cache, user, id)?;
     if row.sender_id != user {
         return Err(StoreError::Forbidden("Only the sender can delete this message"));
     }
@@ -705,7 +1112,8 @@ fn delete(
                  file_size = NULL, mime_type = NULL, duration = NULL, is_deleted = 1 WHERE id = ?1",
         )?
         .execute([id])?;
-        events.push(Envelope::new(vec![user, other], Event::MessageDelete { id, room_id }));
+        let event = Event::MessageDelete { id, room_id };
+        emit(tx, events, Scope::Room(room_id), room.members, event, serde_json::json!({"message_id": id}))?;
     }
     message.content.clear();
     message.files = None;
@@ -723,7 +1131,7 @@ fn like_message(
     like: bool,
     events: &mut Vec<Envelope>,
 ) -> Result<LikeState, StoreError> {
-    let (row, other) = visible_message(tx, cache, user, id)?;
+    let (row, room) = visible_message(tx, cache, user, id)?;
     if like && row.is_deleted {
         return Err(StoreError::Invalid("Cannot like a deleted message"));
     }
@@ -742,14 +1150,15 @@ fn like_message(
         like_count = tx
             .prepare_cached("UPDATE chat_messages SET like_count = like_count + ?1 WHERE id = ?2 RETURNING like_count")?
             .query_row(params![delta, id], |r| r.get(0))?;
-        events.push(Envelope::new(
-            vec![user, other],
-            Event::MessageLike { id, room_id: row.room_id, user_id: user, like_count },
-        ));
+        let event = Event::MessageLike { id, room_id: row.room_id, user_id: user, like_count };
+        let data = serde_json::json!({"message_id": id, "user_id": user});
+        emit(tx, events, Scope::Room(row.room_id), room.members, event, data)?;
     }
     Ok(LikeState { id, is_liked: like, like_count })
 }
 
+/// Moves the member's `last_read_id` to the room's newest message; answers
+/// how many messages of others that marked read.
 fn mark_read(
     tx: &Connection,
     cache: &mut Cache,
@@ -757,19 +1166,32 @@ fn mark_read(
     room_id: RoomId,
     events: &mut Vec<Envelope>,
 ) -> Result<i64, StoreError> {
-    let Some(other) = other_member(tx, cache, room_id, user)? else {
+    let Some(room) = room_of_member(tx, cache, room_id, user)? else {
         return Err(StoreError::NotFound("Room not found"));
     };
-    let marked = tx
-        .prepare_cached("UPDATE chat_messages SET is_read = 1 WHERE receiver_id = ?1 AND room_id = ?2 AND is_read = 0")?
-        .execute(params![user, room_id])?;
-    tx.prepare_cached("UPDATE chat_participants SET last_read_at = ?1 WHERE room_id = ?2 AND user_id = ?3")?
-        .execute(params![now_ms(), room_id, user])?;
+    let (last_read, newest): (i64, i64) = tx
+        .prepare_cached(
+            "SELECT cp.last_read_id, (SELECT COALESCE(MAX(id), 0) FROM chat_messages WHERE room_id = ?1)
+             FROM chat_participants cp WHERE cp.room_id = ?1 AND cp.user_id = ?2",
+        )?
+        .query_row(params![room_id, user], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let marked: i64 = tx
+        .prepare_cached(
+            "SELECT count(*) FROM chat_messages WHERE room_id = ?1 AND id > ?2 AND id <= ?3
+                 AND sender_id != ?4 AND is_deleted = 0",
+        )?
+        .query_row(params![room_id, last_read, newest, user], |r| r.get(0))?;
+    tx.prepare_cached(
+        "UPDATE chat_participants SET last_read_at = ?1, last_read_id = ?2 WHERE room_id = ?3 AND user_id = ?4",
+    )?
+    .execute(params![now_ms(), newest.max(last_read), room_id, user])?;
     if marked > 0 {
         let user_name = user_or_placeholder(tx, cache, user)?.name.clone();
-        events.push(Envelope::new(vec![user, other], Event::MessageRead { room_id, user_id: user, user_name }));
+        let event = Event::MessageRead { room_id, user_id: user, user_name, last_read_id: newest };
+        let data = serde_json::json!({"user_id": user, "last_read_id": newest});
+        emit(tx, events, Scope::Room(room_id), room.members, event, data)?;
     }
-    Ok(marked as i64)
+    Ok(marked)
 }
 
 fn presence(
@@ -847,6 +1269,30 @@ fn revoke_rows(tx: &Connection, user: UserId, revoke: Revoke) -> Result<u32, Sto
             .optional()?
             .ok_or(StoreError::NotFound("User not found")),
     }
+}
+
+/// Removes up to a batch of events older than `before_ms`, oldest first, and
+/// moves the horizon past them (positions only grow, so "older" is a prefix).
+fn prune_events(tx: &Connection, before_ms: i64) -> Result<usize, StoreError> {
+    // Walk from the oldest and stop at the first young one: a scan of the
+    // batch, never of the table.
+    let mut through = None;
+    {
+        let mut stmt = tx.prepare_cached("SELECT id, created_at FROM events ORDER BY id LIMIT 5000")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let (id, created_at): (i64, i64) = (row.get(0)?, row.get(1)?);
+            if created_at >= before_ms {
+                break;
+            }
+            through = Some(id);
+        }
+    }
+    let Some(through) = through else { return Ok(0) };
+    let removed = tx.prepare_cached("DELETE FROM events WHERE id <= ?1")?.execute([through])?;
+    tx.prepare_cached("UPDATE event_horizon SET pruned_through = max(pruned_through, ?1) WHERE id = 1")?
+        .execute([through])?;
+    Ok(removed)
 }
 
 /// The last time a user was seen, for tests and tools.

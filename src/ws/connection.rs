@@ -4,7 +4,6 @@
 //! `try_send`s into the outbox; when it is full the hub tells us to close
 //! (1013) instead of waiting.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
@@ -12,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::stream::FuturesUnordered;
+use futures_util::stream::{FuturesUnordered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -26,10 +25,12 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf
 use super::metered::Metered;
 use super::protocol::{self, ClientCommand, FileIn, SendMessage};
 use crate::attach::{self, FileMessageKind, IncomingFile, StoredFile};
-use crate::hub::{CloseReason, ConnectionEntry};
+use crate::hub::{CatchUp, CloseReason, ConnectionEntry, Outgoing};
 use crate::limits::{Meter, retry_after_secs};
 use crate::metrics::Limit;
-use crate::model::{Envelope, Event, FileMeta, MessageType, RoomId, TempId, UserId, error_frame};
+use crate::model::{
+    Cursor, Envelope, Event, FileMeta, MessageType, RESYNC_REQUIRED, RoomId, TempId, UserId, error_frame, synced_frame,
+};
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::reads;
@@ -50,6 +51,73 @@ pub struct Session {
     pub token_id: Option<String>,
     /// The current room (`join_room`), used when a request leaves out `room_id`.
     pub room: Option<RoomId>,
+    /// Where the replay of stored events starts.
+    pub replay_from: ReplayFrom,
+}
+
+/// Where a connection's replay starts (the `cursor` of the upgrade).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayFrom {
+    /// No cursor: nothing to replay, `synced` with the current cursor.
+    Now,
+    Cursor(Cursor),
+    /// A cursor the server cannot read: `resync_required`, then as `Now`.
+    Unreadable,
+}
+
+/// What the write side needs to replay stored events before going live.
+struct Replay {
+    state: Arc<AppState>,
+    user: UserId,
+    from: ReplayFrom,
+    /// The stream's head and horizon before the connection registered.
+    now: (i64, i64),
+    catch_up: Arc<CatchUp>,
+}
+
+/// Events read from storage per round trip of a replay.
+const REPLAY_PAGE: u32 = 256;
+
+impl Replay {
+    /// Sends every stored event after the cursor, then `synced`; answers the
+    /// position sent up to (live frames at or below it are duplicates).
+    async fn run(&self, sink: &mut SplitSink<Socket, WsMessage>) -> Result<i64, WsError> {
+        let reader = &self.state.reader;
+        let (head, horizon) = self.now;
+        let mut sent = match self.from {
+            ReplayFrom::Now => head,
+            ReplayFrom::Cursor(Cursor(position)) if position >= horizon && position <= head => position,
+            ReplayFrom::Cursor(_) | ReplayFrom::Unreadable => {
+                // Retention removed what follows this cursor (or it is from
+                // another database): the client reloads over REST.
+                sink.send(WsMessage::text(RESYNC_REQUIRED)).await?;
+                head
+            }
+        };
+        loop {
+            loop {
+                let (user, after, base_url) = (self.user, sent, self.state.base_url.clone());
+                let page = reader.run(move |c| reads::replay_page(c, user, after, REPLAY_PAGE, &base_url)).await;
+                let Ok((frames, last, full)) = page else { break };
+                for frame in frames {
+                    sink.feed(WsMessage::text(frame)).await?;
+                }
+                sink.flush().await?;
+                sent = last.max(sent);
+                if !full {
+                    break;
+                }
+            }
+            self.catch_up.replaying.store(false, Ordering::Relaxed);
+            // A live frame dropped while replaying is in storage: read on.
+            if !self.catch_up.lagged.swap(false, Ordering::Relaxed) {
+                break;
+            }
+            self.catch_up.replaying.store(true, Ordering::Relaxed);
+        }
+        sink.send(WsMessage::text(synced_frame(Cursor(sent)))).await?;
+        Ok(sent)
+    }
 }
 
 /// How the writer side should end.
@@ -65,11 +133,24 @@ type Pending = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
 
 pub async fn run(state: Arc<AppState>, socket: Socket, session: Session, meter: Arc<Meter>) {
     let (sink, stream) = socket.split();
-    let (outbox_tx, outbox_rx) = mpsc::channel::<Utf8Bytes>(state.config.ws_outbox);
+    let (outbox_tx, outbox_rx) = mpsc::channel::<Outgoing>(state.config.ws_outbox);
     let (kill_tx, kill_rx) = oneshot::channel();
     let (end_tx, end_rx) = oneshot::channel::<Ending>();
     let conn_id = state.hub.next_conn_id();
-    state.hub.register(
+    // Where "now" is, read before registering: every event after it is
+    // replayed or arrives live (or both, and the copy is dropped).
+    let now = match state.reader.run(|c| Ok((reads::event_head(c)?, reads::event_horizon(c)?))).await {
+        Ok(positions) => positions,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the event stream's head");
+            return;
+        }
+    };
+    // Live events first (they wait in the outbox), then the replay from
+    // storage up to where they begin: nothing falls between the two.
+    let catch_up = Arc::new(CatchUp::default());
+    catch_up.replaying.store(true, Ordering::Relaxed);
+    let registered = state.hub.register(
         session.user,
         ConnectionEntry {
             id: conn_id,
@@ -77,10 +158,15 @@ pub async fn run(state: Arc<AppState>, socket: Socket, session: Session, meter: 
             kill: kill_tx,
             token_version: session.token_version,
             token_id: session.token_id.as_deref().map(Box::from),
+            catch_up: catch_up.clone(),
         },
     );
+    if registered.await.is_err() {
+        return;
+    }
     let last_heard = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let replay = Replay { state: state.clone(), user: session.user, from: session.replay_from, now, catch_up };
     let writer = tokio::spawn(write_loop(
         sink,
         outbox_rx,
@@ -93,10 +179,10 @@ pub async fn run(state: Arc<AppState>, socket: Socket, session: Session, meter: 
             last_heard: last_heard.clone(),
             started,
         },
+        replay,
     ));
     let user = session.user;
-    let mut reader =
-        Reader { state: state.clone(), session, outbox: outbox_tx, rooms: HashMap::new(), meter, last_typing: None };
+    let mut reader = Reader { state: state.clone(), session, outbox: outbox_tx, meter, last_typing: None };
     let ending = reader.read_loop(stream, writer, last_heard, started).await;
     if let Some((ending, writer)) = ending {
         let _ = end_tx.send(ending);
@@ -118,65 +204,23 @@ fn close_frame(code: CloseCode, reason: &'static str) -> WsMessage {
 }
 
 async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<Socket, WsMessage>,
-    mut outbox: mpsc::Receiver<Utf8Bytes>,
+    mut sink: SplitSink<Socket, WsMessage>,
+    mut outbox: mpsc::Receiver<Outgoing>,
     mut kill: oneshot::Receiver<CloseReason>,
     mut end: oneshot::Receiver<Ending>,
     timers: WriterTimers,
+    replay: Replay,
 ) {
-    let mut ping = tokio::time::interval_at(Instant::now() + timers.ping_every, timers.ping_every);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let until_expiry = timers.expires_at.saturating_sub(crate::auth::jwt::unix_now());
-    let expiry = tokio::time::sleep(Duration::from_secs(until_expiry));
-    tokio::pin!(expiry);
-    let ending = loop {
-        tokio::select! {
-            biased;
-            reason = &mut kill => {
-                let ending = match reason {
-                    Ok(CloseReason::SlowConsumer) => Ending::Close(CloseCode::Again, "too slow to keep up; reconnect with after_id"),
-                    Ok(CloseReason::Revoked) => Ending::Close(CloseCode::Policy, "token revoked"),
-                    Ok(CloseReason::Shutdown) => {
-                        // Frames already queued were committed: send them first.
-                        while let Ok(frame) = outbox.try_recv() {
-                            if sink.feed(WsMessage::Text(frame)).await.is_err() {
-                                break;
-                            }
-                        }
-                        Ending::Close(CloseCode::Away, "server shutting down")
-                    }
-                    Err(_) => Ending::Gone,
-                };
-                break ending;
-            }
-            ending = &mut end => break ending.unwrap_or(Ending::Gone),
-            frame = outbox.recv() => {
-                let Some(frame) = frame else { break Ending::Gone };
-                // A peer that accepts no bytes for the idle timeout is gone.
-                let written = tokio::time::timeout(timers.idle_timeout, async {
-                    sink.feed(WsMessage::Text(frame)).await?;
-                    // Batch whatever else is queued into one flush.
-                    while let Ok(frame) = outbox.try_recv() {
-                        sink.feed(WsMessage::Text(frame)).await?;
-                    }
-                    sink.flush().await
-                })
-                .await;
-                if !matches!(written, Ok(Ok(()))) {
-                    break Ending::Gone;
-                }
-            }
-            _ = ping.tick() => {
-                let heard = Duration::from_millis(timers.last_heard.load(Ordering::Relaxed));
-                if timers.started.elapsed().saturating_sub(heard) >= timers.idle_timeout {
-                    break Ending::Close(CloseCode::Away, "no answer to pings");
-                }
-                if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
-                    break Ending::Gone;
-                }
-            }
-            _ = &mut expiry => break Ending::Close(CloseCode::Policy, "token expired"),
-        }
+    let replayed = tokio::select! {
+        biased;
+        reason = &mut kill => Err(kill_ending(reason)),
+        ending = &mut end => Err(ending.unwrap_or(Ending::Gone)),
+        sent = replay.run(&mut sink) => sent.map_err(|_| Ending::Gone),
+    };
+    drop(replay);
+    let ending = match replayed {
+        Ok(sent) => live(&mut sink, &mut outbox, &mut kill, &mut end, &timers, sent).await,
+        Err(ending) => ending,
     };
     if let Ending::Close(code, reason) = ending {
         let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(close_frame(code, reason))).await;
@@ -184,12 +228,87 @@ async fn write_loop(
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
 }
 
+fn kill_ending(reason: Result<CloseReason, oneshot::error::RecvError>) -> Ending {
+    match reason {
+        Ok(CloseReason::SlowConsumer) => {
+            Ending::Close(CloseCode::Again, "too slow to keep up; reconnect with your cursor")
+        }
+        Ok(CloseReason::Revoked) => Ending::Close(CloseCode::Policy, "token revoked"),
+        Ok(CloseReason::Shutdown) => Ending::Close(CloseCode::Away, "server shutting down"),
+        Err(_) => Ending::Gone,
+    }
+}
+
+/// Drains the outbox to the socket (skipping stored events at or below
+/// `replayed`, which the replay sent), pings, and ends on a kill, the
+/// reader's word, the idle timeout or the token's expiry.
+async fn live(
+    sink: &mut SplitSink<Socket, WsMessage>,
+    outbox: &mut mpsc::Receiver<Outgoing>,
+    kill: &mut oneshot::Receiver<CloseReason>,
+    end: &mut oneshot::Receiver<Ending>,
+    timers: &WriterTimers,
+    replayed: i64,
+) -> Ending {
+    let fresh = |item: &Outgoing| item.position.is_none_or(|p| p > replayed);
+    let mut ping = tokio::time::interval_at(Instant::now() + timers.ping_every, timers.ping_every);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let until_expiry = timers.expires_at.saturating_sub(crate::auth::jwt::unix_now());
+    let expiry = tokio::time::sleep(Duration::from_secs(until_expiry));
+    tokio::pin!(expiry);
+    loop {
+        tokio::select! {
+            biased;
+            reason = &mut *kill => {
+                if let Ok(CloseReason::Shutdown) = reason {
+                    // Frames already queued were committed: send them first.
+                    while let Ok(item) = outbox.try_recv() {
+                        if fresh(&item) && sink.feed(WsMessage::Text(item.frame)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                return kill_ending(reason);
+            }
+            ending = &mut *end => return ending.unwrap_or(Ending::Gone),
+            item = outbox.recv() => {
+                let Some(item) = item else { return Ending::Gone };
+                // A peer that accepts no bytes for the idle timeout is gone.
+                let written = tokio::time::timeout(timers.idle_timeout, async {
+                    if fresh(&item) {
+                        sink.feed(WsMessage::Text(item.frame)).await?;
+                    }
+                    // Batch whatever else is queued into one flush.
+                    while let Ok(item) = outbox.try_recv() {
+                        if fresh(&item) {
+                            sink.feed(WsMessage::Text(item.frame)).await?;
+                        }
+                    }
+                    sink.flush().await
+                })
+                .await;
+                if !matches!(written, Ok(Ok(()))) {
+                    return Ending::Gone;
+                }
+            }
+            _ = ping.tick() => {
+                let heard = Duration::from_millis(timers.last_heard.load(Ordering::Relaxed));
+                if timers.started.elapsed().saturating_sub(heard) >= timers.idle_timeout {
+                    return Ending::Close(CloseCode::Away, "no answer to pings");
+                }
+                if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                    return Ending::Gone;
+                }
+            }
+            _ = &mut expiry => return Ending::Close(CloseCode::Policy, "token expired"),
+        }
+    }
+}
+
 struct Reader {
     state: Arc<AppState>,
     session: Session,
-    outbox: mpsc::Sender<Utf8Bytes>,
-    /// Rooms this user is in → the other participant (membership never changes).
-    rooms: HashMap<RoomId, UserId>,
+    outbox: mpsc::Sender<Outgoing>,
     /// This connection's share of the frame budget.
     meter: Arc<Meter>,
     /// The last typing state sent on: repeats within `TYPING_REPEAT` merge.
@@ -278,22 +397,15 @@ impl Reader {
 
     /// Queues a frame for this connection only (replies, errors).
     async fn send(&self, frame: String) {
-        let _ = self.outbox.send(Utf8Bytes::from(frame)).await;
+        let _ = self.outbox.send(Outgoing::reply(frame)).await;
     }
 
-    /// The other participant of `room_id`, if this user is in it.
-    async fn other_in(&mut self, room_id: RoomId) -> Result<Option<UserId>, StoreError> {
-        if let Some(other) = self.rooms.get(&room_id) {
-            return Ok(Some(*other));
-        }
+    /// The members of `room_id`, if this user is one of them. Asked each
+    /// time: membership changes while a connection lives.
+    async fn members_of(&self, room_id: RoomId) -> Result<Option<Vec<UserId>>, StoreError> {
         let user = self.session.user;
-        let people = self.state.reader.run(move |c| reads::participants(c, room_id)).await?;
-        if !people.iter().any(|p| p.id == user) {
-            return Ok(None);
-        }
-        let other = people.iter().find(|p| p.id != user).map_or(user, |p| p.id);
-        self.rooms.insert(room_id, other);
-        Ok(Some(other))
+        let members = self.state.reader.run(move |c| reads::member_ids(c, room_id)).await?;
+        Ok(members.contains(&user).then_some(members))
     }
 
     fn room_or_current(&self, room_id: Option<RoomId>) -> Option<RoomId> {
@@ -310,7 +422,7 @@ impl Reader {
         };
         match command {
             ClientCommand::Ping => self.send(r#"{"type":"pong"}"#.to_owned()).await,
-            ClientCommand::JoinRoom { room_id } => match self.other_in(room_id).await {
+            ClientCommand::JoinRoom { room_id } => match self.members_of(room_id).await {
                 Ok(Some(_)) => {
                     self.session.room = Some(room_id);
                     self.send(format!(r#"{{"type":"room_joined","data":{{"room_id":{room_id}}}}}"#)).await;
@@ -335,18 +447,20 @@ impl Reader {
                     let _ = self.state.metrics.limited(Limit::WsTyping);
                     return None;
                 }
-                match self.other_in(room_id).await {
-                    Ok(Some(other)) if other != self.session.user => {
+                match self.members_of(room_id).await {
+                    Ok(Some(mut members)) => {
                         self.last_typing = Some((room_id, is_typing, Instant::now()));
-                        let event = Event::Typing {
-                            room_id,
-                            user_id: self.session.user,
-                            user_name: self.session.user_name.clone(),
-                            is_typing,
-                        };
-                        self.state.hub.publish(Envelope::new(vec![other], event));
+                        members.retain(|m| *m != self.session.user);
+                        if !members.is_empty() {
+                            let event = Event::Typing {
+                                room_id,
+                                user_id: self.session.user,
+                                user_name: self.session.user_name.clone(),
+                                is_typing,
+                            };
+                            self.state.hub.publish(Envelope::new(members, event));
+                        }
                     }
-                    Ok(Some(_)) => {}
                     Ok(None) => self.send(error_frame("Room not found", None)).await,
                     Err(e) => self.send(error_frame(&store_message(&e), None)).await,
                 }
@@ -429,8 +543,8 @@ impl Reader {
         };
         let mut stored: Vec<String> = Vec::new();
         if !m.files.is_empty() {
-            let other = self.other_in(room_id).await.map_err(|e| store_message(&e))?;
-            if other.is_none() {
+            let members = self.members_of(room_id).await.map_err(|e| store_message(&e))?;
+            if members.is_none() {
                 return Err("Room not found".into());
             }
             if let Some(temp) = new.local_temp_id.clone() {
@@ -477,7 +591,7 @@ impl Reader {
                 Ok(SendOutcome::Duplicate(original)) => {
                     remove_files(&state, stored).await;
                     let data = original.json(viewer, false, &state.base_url, TempId::Show);
-                    Some(crate::model::Frame { kind: "new_message", data }.to_json())
+                    Some(crate::model::Frame { kind: "new_message", data, cursor: None }.to_json())
                 }
                 Err(e) => {
                     remove_files(&state, stored).await;

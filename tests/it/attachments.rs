@@ -223,7 +223,6 @@ async fn every_bad_attachment_is_refused_and_leaves_nothing_behind() {
         ("voice", vec![file("x.png", &png, "image/png")], "File type not allowed"),
         ("image", vec![file("../../etc/passwd.png", &png, "image/png"), file("a\0b.png", &png, "image/png")], "name"),
         ("image", vec![file("a\u{7}b.png", &png, "image/png")], "name"),
-        ("image", vec![file(&format!("{}.png", "n".repeat(300)), &png, "image/png")], "name"),
         ("image", vec![file("...", &png, "image/png")], "name"),
         ("image", vec![good.clone(), file("e.png", b"", "image/png")], ""),
     ];
@@ -241,6 +240,52 @@ async fn every_bad_attachment_is_refused_and_leaves_nothing_behind() {
     a.send(send(room, "image", vec![file("dir/sub\\pic.png", &png, "image/png")], "slashes")).await;
     let m = echo(&mut a, "slashes").await;
     assert!(m["files_data"][0]["file_path"].as_str().unwrap().ends_with("_0_pic.png"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_300_character_name_is_stored_shortened_to_100_with_its_extension() {
+    let s = TestServer::start().await;
+    let (ann, bob, room) = s.pair("ann", "bob").await;
+    let mut a = s.ws(&ann).await;
+    let png = sample("png");
+    let long = format!("{}.png", "n".repeat(300));
+    a.send(send(room, "image", vec![file(&long, &png, "image/png")], "long")).await;
+    let m = echo(&mut a, "long").await;
+    let f = &m["files_data"][0];
+    let url = f["file_path"].as_str().unwrap();
+    let stored = url.rsplit('/').next().unwrap();
+    let (_, name) = stored.split_once("_0_").expect("the index precedes the name");
+    assert!(name.len() <= 100 && name.ends_with(".png"), "{name}");
+    assert_name_pattern(url, ann.id, 0, &format!("{}.png", "n".repeat(96)));
+    let (status, bytes, headers) = fetch(&s, url, &bob).await;
+    assert_eq!((status, bytes), (StatusCode::OK, png));
+    assert_eq!(headers["content-type"], "image/png");
+    let shown = f["file_name"].as_str().unwrap();
+    assert!(shown.chars().count() <= 255 && shown.ends_with("nnn.png"), "{shown}");
+    assert_eq!(stored_files(&s.static_dir()).len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn file_names_are_shown_without_bidi_and_format_characters() {
+    let s = TestServer::start().await;
+    let (ann, bob, room) = s.pair("ann", "bob").await;
+    let mut a = s.ws(&ann).await;
+    let mut b = s.ws(&bob).await;
+    // Shown with U+202E it reads "invoice\u{202E}gnp.pdf": a PNG passing for a PDF.
+    let raw = "\u{FEFF}invoice\u{200B}\u{2066}\u{202E}fdp.png";
+    a.send(send(room, "image", vec![file(raw, &sample("png"), "image/png")], "bidi")).await;
+    let is_bidi_or_format = |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200B}'..='\u{200F}' | '\u{061C}' | '\u{FEFF}' | '\u{00AD}' | '\u{2060}'..='\u{2064}');
+    let echoed = echo(&mut a, "bidi").await;
+    let received = b.expect("new_message").await["data"].clone();
+    let page = s.get(&format!("/api/chat/rooms/{room}/messages"), &bob.token).await;
+    for (who, m) in [("echo", &echoed), ("receiver", &received), ("REST", &page.json["messages"][0])] {
+        let shown = m["files_data"][0]["file_name"].as_str().unwrap();
+        assert!(!shown.chars().any(is_bidi_or_format), "{who}: {shown:?}");
+        assert_eq!(shown, "invoicefdp.png", "{who}");
+    }
+    assert!(echoed["files_data"][0]["file_path"].as_str().unwrap().ends_with("_0__invoice___fdp.png"));
     s.stop().await;
 }
 

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::support::{TestServer, Ws};
 
-const MESSAGE_KEYS: [&str; 16] = [
+const MESSAGE_KEYS: [&str; 17] = [
     "id",
     "room_id",
     "content",
@@ -17,6 +17,7 @@ const MESSAGE_KEYS: [&str; 16] = [
     "created_at",
     "edited_at",
     "is_read",
+    "read_count",
     "is_deleted",
     "is_sender",
     "is_liked",

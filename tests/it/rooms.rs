@@ -91,7 +91,9 @@ async fn room_list_orders_by_activity_and_counts_unread() {
     let read = s.post(&format!("/api/chat/rooms/{room_ab}/read"), &ann.token, json!({})).await;
     assert_eq!(read.json, json!({"room_id": room_ab, "marked_read": 2}));
     let ev = bob_ws.expect("message_read").await;
-    assert_eq!(ev["data"], json!({"room_id": room_ab, "user_id": ann.id, "user_name": "ann"}));
+    let newest =
+        s.get(&format!("/api/chat/rooms/{room_ab}/messages"), &ann.token).await.json["messages"][1]["id"].clone();
+    assert_eq!(ev["data"], json!({"room_id": room_ab, "user_id": ann.id, "user_name": "ann", "last_read_id": newest}));
     let again = s.post(&format!("/api/chat/rooms/{room_ab}/read"), &ann.token, json!({})).await;
     assert_eq!(again.json["marked_read"], 0);
     let one = s.get(&format!("/api/chat/rooms/{room_ab}"), &ann.token).await;

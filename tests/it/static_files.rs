@@ -1,5 +1,6 @@
 //! `GET /static/...` and `GET /` over real HTTP: headers, ETag/304, Range,
-//! and every traversal spelling.
+//! every traversal spelling, and the web client's security headers (with a
+//! check that the client needs no inline script or style to live with them).
 
 use hyper::{Method, StatusCode};
 
@@ -64,4 +65,95 @@ async fn nothing_outside_the_static_folder_is_reachable() {
         assert!(!r.text().contains("top secret"), "{path}");
     }
     s.stop().await;
+}
+
+/// The repository's web client, the files that `GET /` and `/static/` serve.
+fn client_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static")
+}
+
+fn client_files(ext: &str) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(client_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == ext))
+        .map(|path| (path.display().to_string(), std::fs::read_to_string(&path).unwrap()))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .{ext} files in {}", client_dir().display());
+    files
+}
+
+#[tokio::test]
+async fn the_web_client_is_served_with_csp_referrer_and_frame_headers() {
+    let s = TestServer::start().await;
+    for (path, _) in client_files("html").into_iter().chain(client_files("js")).chain(client_files("css")) {
+        let path = std::path::Path::new(&path);
+        std::fs::copy(path, s.static_dir().join(path.file_name().unwrap())).unwrap();
+    }
+    let csp = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+               media-src 'self' blob:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; \
+               form-action 'self'; frame-ancestors 'none'";
+    for path in ["/", "/static/index.html", "/static/app.js", "/static/style.css"] {
+        let r = s.raw(Method::GET, path, None, None, Vec::new()).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        assert_eq!(r.headers["content-security-policy"], csp, "{path}");
+        assert_eq!(r.headers["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(r.headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(r.headers["x-content-type-options"], "nosniff", "{path}");
+    }
+    let index = s.raw(Method::GET, "/", None, None, Vec::new()).await;
+    assert!(index.text().contains("<script type=\"module\" src=\"/static/app.js\">"), "the real client is served");
+
+    // Stored files keep their sandbox and get the referrer policy too.
+    let stored = s.static_dir().join("chat_files/images/user_1_20240101_120000_0_a.png");
+    std::fs::write(&stored, b"\x89PNG\r\n\x1a\n").unwrap();
+    let path = "/static/chat_files/images/user_1_20240101_120000_0_a.png";
+    let r = s.raw(Method::GET, path, None, None, Vec::new()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["content-security-policy"], "default-src 'none'; sandbox");
+    assert_eq!(r.headers["referrer-policy"], "no-referrer");
+    s.stop().await;
+}
+
+/// What the client's CSP forbids, as it would appear in the source: inline
+/// scripts, inline event handler attributes and `style` attributes, and HTML
+/// built from strings (where such attributes could hide).
+#[test]
+fn the_web_client_has_no_inline_script_handlers_or_style_attributes() {
+    for (path, html) in client_files("html") {
+        let lower = html.to_ascii_lowercase();
+        for (at, _) in lower.match_indices("<script") {
+            let tag = &lower[at..at + lower[at..].find('>').unwrap()];
+            assert!(tag.contains(" src="), "{path}: an inline script: {tag}");
+        }
+        assert!(!lower.contains("<style"), "{path}: a <style> element");
+        assert!(!lower.contains("javascript:"), "{path}: a javascript: URL");
+        for (at, _) in lower.match_indices(char::is_whitespace) {
+            let attribute: String =
+                lower[at + 1..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+            let rest = &lower[at + 1 + attribute.len()..];
+            if rest.trim_start().starts_with('=') {
+                assert!(!attribute.starts_with("on"), "{path}: an inline handler {attribute}=");
+                assert_ne!(attribute, "style", "{path}: a style attribute");
+            }
+        }
+    }
+    for (path, js) in client_files("js") {
+        for forbidden in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "style=",
+            "style:",
+            "'style'",
+            "\"style\"",
+            "eval(",
+            "new Function",
+            "javascript:",
+        ] {
+            assert!(!js.contains(forbidden), "{path} contains {forbidden:?}");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! -> Result<Response, ApiError>`: parse, authenticate, call the store, render.
 
 pub mod auth;
+pub mod events;
 pub mod messages;
 pub mod misc;
 pub mod rooms;
