@@ -21,7 +21,7 @@ use crate::http::util::{authenticate, bearer, int_param, query};
 use crate::model::Cursor;
 use crate::state::AppState;
 use crate::store::reads;
-use crate::ws::connection::{self, ReplayFrom, Session};
+use crate::ws::connection::{self, Registration, ReplayFrom, Session};
 use crate::ws::metered::Metered;
 
 fn header_has(req: &Request<Incoming>, name: hyper::header::HeaderName, token: &str) -> bool {
@@ -107,6 +107,16 @@ pub async fn upgrade(state: &Arc<AppState>, mut req: Request<Incoming>) -> Resul
         }
     }
     let name = state.reader.run(move |c| reads::user_by_id(c, user)).await?.map(|u| u.name).unwrap_or_default();
+    let session = Session {
+        user,
+        user_name: name,
+        expires_at: verified.exp,
+        token_version: verified.version,
+        token_id: verified.id,
+        room,
+        replay_from,
+    };
+    let registration = Registration::new(state, &session).await?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_state = state.clone();
     state.ws_tasks.spawn(async move {
@@ -117,19 +127,16 @@ pub async fn upgrade(state: &Arc<AppState>, mut req: Request<Incoming>) -> Resul
                 let meter = Arc::new(task_state.limiter.frame_budget.meter());
                 let socket = Metered::new(TokioIo::new(upgraded), meter.clone());
                 let ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(config)).await;
-                let session = Session {
-                    user,
-                    user_name: name,
-                    expires_at: verified.exp,
-                    token_version: verified.version,
-                    token_id: verified.id,
-                    room,
-                    replay_from,
-                };
-                connection::run(task_state, ws, session, meter).await;
+                connection::run(task_state, ws, session, meter, registration).await;
             }
-            Ok(Err(e)) => tracing::debug!(error = %e, "upgrade failed"),
-            Err(_) => tracing::info!(user, "WebSocket handshake did not finish in time"),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                registration.cancel(&task_state, user);
+            }
+            Err(_) => {
+                tracing::info!(user, "WebSocket handshake did not finish in time");
+                registration.cancel(&task_state, user);
+            }
         }
         drop(slot);
     });

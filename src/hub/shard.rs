@@ -155,3 +155,90 @@ fn revoke(
         went_offline(user, presence, metrics);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::CatchUp;
+    use crate::model::{Message, MessageType, User};
+
+    fn entry(outbox: mpsc::Sender<Outgoing>) -> (ConnectionEntry, tokio::sync::oneshot::Receiver<CloseReason>) {
+        let (kill, killed) = tokio::sync::oneshot::channel();
+        let entry = ConnectionEntry {
+            id: 1,
+            outbox,
+            kill,
+            token_version: 0,
+            token_id: None,
+            catch_up: Arc::new(CatchUp::default()),
+        };
+        (entry, killed)
+    }
+
+    fn typing() -> Envelope {
+        Envelope::new(vec![7], Event::Typing { room_id: 1, user_id: 8, user_name: "a".into(), is_typing: true })
+    }
+
+    fn message() -> Envelope {
+        let user =
+            Arc::new(User { id: 8, name: "a".into(), email: "a@x.io".into(), avatar_url: None, is_online: true });
+        let message = Message {
+            id: 1,
+            room_id: 1,
+            sender: user,
+            receiver: None,
+            message_type: MessageType::Text,
+            content: "hi".into(),
+            files: None,
+            duration: None,
+            local_temp_id: None,
+            created_at: 0,
+            edited_at: None,
+            is_read: false,
+            read_count: 0,
+            is_deleted: false,
+            like_count: 0,
+        };
+        Envelope::new(vec![7], Event::NewMessage(message))
+    }
+
+    #[test]
+    fn typing_to_a_connection_that_is_behind_is_dropped_a_stored_event_closes_it() {
+        let metrics = Metrics::new(&["x"]);
+        let (presence, _presence_rx) = mpsc::unbounded_channel();
+        let (outbox, _outbox_rx) = mpsc::channel(4);
+        let (conn, mut killed) = entry(outbox);
+        let mut users = HashMap::from([(7, vec![conn])]);
+        // Typing is queued while at least half the outbox is free: three
+        // of four slots, then skipped.
+        for _ in 0..10 {
+            deliver(&mut users, &typing(), "http://x", &presence, &metrics);
+        }
+        assert_eq!(metrics.typing_dropped.load(Relaxed), 7);
+        assert_eq!(metrics.slow_consumers_closed.load(Relaxed), 0);
+        assert!(killed.try_recv().is_err(), "typing never closes a connection");
+        // A stored event takes the last slot; one more is a slow consumer.
+        deliver(&mut users, &message(), "http://x", &presence, &metrics);
+        assert!(killed.try_recv().is_err());
+        deliver(&mut users, &message(), "http://x", &presence, &metrics);
+        assert_eq!(killed.try_recv().ok(), Some(CloseReason::SlowConsumer));
+        assert!(users.is_empty());
+    }
+
+    #[test]
+    fn a_replaying_connection_that_is_behind_is_told_to_read_storage_not_closed() {
+        let metrics = Metrics::new(&["x"]);
+        let (presence, _presence_rx) = mpsc::unbounded_channel();
+        let (outbox, _outbox_rx) = mpsc::channel(1);
+        let (conn, mut killed) = entry(outbox);
+        let catch_up = conn.catch_up.clone();
+        catch_up.replaying.store(true, Relaxed);
+        let mut users = HashMap::from([(7, vec![conn])]);
+        for _ in 0..3 {
+            deliver(&mut users, &message(), "http://x", &presence, &metrics);
+        }
+        assert!(killed.try_recv().is_err());
+        assert!(catch_up.lagged.load(Relaxed), "the dropped frame is to be read from storage");
+        assert_eq!(users.get(&7).map(Vec::len), Some(1));
+    }
+}

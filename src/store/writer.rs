@@ -354,13 +354,31 @@ impl Writer {
                 }
             }
             if let Some(done) = self.run_batch(&mut batch) {
-                let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+                self.truncate_wal();
                 let _ = done.send(());
                 tracing::info!("writer stopped");
                 return;
             }
         }
-        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+        self.truncate_wal();
+    }
+
+    /// Checkpoints the whole WAL into the database and empties it. The
+    /// background checkpointer may hold the checkpoint lock for a moment
+    /// (then SQLite answers "busy" at once): try again, for up to a second.
+    fn truncate_wal(&self) {
+        for _ in 0..50 {
+            let busy: rusqlite::Result<i64> = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0));
+            match busy {
+                Ok(0) => return,
+                Ok(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot checkpoint the WAL");
+                    return;
+                }
+            }
+        }
+        tracing::warn!("the WAL stayed busy; it is checkpointed at the next start");
     }
 
     /// Runs and commits one batch; returns the shutdown reply if the batch held one.

@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf
 use super::metered::Metered;
 use super::protocol::{self, ClientCommand, FileIn, SendMessage};
 use crate::attach::{self, FileMessageKind, IncomingFile, StoredFile};
-use crate::hub::{CatchUp, CloseReason, ConnectionEntry, Outgoing};
+use crate::hub::{CatchUp, CloseReason, ConnId, ConnectionEntry, Outgoing};
 use crate::limits::{Meter, retry_after_secs};
 use crate::metrics::Limit;
 use crate::model::{
@@ -131,39 +131,60 @@ enum Ending {
 /// A `send_message` the writer is working on.
 type Pending = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
 
-pub async fn run(state: Arc<AppState>, socket: Socket, session: Session, meter: Arc<Meter>) {
-    let (sink, stream) = socket.split();
-    let (outbox_tx, outbox_rx) = mpsc::channel::<Outgoing>(state.config.ws_outbox);
-    let (kill_tx, kill_rx) = oneshot::channel();
-    let (end_tx, end_rx) = oneshot::channel::<Ending>();
-    let conn_id = state.hub.next_conn_id();
-    // Where "now" is, read before registering: every event after it is
-    // replayed or arrives live (or both, and the copy is dropped).
-    let now = match state.reader.run(|c| Ok((reads::event_head(c)?, reads::event_horizon(c)?))).await {
-        Ok(positions) => positions,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the event stream's head");
-            return;
-        }
-    };
-    // Live events first (they wait in the outbox), then the replay from
-    // storage up to where they begin: nothing falls between the two.
-    let catch_up = Arc::new(CatchUp::default());
-    catch_up.replaying.store(true, Ordering::Relaxed);
-    let registered = state.hub.register(
-        session.user,
-        ConnectionEntry {
-            id: conn_id,
-            outbox: outbox_tx.clone(),
-            kill: kill_tx,
-            token_version: session.token_version,
-            token_id: session.token_id.as_deref().map(Box::from),
-            catch_up: catch_up.clone(),
-        },
-    );
-    if registered.await.is_err() {
-        return;
+/// A connection registered with the hub before its handshake is answered,
+/// so that everything committed after the 101 reaches it.
+pub struct Registration {
+    conn_id: ConnId,
+    outbox_tx: mpsc::Sender<Outgoing>,
+    outbox_rx: mpsc::Receiver<Outgoing>,
+    kill_rx: oneshot::Receiver<CloseReason>,
+    catch_up: Arc<CatchUp>,
+    /// The stream's head and horizon before registering: every event after
+    /// it is replayed or arrives live (or both, and the copy is dropped).
+    now: (i64, i64),
+}
+
+impl Registration {
+    /// Registers `session`'s connection-to-be with the hub (answered once its
+    /// shard has it). Live events wait in the outbox from then on.
+    pub async fn new(state: &AppState, session: &Session) -> Result<Registration, StoreError> {
+        let now = state.reader.run(|c| Ok((reads::event_head(c)?, reads::event_horizon(c)?))).await?;
+        let (outbox_tx, outbox_rx) = mpsc::channel::<Outgoing>(state.config.ws_outbox);
+        let (kill_tx, kill_rx) = oneshot::channel();
+        let conn_id = state.hub.next_conn_id();
+        let catch_up = Arc::new(CatchUp::default());
+        catch_up.replaying.store(true, Ordering::Relaxed);
+        let registered = state.hub.register(
+            session.user,
+            ConnectionEntry {
+                id: conn_id,
+                outbox: outbox_tx.clone(),
+                kill: kill_tx,
+                token_version: session.token_version,
+                token_id: session.token_id.as_deref().map(Box::from),
+                catch_up: catch_up.clone(),
+            },
+        );
+        registered.await.map_err(|_| StoreError::Unavailable)?;
+        Ok(Registration { conn_id, outbox_tx, outbox_rx, kill_rx, catch_up, now })
     }
+
+    /// The handshake failed: the hub forgets the connection.
+    pub fn cancel(self, state: &AppState, user: UserId) {
+        state.hub.unregister(user, self.conn_id);
+    }
+}
+
+pub async fn run(
+    state: Arc<AppState>,
+    socket: Socket,
+    session: Session,
+    meter: Arc<Meter>,
+    registration: Registration,
+) {
+    let (sink, stream) = socket.split();
+    let Registration { conn_id, outbox_tx, outbox_rx, kill_rx, catch_up, now } = registration;
+    let (end_tx, end_rx) = oneshot::channel::<Ending>();
     let last_heard = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let replay = Replay { state: state.clone(), user: session.user, from: session.replay_from, now, catch_up };

@@ -16,11 +16,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async_with_config, connect_async_with_config};
 
 use crate::error::{BenchError, Context, Result, describe};
 
@@ -168,9 +168,16 @@ pub struct Api {
 
 impl Api {
     pub fn new(target: Target) -> Api {
+        Api::from_source(target, None)
+    }
+
+    /// A client whose connections leave from `source` (a loopback address
+    /// such as 127.0.0.3), so the server sees it as a client of its own.
+    pub fn from_source(target: Target, source: Option<IpAddr>) -> Api {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_local_address(source);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
@@ -354,7 +361,8 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(250 * 2u64.pow(attempt.min(5)))
 }
 
-fn session_from_auth(answer: &Value, email: &str) -> Result<Session> {
+/// The session in a register or login answer.
+pub fn session_from_auth(answer: &Value, email: &str) -> Result<Session> {
     let token = answer
         .get("access_token")
         .and_then(Value::as_str)
@@ -452,6 +460,39 @@ pub async fn connect_ws(
     match timeout(CONNECT_TIMEOUT, connect_async_with_config(url, Some(config), true)).await {
         Err(_) => Err(ConnectFailure::Timeout),
         Ok(Ok((ws, _response))) => Ok(ws),
+        Ok(Err(error)) => Err(ConnectFailure::from(error)),
+    }
+}
+
+/// A TCP connection to the target from the loopback address `source`
+/// (any 127.0.0.0/8 address works on Linux without configuration), so that
+/// the server sees another client IP.
+pub async fn connect_tcp_from(target: &Target, source: Ipv4Addr) -> io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+    let stream = timeout(CONNECT_TIMEOUT, socket.connect(target.addr()))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no connection within {CONNECT_TIMEOUT:?}")))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// `connect_ws` from the loopback address `source`.
+pub async fn connect_ws_from(
+    target: &Target,
+    token: &str,
+    config: WebSocketConfig,
+    source: Ipv4Addr,
+) -> std::result::Result<WsStream, ConnectFailure> {
+    let url = target.ws_url(&format!("/api/chat/ws?token={token}"));
+    let attempt = async {
+        let stream = connect_tcp_from(target, source).await.map_err(tungstenite::Error::Io)?;
+        let (ws, _response) = client_async_with_config(url, MaybeTlsStream::Plain(stream), Some(config)).await?;
+        Ok::<_, tungstenite::Error>(ws)
+    };
+    match timeout(CONNECT_TIMEOUT, attempt).await {
+        Err(_) => Err(ConnectFailure::Timeout),
+        Ok(Ok(ws)) => Ok(ws),
         Ok(Err(error)) => Err(ConnectFailure::from(error)),
     }
 }

@@ -2,11 +2,12 @@
 //! public API only (register, rooms, WebSocket, REST reads), sends load to
 //! loopback addresses only, and every run is bounded in time and count.
 //!
-//! Layout: `main` parses arguments and dispatches; `dm`, `idle`, `upload`
-//! and `rest` are the subcommands; `client` speaks the API; `stats` sums up
+//! Layout: `main` parses arguments and dispatches; `dm`, `idle`, `upload`,
+//! `rest` and `abuse` are the subcommands; `client` speaks the API; `stats` sums up
 //! latencies; `procfs` reads the server's memory and CPU from /proc;
 //! `context` holds what they share.
 
+mod abuse;
 mod client;
 mod context;
 mod dm;
@@ -25,7 +26,7 @@ use crate::client::{Api, Target};
 use crate::context::{Bench, Report, progress};
 use crate::error::{BenchError, Result};
 
-/// Load tool for chatd: direct messages, idle connections, uploads, REST reads.
+/// Load tool for chatd: direct messages, idle connections, uploads, REST reads, attacks.
 #[derive(Debug, Parser)]
 #[command(name = "chatd-bench", version)]
 struct Cli {
@@ -53,6 +54,8 @@ enum Command {
     Upload(upload::UploadArgs),
     /// Keep-alive REST reads of a room's messages and the room list.
     Rest(rest::RestArgs),
+    /// Attacks (slow clients, caps, floods, huge frames, login abuse): PASS/FAIL per defence.
+    Abuse(abuse::AbuseArgs),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +113,7 @@ async fn run(cli: &Cli) -> Result<Report> {
         Command::Idle(args) => idle::run(&bench, args).await,
         Command::Upload(args) => upload::run(&bench, args).await,
         Command::Rest(args) => rest::run(&bench, args).await,
+        Command::Abuse(args) => abuse::run(&bench, args).await,
     }
 }
 
