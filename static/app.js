@@ -23,6 +23,7 @@ import {
   closePanel,
   forgetMembers,
   initGroups,
+  leftNotice,
   loadMembers,
   panelRoomId,
   renderPanel,
@@ -832,7 +833,7 @@ function membershipNotice(roomId) {
 }
 
 function onRoomRemoved(data) {
-  dropRoom(data.room_id, membershipNotice(data.room_id));
+  dropRoom(data.room_id, leftNotice(data.room_id) || membershipNotice(data.room_id));
 }
 
 /** Members or their read marks changed: the header, the panel and the read counts follow. */

@@ -584,11 +584,24 @@ function changeRole(roomId, member, role) {
   });
 }
 
+/** Rooms this client is leaving: their room_removed (which may beat the answer) says "You left". */
+const leaving = new Set();
+
+export function leftNotice(roomId) {
+  if (!leaving.has(roomId)) return null;
+  const room = state.rooms.get(roomId);
+  return `You left ${room && room.name ? `“${room.name}”` : 'the group'}.`;
+}
+
 function leaveGroup(roomId) {
   return act(async () => {
-    await api.removeMember(roomId, state.me.id);
-    const room = state.rooms.get(roomId);
-    hooks.dropRoom(roomId, `You left ${room && room.name ? `“${room.name}”` : 'the group'}.`);
+    leaving.add(roomId);
+    try {
+      await api.removeMember(roomId, state.me.id);
+      hooks.dropRoom(roomId, leftNotice(roomId));
+    } finally {
+      leaving.delete(roomId);
+    }
   });
 }
 

@@ -349,7 +349,9 @@ function statusNode(message, read) {
       class: `status${read.count > 0 ? ' read' : ''}${read.all ? ' all' : ''}`,
       testid: 'message-status',
       dataset: { status: read.all ? 'read' : 'sent', readCount: String(read.count) },
-      title: read.names && read.names.length > 0 ? `Read by ${read.names.join(', ')}` : null,
+      title: read.names && read.names.length > 0
+        ? `Read by ${read.names.join(', ')}${read.count > read.names.length ? ` and ${read.count - read.names.length} more` : ''}`
+        : null,
       text,
     });
   }

@@ -178,6 +178,9 @@ export function newMembers() {
   };
 }
 
+/** How many readers a message's tooltip names (the count covers the rest). */
+const READERS_NAMED = 10;
+
 /**
  * Read count and "read by all" of a message in a group, computed from the
  * members' `last_read_id` when the whole list is loaded (it stays right
@@ -196,7 +199,7 @@ export function readInfo(message) {
       others += 1;
       if ((Number(member.last_read_id) || 0) >= message.id) {
         count += 1;
-        names.push(member.name);
+        if (names.length < READERS_NAMED) names.push(member.name);
       }
     }
     return { count, all: others > 0 && count === others, names };

@@ -168,6 +168,9 @@ describe('groups in the web client', { timeout: 180_000 }, () => {
     const p = page('ann');
     await p.locator(tid('new-group-button')).click();
     await p.locator(tid('new-group-dialog')).waitFor();
+    // A name is needed: nothing is sent without one.
+    await p.locator(tid('group-create')).click();
+    await waitFor('the missing name reported', () => p.locator(tid('group-error')).textContent(), (t) => /name/.test(t));
     await p.locator(tid('group-name-input')).fill('  Trip planning  ');
     const search = p.locator(tid('group-member-search'));
     await search.fill('be');
@@ -439,6 +442,21 @@ describe('groups in the web client', { timeout: 180_000 }, () => {
     await openRoom('ben', groupId);
     await send(page('ann'), 'after the resync');
     await waitForMessage(ben, 'live after the resync', (m) => m.text === 'after the resync');
+  });
+
+  step('the last admin leaves: the longest-standing member takes over', async () => {
+    await openPanel('ben');
+    const ben = page('ben');
+    assert.equal(await ben.locator(tid('rename-button')).isVisible(), false, 'Ben is no admin yet');
+    await openPanel('ann');
+    await page('ann').locator(tid('leave-button')).click();
+    await page('ann').locator(tid('leave-confirm-button')).click();
+    await waitFor('the room gone at Ann', () => roomItem('ann', groupId).count(), (n) => n === 0);
+    assert.match(await page('ann').locator(tid('notice')).textContent(), /You left “Trip 2025”/);
+    await waitFor('Ben alone, and admin', () => memberSummary(ben), (s) => s === 'ben@example.com:admin');
+    await waitFor('Ben gets the admin controls', () => ben.locator(tid('rename-button')).isVisible(), (v) => v === true);
+    assert.equal(await ben.locator(tid('add-members')).isVisible(), true);
+    await waitFor('1 member in Ben\'s header', () => ben.locator(tid('conv-status')).textContent(), (t) => t === '1 member');
   });
 
   // Not a step: worth reporting even after a failure.
