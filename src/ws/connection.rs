@@ -341,6 +341,9 @@ struct Reader {
 /// one already sent.
 const TYPING_REPEAT: Duration = Duration::from_secs(2);
 
+/// The shortest time between two typing events a connection passes on.
+const TYPING_GAP: Duration = Duration::from_millis(250);
+
 /// A file whose base64 stays inside the frame: only its byte range is kept,
 /// so the blocking decoder can read it without a copy.
 struct FileJob {
@@ -518,9 +521,13 @@ impl Reader {
     }
 
     /// Whether this typing state for this room was sent on moments ago.
+    /// Also any typing within `TYPING_GAP` of the last one passed on, which
+    /// holds with rate limits off: flipping the state as fast as possible
+    /// would otherwise queue work in the hub faster than it can fan out.
     fn typing_is_repeat(&self, room_id: RoomId, is_typing: bool) -> bool {
-        self.last_typing
-            .is_some_and(|(room, state, at)| room == room_id && state == is_typing && at.elapsed() < TYPING_REPEAT)
+        self.last_typing.is_some_and(|(room, state, at)| {
+            at.elapsed() < TYPING_GAP || (room == room_id && state == is_typing && at.elapsed() < TYPING_REPEAT)
+        })
     }
 
     /// One token of the user's command bucket, or the text of the refusal.
