@@ -293,6 +293,18 @@ describe('groups in the web client', { timeout: 180_000 }, () => {
     await waitForMessage(page('cat'), 'Dan\'s message at Cat', (m) => m.text === 'Dan here' && m.sender === PEOPLE.dan.name);
   });
 
+  step('typing in a group names each person; a quick stop is not lost', async () => {
+    const indicator = () => page('ann').locator(tid('typing-indicator')).textContent();
+    await page('ben').locator(tid('composer-input')).fill('x');
+    await page('dan').locator(tid('composer-input')).fill('y');
+    await waitFor('two people typing at Ann', indicator, (t) => t === `${PEOPLE.ben.name} and ${PEOPLE.dan.name} are typing…`);
+    // Ben stops at once (well within the server's 250 ms between typing frames).
+    await page('ben').locator(tid('composer-input')).fill('');
+    await waitFor('only Dan typing', indicator, (t) => t === `${PEOPLE.dan.name} is typing…`, 2000);
+    await page('dan').locator(tid('composer-input')).fill('');
+    await waitFor('nobody typing', indicator, (t) => t === '', 2000);
+  });
+
   step('renaming: every member sees the new name live', async () => {
     const ann = page('ann');
     await ann.locator(tid('rename-button')).click();
