@@ -17,7 +17,6 @@ use crate::http::util::{authenticate, bearer, client_ip, is_form, json, pairs, p
 use crate::metrics::Limit;
 use crate::model::{User, UserId};
 use crate::state::AppState;
-use crate::store::reads;
 use crate::store::writer::{NewUser, Revoke};
 
 #[derive(Deserialize)]
@@ -144,7 +143,7 @@ pub async fn login(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         parse_json(&bytes)?
     };
     let email = body.email.trim().to_lowercase();
-    let found = state.reader.run(move |c| reads::user_by_email(c, &email)).await?;
+    let found = state.reader.credentials_by_email(email).await?;
     if let Some(found) = &found {
         account_not_blocked(state, found.user.id)?;
     }
@@ -195,7 +194,7 @@ pub async fn change_password(state: &Arc<AppState>, req: Request<Incoming>) -> R
     let (_, bytes) = read_body(state, req).await?;
     let body: PasswordBody = parse_json(&bytes)?;
     check_new_password(&body.new_password)?;
-    let credentials = state.reader.run(move |c| reads::credentials_by_id(c, user)).await?;
+    let credentials = state.reader.credentials(user).await?;
     let credentials = credentials.ok_or(ApiError::Unauthenticated("User not found"))?;
     let (current, hash) = (body.current_password, credentials.password_hash);
     if !hashing(state, move || password::verify(&current, &hash)).await? {
@@ -236,7 +235,7 @@ pub async fn logout(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Res
 
 pub async fn me(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
-    let found = state.reader.run(move |c| reads::user_by_id(c, user)).await?;
+    let found = state.reader.user(user).await?;
     json(StatusCode::OK, &found.ok_or(ApiError::Unauthenticated("User not found"))?)
 }
 
