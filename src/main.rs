@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 
 use chatd::auth::{Keys, password};
 use chatd::config::{Cli, Command, Config, UserCommand};
-use chatd::store::{self, NullSink, reads, writer::NewUser};
+use chatd::store::{self, NullSink, writer::NewUser};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -95,7 +95,7 @@ async fn add_user(config: &Config, name: String, email: String, password: Option
 async fn token(config: &Config, email: &str) -> Result<(), String> {
     let (reader, writer) = store::open(config, Box::new(NullSink), store::Opener::Tool).map_err(|e| e.to_string())?;
     let email = email.trim().to_lowercase();
-    let found = reader.run_blocking(|c| reads::user_by_email(c, &email)).map_err(|e| e.to_string());
+    let found = reader.credentials_by_email(email.clone()).await.map_err(|e| e.to_string());
     writer.shutdown().await;
     let credentials = found?.ok_or_else(|| format!("no user with email {email}"))?;
     let keys =

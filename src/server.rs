@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Keys, TokenState};
 use crate::config::Config;
 use crate::http::router::ROUTE_NAMES;
-use crate::hub::HubHandle;
+use crate::hub::{Fanout, HubHandle};
 use crate::limits::Limiter;
 use crate::metrics::Limit;
 use crate::metrics::Metrics;
@@ -68,7 +68,8 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     // one ordered forwarding task (so a quick reconnect can never store
     // "offline" after "online"). Neither knows the other.
     let (hub, mut presence) = HubHandle::start(config.hub_shards, base_url.clone(), metrics.clone());
-    let sink = HubSink { hub: hub.clone(), metrics: metrics.clone() };
+    let fanout: Arc<dyn Fanout> = Arc::new(hub.clone());
+    let sink = HubSink { fanout: fanout.clone(), metrics: metrics.clone() };
     let (reader, writer) = store::open(&config, Box::new(sink), store::Opener::Server)?;
     let presence_writer = writer.clone();
     tokio::spawn(async move {
@@ -81,7 +82,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     spawn_event_retention(writer.clone(), config.event_retention);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hasher = crate::auth::password::HashPool::start(cores, 64).map_err(StartError::Hasher)?;
-    let revoked = reader.run_blocking(|c| store::reads::revoked_tokens(c, crate::auth::jwt::unix_now()))?;
+    let revoked = reader.revoked_tokens_blocking(crate::auth::jwt::unix_now())?;
     let limiter = Limiter::new(&config.limits);
     let (shutdown_tx, shutting_down) = watch::channel(false);
     let state = Arc::new(AppState {
@@ -90,6 +91,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         reader,
         writer,
         hub,
+        fanout,
         metrics,
         dummy_hash: tokio::sync::OnceCell::new(),
         ws_tasks: TaskTracker::new(),
@@ -130,7 +132,7 @@ fn spawn_event_retention(writer: store::WriterHandle, retention: Duration) {
 
 /// The writer's sink: committed events go to the hub, batch figures to metrics.
 struct HubSink {
-    hub: HubHandle,
+    fanout: Arc<dyn Fanout>,
     metrics: Arc<Metrics>,
 }
 
@@ -139,7 +141,7 @@ impl store::EventSink for HubSink {
         if let crate::model::Event::NewMessage(m) = envelope.event.as_ref() {
             self.metrics.message_stored(m.message_type);
         }
-        self.hub.publish(envelope);
+        self.fanout.publish(envelope);
     }
 
     fn batch_committed(&mut self, commands: usize, commit_seconds: f64) {

@@ -9,7 +9,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::password::HashPool;
 use crate::auth::{Keys, TokenState};
 use crate::config::Config;
-use crate::hub::HubHandle;
+use crate::hub::{Fanout, HubHandle};
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::store::{Reader, WriterHandle};
@@ -19,7 +19,10 @@ pub struct AppState {
     pub keys: Keys,
     pub reader: Reader,
     pub writer: WriterHandle,
+    /// This node's connections: registration and shutdown.
     pub hub: HubHandle,
+    /// Where events are published to reach connections (the hub here).
+    pub fanout: Arc<dyn Fanout>,
     pub metrics: Arc<Metrics>,
     /// A real Argon2id hash, verified against when a login names an unknown
     /// email, so that both cases take the same time. Made on first use: an

@@ -20,7 +20,6 @@ use crate::http::body::{self, Body};
 use crate::http::util::{authenticate, bearer, int_param, query};
 use crate::model::Cursor;
 use crate::state::AppState;
-use crate::store::reads;
 use crate::ws::connection::{self, Registration, ReplayFrom, Session};
 use crate::ws::metered::Metered;
 
@@ -101,12 +100,12 @@ pub async fn upgrade(state: &Arc<AppState>, mut req: Request<Incoming>) -> Resul
         Some(text) => Cursor::parse(text).map_or(ReplayFrom::Unreadable, ReplayFrom::Cursor),
     };
     if let Some(room_id) = room {
-        let member = state.reader.run(move |c| reads::is_participant(c, room_id, user)).await?;
+        let member = state.reader.is_member(room_id, user).await?;
         if !member {
             return Err(ApiError::NotFound("Room not found"));
         }
     }
-    let name = state.reader.run(move |c| reads::user_by_id(c, user)).await?.map(|u| u.name).unwrap_or_default();
+    let name = state.reader.user(user).await?.map(|u| u.name).unwrap_or_default();
     let session = Session {
         user,
         user_name: name,

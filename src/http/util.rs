@@ -13,7 +13,6 @@ use crate::auth::{AuthError, Verified};
 use crate::error::ApiError;
 use crate::model::UserId;
 use crate::state::AppState;
-use crate::store::reads;
 
 /// A JSON response.
 pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Result<Response<Body>, ApiError> {
@@ -108,7 +107,7 @@ pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<Verif
         Some(version) => version,
         None => {
             // First sight of this user since start: one lookup, then memory.
-            let version = state.reader.run(move |c| reads::token_version(c, user)).await?;
+            let version = state.reader.token_version(user).await?;
             let version = version.ok_or(ApiError::Unauthenticated(AuthError::UnknownUser.as_str()))?;
             state.tokens.set_version(user, version);
             state.tokens.version(user).unwrap_or(version)

@@ -71,6 +71,20 @@ enum ShardCommand {
     Shutdown,
 }
 
+/// The one way events reach connections, committed ones (from the writer)
+/// and typing (from connections) alike. In one process it is the hub; in a
+/// cluster a bus (NATS) implements it in front of each node's hub, so that
+/// every node delivers to its own connections, in the same order.
+pub trait Fanout: Send + Sync + 'static {
+    fn publish(&self, envelope: Envelope);
+}
+
+impl Fanout for HubHandle {
+    fn publish(&self, envelope: Envelope) {
+        HubHandle::publish(self, envelope);
+    }
+}
+
 /// A cloneable handle on all shards.
 #[derive(Clone)]
 pub struct HubHandle {

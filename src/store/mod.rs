@@ -2,6 +2,7 @@
 //! read-only connections on blocking threads; every write goes through the
 //! single writer thread (`writer`). Nothing here knows about HTTP.
 
+pub mod api;
 pub mod migrate;
 pub mod reads;
 pub mod writer;
@@ -149,7 +150,7 @@ impl Reader {
         Reader { pool, permits: std::sync::Arc::new(tokio::sync::Semaphore::new(size)) }
     }
 
-    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(in crate::store) async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,

@@ -33,7 +33,7 @@ use crate::model::{
 };
 use crate::state::AppState;
 use crate::store::StoreError;
-use crate::store::reads;
+use crate::store::api::{EventsPage, StreamBounds};
 use crate::store::writer::{NewMessage, SendOutcome};
 use crate::time::now_ms;
 
@@ -71,7 +71,7 @@ struct Replay {
     user: UserId,
     from: ReplayFrom,
     /// The stream's head and horizon before the connection registered.
-    now: (i64, i64),
+    now: StreamBounds,
     catch_up: Arc<CatchUp>,
 }
 
@@ -83,10 +83,10 @@ impl Replay {
     /// position sent up to (live frames at or below it are duplicates).
     async fn run(&self, sink: &mut SplitSink<Socket, WsMessage>) -> Result<i64, WsError> {
         let reader = &self.state.reader;
-        let (head, horizon) = self.now;
+        let head = self.now.head;
         let mut sent = match self.from {
             ReplayFrom::Now => head,
-            ReplayFrom::Cursor(Cursor(position)) if position >= horizon && position <= head => position,
+            ReplayFrom::Cursor(cursor) if self.now.serves(cursor) => cursor.0,
             ReplayFrom::Cursor(_) | ReplayFrom::Unreadable => {
                 // Retention removed what follows this cursor (or it is from
                 // another database): the client reloads over REST.
@@ -97,8 +97,8 @@ impl Replay {
         loop {
             loop {
                 let (user, after, base_url) = (self.user, sent, self.state.base_url.clone());
-                let page = reader.run(move |c| reads::replay_page(c, user, after, REPLAY_PAGE, &base_url)).await;
-                let Ok((frames, last, full)) = page else { break };
+                let page = reader.events_after(user, after, REPLAY_PAGE, base_url).await;
+                let Ok(EventsPage { frames, through: last, has_more: full }) = page else { break };
                 for frame in frames {
                     sink.feed(WsMessage::text(frame)).await?;
                 }
@@ -141,14 +141,14 @@ pub struct Registration {
     catch_up: Arc<CatchUp>,
     /// The stream's head and horizon before registering: every event after
     /// it is replayed or arrives live (or both, and the copy is dropped).
-    now: (i64, i64),
+    now: StreamBounds,
 }
 
 impl Registration {
     /// Registers `session`'s connection-to-be with the hub (answered once its
     /// shard has it). Live events wait in the outbox from then on.
     pub async fn new(state: &AppState, session: &Session) -> Result<Registration, StoreError> {
-        let now = state.reader.run(|c| Ok((reads::event_head(c)?, reads::event_horizon(c)?))).await?;
+        let now = state.reader.stream_bounds().await?;
         let (outbox_tx, outbox_rx) = mpsc::channel::<Outgoing>(state.config.ws_outbox);
         let (kill_tx, kill_rx) = oneshot::channel();
         let conn_id = state.hub.next_conn_id();
@@ -428,7 +428,7 @@ impl Reader {
     /// time: membership changes while a connection lives.
     async fn members_of(&self, room_id: RoomId) -> Result<Option<Vec<UserId>>, StoreError> {
         let user = self.session.user;
-        let members = self.state.reader.run(move |c| reads::member_ids(c, room_id)).await?;
+        let members = self.state.reader.member_ids(room_id).await?;
         Ok(members.contains(&user).then_some(members))
     }
 
@@ -482,7 +482,7 @@ impl Reader {
                                 user_name: self.session.user_name.clone(),
                                 is_typing,
                             };
-                            self.state.hub.publish(Envelope::new(members, event));
+                            self.state.fanout.publish(Envelope::new(members, event));
                         }
                     }
                     Ok(None) => self.send(error_frame("Room not found", None)).await,
@@ -546,8 +546,7 @@ impl Reader {
         let Some(quota) = self.state.config.limits.user_quota_bytes else { return Ok(()) };
         let incoming: u64 = files.iter().map(|f| f.file_size.max(0) as u64).sum();
         let user = self.session.user;
-        let used =
-            self.state.reader.run(move |c| reads::storage_bytes(c, user)).await.map_err(|e| store_message(&e))?;
+        let used = self.state.reader.storage_bytes(user).await.map_err(|e| store_message(&e))?;
         if used.saturating_add(incoming) > quota {
             if self.state.metrics.limited(Limit::Quota) {
                 tracing::info!(user, quota, "attachment refused: storage quota reached");
@@ -577,12 +576,8 @@ impl Reader {
             }
             if let Some(temp) = new.local_temp_id.clone() {
                 let sender = new.sender;
-                let earlier = self
-                    .state
-                    .reader
-                    .run(move |c| reads::message_by_temp_id(c, sender, &temp))
-                    .await
-                    .map_err(|e| store_message(&e))?;
+                let earlier =
+                    self.state.reader.message_id_by_temp_id(sender, temp).await.map_err(|e| store_message(&e))?;
                 if earlier.is_some() {
                     // A retry: the writer answers with the original message.
                     return self.submit(new, Vec::new()).await;

@@ -70,7 +70,7 @@ async fn a_group_of_three_exchanges_everything() {
     let first = &page.json["messages"][0];
     assert_eq!((first["read_count"].clone(), first["is_read"].clone()), (json!(1), json!(false)));
     c.send(json!({"type": "mark_read", "data": {"room_id": id}})).await;
-    c.expect("message_read").await;
+    c.expect_where("message_read", |v| v["data"]["user_id"] == carl.id).await;
     let page = s.get(&format!("/api/chat/rooms/{id}/messages"), &ann.token).await;
     let first = &page.json["messages"][0];
     assert_eq!((first["read_count"].clone(), first["is_read"].clone()), (json!(2), json!(true)));

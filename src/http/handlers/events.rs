@@ -12,7 +12,6 @@ use crate::http::body::{self, Body};
 use crate::http::util::{int_param, query, user_of};
 use crate::model::Cursor;
 use crate::state::AppState;
-use crate::store::reads;
 
 pub async fn page(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
@@ -22,27 +21,14 @@ pub async fn page(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Respo
         None => None,
         Some(text) => Some(Cursor::parse(text).ok_or(ApiError::Gone("Unknown cursor: reload and resync"))?),
     };
-    let base_url = state.base_url.clone();
-    let (frames, last, more) = state
-        .reader
-        .run(move |c| {
-            let (head, horizon) = (reads::event_head(c)?, reads::event_horizon(c)?);
-            let after = match cursor {
-                None => return Ok(None),
-                Some(Cursor(position)) if position >= horizon && position <= head => position,
-                Some(_) => return Ok(Some(Err(()))),
-            };
-            Ok(Some(Ok(reads::replay_page(c, user, after, limit, &base_url)?)))
-        })
-        .await?
-        .map_or_else(
-            || Ok((Vec::new(), None, false)),
-            |page| page.map(|(frames, last, more)| (frames, Some(last), more)),
-        )
-        .map_err(|()| ApiError::Gone("Cursor expired: reload and resync"))?;
-    let last = match last {
-        Some(last) => last,
-        None => state.reader.run(reads::event_head).await?,
+    let bounds = state.reader.stream_bounds().await?;
+    let (frames, last, more) = match cursor {
+        None => (Vec::new(), bounds.head, false),
+        Some(cursor) if bounds.serves(cursor) => {
+            let page = state.reader.events_after(user, cursor.0, limit, state.base_url.clone()).await?;
+            (page.frames, page.through, page.has_more)
+        }
+        Some(_) => return Err(ApiError::Gone("Cursor expired: reload and resync")),
     };
     // The frames are JSON already: they are joined, not parsed again.
     let mut out = String::with_capacity(64 + frames.iter().map(|f| f.len() + 1).sum::<usize>());

@@ -11,7 +11,7 @@ use crate::http::Body;
 use crate::http::util::{int_param, is_form, json, pairs, parse_json, query, read_body, user_of};
 use crate::model::{MessageId, MessageJson, RoomId, TempId};
 use crate::state::AppState;
-use crate::store::reads::{self, PageQuery};
+use crate::store::reads::PageQuery;
 use crate::ws::protocol::MAX_TEXT_CHARS;
 
 /// The deepest offset a `page` may start at.
@@ -40,7 +40,7 @@ pub async fn page(state: &Arc<AppState>, req: Request<Incoming>, room_id: RoomId
             PageQuery::Page { page, per_page }
         }
     };
-    let page = state.reader.run(move |c| reads::messages_page(c, user, room_id, query)).await?;
+    let page = state.reader.messages_page(user, room_id, query).await?;
     let page = page.ok_or(ApiError::NotFound("Room not found"))?;
     let base = &state.base_url;
     let messages: Vec<_> = page.messages.iter().map(|(m, liked)| m.json(user, *liked, base, TempId::Hide)).collect();

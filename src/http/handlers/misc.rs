@@ -12,11 +12,9 @@ use crate::http::static_files;
 use crate::http::util::{int_param, json, query, user_of};
 use crate::metrics::Limit;
 use crate::state::AppState;
-use crate::store::reads;
 
 pub async fn healthz(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
-    let one: i64 = state.reader.run(|c| Ok(c.query_row("SELECT 1", [], |r| r.get(0))?)).await?;
-    if one != 1 {
+    if !state.reader.healthy().await? {
         return Err(ApiError::Internal("database answered oddly".into()));
     }
     json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
@@ -52,12 +50,12 @@ pub async fn search_users(state: &Arc<AppState>, req: Request<Incoming>) -> Resu
     if email.len() > 254 {
         return Err(ApiError::unprocessable("email is too long"));
     }
-    let (users, total) = state.reader.run(move |c| reads::search_users(c, user, &email, limit)).await?;
+    let (users, total) = state.reader.search_users(user, email, limit).await?;
     json(StatusCode::OK, &serde_json::json!({"users": users, "total": total}))
 }
 
 pub async fn online_users(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
-    let users = state.reader.run(move |c| reads::online_users(c, user)).await?;
+    let users = state.reader.online_users(user).await?;
     json(StatusCode::OK, &serde_json::json!({"total": users.len(), "users": users}))
 }

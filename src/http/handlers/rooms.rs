@@ -12,7 +12,6 @@ use crate::http::Body;
 use crate::http::util::{int_param, json, parse_json, query, read_body, user_of};
 use crate::model::{RoomId, UserId};
 use crate::state::AppState;
-use crate::store::reads;
 use crate::store::writer::NewGroup;
 
 /// `{"receiver_id"}` makes the direct room; `{"name", "member_ids"}` a group.
@@ -67,7 +66,7 @@ pub async fn create(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Res
         return Err(ApiError::NotFound("User not found"));
     }
     let (room_id, created) = state.writer.create_room(user, receiver).await?;
-    let room = state.reader.run(move |c| reads::room(c, user, room_id)).await?;
+    let room = state.reader.room(user, room_id).await?;
     let room = room.ok_or(ApiError::Internal("a created room is missing".into()))?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     json(status, &room.json(user, &state.base_url))
@@ -80,7 +79,7 @@ async fn room_answer(
     room_id: RoomId,
     status: StatusCode,
 ) -> Result<Response<Body>, ApiError> {
-    let room = state.reader.run(move |c| reads::room(c, user, room_id)).await?;
+    let room = state.reader.room(user, room_id).await?;
     let room = room.ok_or(ApiError::NotFound("Room not found"))?;
     json(status, &room.json(user, &state.base_url))
 }
@@ -108,15 +107,7 @@ pub async fn members(
     let params = query(&req);
     let limit = int_param(&params, "limit", 1, 1000)?.unwrap_or(100) as u32;
     let after = int_param(&params, "after_id", 0, i64::MAX)?.unwrap_or(0);
-    let page = state
-        .reader
-        .run(move |c| {
-            if !reads::is_participant(c, room_id, user)? {
-                return Ok(None);
-            }
-            reads::members(c, room_id, after, limit).map(Some)
-        })
-        .await?;
+    let page = state.reader.members(user, room_id, after, limit).await?;
     let (members, total) = page.ok_or(ApiError::NotFound("Room not found"))?;
     json(StatusCode::OK, &serde_json::json!({"members": members, "total": total}))
 }
@@ -162,20 +153,20 @@ pub async fn set_role(
         _ => return Err(ApiError::unprocessable("role must be \"admin\" or \"member\"")),
     };
     state.writer.set_role(user, room_id, target, admin).await?;
-    let member = state.reader.run(move |c| reads::member(c, room_id, target)).await?;
+    let member = state.reader.member(room_id, target).await?;
     json(StatusCode::OK, &member.ok_or(ApiError::NotFound("Member not found"))?)
 }
 
 pub async fn list(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
-    let rooms = state.reader.run(move |c| reads::rooms(c, user)).await?;
+    let rooms = state.reader.rooms(user).await?;
     let rendered: Vec<_> = rooms.iter().map(|r| r.json(user, &state.base_url)).collect();
     json(StatusCode::OK, &serde_json::json!({"total": rendered.len(), "rooms": rendered}))
 }
 
 pub async fn get(state: &Arc<AppState>, req: Request<Incoming>, room_id: RoomId) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
-    let room = state.reader.run(move |c| reads::room(c, user, room_id)).await?;
+    let room = state.reader.room(user, room_id).await?;
     let room = room.ok_or(ApiError::NotFound("Room not found"))?;
     json(StatusCode::OK, &room.json(user, &state.base_url))
 }
@@ -192,7 +183,7 @@ pub async fn mark_read(
 
 pub async fn unread_count(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
-    let rooms = state.reader.run(move |c| reads::unread_counts(c, user)).await?;
+    let rooms = state.reader.unread_counts(user).await?;
     let total: i64 = rooms.iter().map(|r| r.1).sum();
     let rooms: Vec<_> =
         rooms.iter().map(|(room_id, count)| serde_json::json!({"room_id": room_id, "unread_count": count})).collect();

@@ -1,0 +1,161 @@
+//! The typed read API the rest of chatd uses: one async function per
+//! question, each running its queries on a blocking thread with a pooled
+//! read-only connection. Nothing outside `store/` writes SQL or holds a
+//! rusqlite connection; a PostgreSQL store answers the same functions.
+
+use super::reads::{self, Credentials, Member, MessagePage, PageQuery};
+use super::{Reader, StoreError};
+use crate::model::{Cursor, MessageId, Room, RoomId, User, UserId};
+
+/// A page of the event stream, rendered for one user.
+pub struct EventsPage {
+    /// Frames as JSON text, oldest first.
+    pub frames: Vec<String>,
+    /// The position the page reaches (the cursor to continue from).
+    pub through: i64,
+    pub has_more: bool,
+}
+
+/// Where the stream stands: its newest position, and the highest one that
+/// retention removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamBounds {
+    pub head: i64,
+    pub horizon: i64,
+}
+
+impl StreamBounds {
+    /// Whether everything after `cursor` can still be served.
+    pub fn serves(&self, cursor: Cursor) -> bool {
+        cursor.0 >= self.horizon && cursor.0 <= self.head
+    }
+}
+
+impl Reader {
+    /// Whether the database answers.
+    pub async fn healthy(&self) -> Result<bool, StoreError> {
+        self.run(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))? == 1)).await
+    }
+
+    pub async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.run(move |c| reads::user_by_id(c, id)).await
+    }
+
+    /// The user with its password hash and token version, by email.
+    pub async fn credentials_by_email(&self, email: String) -> Result<Option<Credentials>, StoreError> {
+        self.run(move |c| reads::user_by_email(c, &email)).await
+    }
+
+    pub async fn credentials(&self, id: UserId) -> Result<Option<Credentials>, StoreError> {
+        self.run(move |c| reads::credentials_by_id(c, id)).await
+    }
+
+    /// The current token version of a user; `None` for an unknown user.
+    pub async fn token_version(&self, id: UserId) -> Result<Option<u32>, StoreError> {
+        self.run(move |c| reads::token_version(c, id)).await
+    }
+
+    /// Token ids logged out and not yet expired (at start, before serving).
+    pub fn revoked_tokens_blocking(&self, now_secs: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        self.run_blocking(|c| reads::revoked_tokens(c, now_secs))
+    }
+
+    pub async fn storage_bytes(&self, id: UserId) -> Result<u64, StoreError> {
+        self.run(move |c| reads::storage_bytes(c, id)).await
+    }
+
+    pub async fn search_users(
+        &self,
+        caller: UserId,
+        needle: String,
+        limit: u32,
+    ) -> Result<(Vec<User>, i64), StoreError> {
+        self.run(move |c| reads::search_users(c, caller, &needle, limit)).await
+    }
+
+    pub async fn online_users(&self, caller: UserId) -> Result<Vec<User>, StoreError> {
+        self.run(move |c| reads::online_users(c, caller)).await
+    }
+
+    pub async fn is_member(&self, room_id: RoomId, user: UserId) -> Result<bool, StoreError> {
+        self.run(move |c| reads::is_participant(c, room_id, user)).await
+    }
+
+    /// The members of a room, in id order.
+    pub async fn member_ids(&self, room_id: RoomId) -> Result<Vec<UserId>, StoreError> {
+        self.run(move |c| reads::member_ids(c, room_id)).await
+    }
+
+    /// A page of members after user id `after`, and how many there are, if
+    /// `viewer` is one of them.
+    pub async fn members(
+        &self,
+        viewer: UserId,
+        room_id: RoomId,
+        after: UserId,
+        limit: u32,
+    ) -> Result<Option<(Vec<Member>, i64)>, StoreError> {
+        self.run(move |c| {
+            if !reads::is_participant(c, room_id, viewer)? {
+                return Ok(None);
+            }
+            reads::members(c, room_id, after, limit).map(Some)
+        })
+        .await
+    }
+
+    pub async fn member(&self, room_id: RoomId, user: UserId) -> Result<Option<Member>, StoreError> {
+        self.run(move |c| reads::member(c, room_id, user)).await
+    }
+
+    /// One room as `viewer` sees it, if `viewer` is in it.
+    pub async fn room(&self, viewer: UserId, room_id: RoomId) -> Result<Option<Room>, StoreError> {
+        self.run(move |c| reads::room(c, viewer, room_id)).await
+    }
+
+    pub async fn rooms(&self, viewer: UserId) -> Result<Vec<Room>, StoreError> {
+        self.run(move |c| reads::rooms(c, viewer)).await
+    }
+
+    pub async fn unread_counts(&self, user: UserId) -> Result<Vec<(RoomId, i64)>, StoreError> {
+        self.run(move |c| reads::unread_counts(c, user)).await
+    }
+
+    pub async fn messages_page(
+        &self,
+        viewer: UserId,
+        room_id: RoomId,
+        query: PageQuery,
+    ) -> Result<Option<MessagePage>, StoreError> {
+        self.run(move |c| reads::messages_page(c, viewer, room_id, query)).await
+    }
+
+    /// The id of the message `sender` sent with this temp id, if any.
+    pub async fn message_id_by_temp_id(
+        &self,
+        sender: UserId,
+        temp_id: String,
+    ) -> Result<Option<MessageId>, StoreError> {
+        self.run(move |c| Ok(reads::message_by_temp_id(c, sender, &temp_id)?.map(|row| row.id))).await
+    }
+
+    pub async fn stream_bounds(&self) -> Result<StreamBounds, StoreError> {
+        self.run(|c| Ok(StreamBounds { head: reads::event_head(c)?, horizon: reads::event_horizon(c)? })).await
+    }
+
+    /// Up to `limit` events after position `after` that `user` may see,
+    /// rendered for it with `base_url`.
+    pub async fn events_after(
+        &self,
+        user: UserId,
+        after: i64,
+        limit: u32,
+        base_url: std::sync::Arc<str>,
+    ) -> Result<EventsPage, StoreError> {
+        self.run(move |c| {
+            let (frames, through, has_more) = reads::replay_page(c, user, after, limit, &base_url)?;
+            Ok(EventsPage { frames, through, has_more })
+        })
+        .await
+    }
+}
