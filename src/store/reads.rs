@@ -34,21 +34,23 @@ pub struct Credentials {
 
 /// The user with its password hash and token version, for login.
 pub fn user_by_email(conn: &Connection, email: &str) -> Result<Option<Credentials>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {USER_COLS}, u.password_hash, u.token_version FROM {USER_FROM} WHERE u.email = ?1"
-    ))?;
-    let found = stmt.query_row([email], |row| {
-        Ok(Credentials { user: user_from_row(row)?, password_hash: row.get(5)?, token_version: row.get(6)? })
-    });
-    Ok(found.optional()?)
+    credentials_where(conn, "u.email = ?1", email)
 }
 
 /// The password hash and token version of a user.
 pub fn credentials_by_id(conn: &Connection, id: UserId) -> Result<Option<Credentials>, StoreError> {
+    credentials_where(conn, "u.id = ?1", id)
+}
+
+fn credentials_where(
+    conn: &Connection,
+    condition: &str,
+    key: impl rusqlite::ToSql,
+) -> Result<Option<Credentials>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {USER_COLS}, u.password_hash, u.token_version FROM {USER_FROM} WHERE u.id = ?1"
+        "SELECT {USER_COLS}, u.password_hash, u.token_version FROM {USER_FROM} WHERE {condition}"
     ))?;
-    let found = stmt.query_row([id], |row| {
+    let found = stmt.query_row([key], |row| {
         Ok(Credentials { user: user_from_row(row)?, password_hash: row.get(5)?, token_version: row.get(6)? })
     });
     Ok(found.optional()?)

@@ -465,14 +465,7 @@ async fn a_password_change_revokes_every_earlier_token() {
         .await;
     assert_eq!(login.status, StatusCode::OK);
     // The revocation survives a restart (the version is stored).
-    let dir = s.stop().await;
-    let config = {
-        let mut c = chatd::config::Config::for_tests(dir.path());
-        c.data_dir = dir.path().join("data");
-        c.static_dir = dir.path().join("static");
-        c
-    };
-    let s = TestServer::start_in(dir, config).await;
+    let s = s.restart().await;
     assert_eq!(s.get("/api/auth/me", &ann.token).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(s.get("/api/auth/me", &fresh).await.status, StatusCode::OK);
     s.stop().await;
@@ -499,11 +492,7 @@ async fn logout_ends_only_that_token() {
     let again = s.raw(Method::POST, "/api/auth/logout", Some(&ann.token), None, Vec::new()).await;
     assert_eq!(again.status, StatusCode::UNAUTHORIZED);
     // Kept across a restart.
-    let dir = s.stop().await;
-    let mut config = chatd::config::Config::for_tests(dir.path());
-    config.data_dir = dir.path().join("data");
-    config.static_dir = dir.path().join("static");
-    let s = TestServer::start_in(dir, config).await;
+    let s = s.restart().await;
     assert_eq!(s.get("/api/auth/me", &ann.token).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(s.get("/api/auth/me", &phone.token).await.status, StatusCode::OK);
     s.stop().await;

@@ -154,11 +154,7 @@ async fn cursors_survive_a_restart() {
     let (ann, bob, room) = s.pair("ann", "bob").await;
     let cursor = say_then_leave(&s, &bob, room).await;
     let (kept, doomed) = everything_while_away(&s, &ann, &bob, room).await;
-    let dir = s.stop().await;
-    let mut config = chatd::config::Config::for_tests(dir.path());
-    config.data_dir = dir.path().join("data");
-    config.static_dir = dir.path().join("static");
-    let s = TestServer::start_in(dir, config).await;
+    let s = s.restart().await;
     let (_, frames, _) = replay(&s, &bob, Some(&cursor)).await;
     check_replay(&frames, kept, doomed);
     s.stop().await;
