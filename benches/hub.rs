@@ -73,6 +73,7 @@ fn new_message() -> Event {
         read_count: 0,
         is_deleted: false,
         like_count: 0,
+        reply_to: None,
     })
 }
 

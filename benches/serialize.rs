@@ -50,6 +50,7 @@ fn message(files: usize) -> Message {
         read_count: 0,
         is_deleted: false,
         like_count: 0,
+        reply_to: None,
     }
 }
 

@@ -82,6 +82,7 @@ async fn send_batch(f: &mut Fixture, batch: usize) -> Duration {
             local_temp_id: Some(format!("c0ffee12-3456-4789-abcd-{:012x}", f.next_temp_id)),
             files: None,
             duration: None,
+            reply_to_id: None,
         };
         answers.push(f.writer.submit_message(message).await.expect("writer running"));
     }

@@ -86,6 +86,37 @@ pub struct Message {
     pub read_count: i64,
     pub is_deleted: bool,
     pub like_count: i64,
+    /// The message this one answers, as it is now.
+    pub reply_to: Option<ReplyTo>,
+}
+
+/// The `reply_to` object of a Message: the replied message as it is now.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplyTo {
+    pub id: MessageId,
+    pub sender_id: UserId,
+    pub sender_name: String,
+    pub message_type: &'static str,
+    /// The first `REPLY_PREVIEW_CHARS` characters of its content; "" when
+    /// deleted or without text.
+    pub preview: String,
+    pub is_deleted: bool,
+}
+
+pub const REPLY_PREVIEW_CHARS: usize = 100;
+
+impl ReplyTo {
+    pub fn new(id: MessageId, sender: &User, message_type: MessageType, content: &str, is_deleted: bool) -> ReplyTo {
+        let preview = if is_deleted { String::new() } else { content.chars().take(REPLY_PREVIEW_CHARS).collect() };
+        ReplyTo {
+            id,
+            sender_id: sender.id,
+            sender_name: sender.name.clone(),
+            message_type: message_type.as_str(),
+            preview,
+            is_deleted,
+        }
+    }
 }
 
 /// Who has read how far in one room: each member's `last_read_id`. Gives a
@@ -143,6 +174,7 @@ pub struct MessageJson<'a> {
     like_count: i64,
     sender_details: &'a User,
     receiver_details: Option<&'a User>,
+    reply_to: Option<&'a ReplyTo>,
 }
 
 /// Whether a rendering of a message carries its `local_temp_id`
@@ -187,6 +219,7 @@ impl Message {
             like_count: self.like_count,
             sender_details: self.sender.as_ref(),
             receiver_details: self.receiver.as_deref(),
+            reply_to: self.reply_to.as_ref(),
         }
     }
 }

@@ -198,6 +198,7 @@ mod tests {
             read_count: 0,
             is_deleted: false,
             like_count: 0,
+            reply_to: None,
         };
         Envelope::new(vec![7], Event::NewMessage(message))
     }

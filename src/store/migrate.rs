@@ -10,6 +10,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../sql/001_init.sql")),
     (2, include_str!("../../sql/002_limits.sql")),
     (3, include_str!("../../sql/003_groups_events.sql")),
+    (4, include_str!("../../sql/004_replies.sql")),
 ];
 
 /// The schema version this binary expects.

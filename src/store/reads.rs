@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::StoreError;
 use crate::model::{
-    Event, FileMeta, GROUP_PARTICIPANTS_SHOWN, Message, MessageId, MessageType, ReadState, Room, RoomId, RoomView,
-    User, UserId,
+    Event, FileMeta, GROUP_PARTICIPANTS_SHOWN, Message, MessageId, MessageType, ReadState, ReplyTo, Room, RoomId,
+    RoomView, User, UserId,
 };
 
 const USER_COLS: &str = "u.id, u.name, u.email, u.avatar_url, COALESCE(p.is_online, 0)";
@@ -224,13 +224,14 @@ pub struct MessageRow {
     pub edited_at: Option<i64>,
     pub is_deleted: bool,
     pub like_count: i64,
+    pub reply_to_id: Option<MessageId>,
     /// Whether the viewer of the query liked it.
     pub liked: bool,
 }
 
 /// Columns for `message_from_row`; `?1` of the query must be the viewer.
 const MESSAGE_COLS: &str = "m.id, m.room_id, m.sender_id, m.receiver_id, m.message_type, m.content, m.files_data,
-    m.duration, m.local_temp_id, m.created_at, m.edited_at, 0, m.is_deleted, m.like_count,
+    m.duration, m.local_temp_id, m.created_at, m.edited_at, m.reply_to_id, m.is_deleted, m.like_count,
     EXISTS (SELECT 1 FROM message_likes l WHERE l.message_id = m.id AND l.user_id = ?1)";
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
@@ -248,6 +249,7 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
         local_temp_id: row.get(8)?,
         created_at: row.get(9)?,
         edited_at: row.get(10)?,
+        reply_to_id: row.get(11)?,
         is_deleted: row.get(12)?,
         like_count: row.get(13)?,
         liked: row.get(14)?,
@@ -258,7 +260,12 @@ impl MessageRow {
     /// Attaches sender and receiver from `people` and the read status from
     /// `reads`; a missing user (never in a consistent database) becomes a
     /// placeholder rather than an error.
-    pub fn into_message(self, people: &HashMap<UserId, Arc<User>>, reads: &ReadState) -> (Message, bool) {
+    pub fn into_message(
+        self,
+        people: &HashMap<UserId, Arc<User>>,
+        reads: &ReadState,
+        replies: &HashMap<MessageId, ReplyTo>,
+    ) -> (Message, bool) {
         let person = |id: UserId| {
             people.get(&id).cloned().unwrap_or_else(|| {
                 Arc::new(User { id, name: String::new(), email: String::new(), avatar_url: None, is_online: false })
@@ -281,6 +288,7 @@ impl MessageRow {
             read_count,
             is_deleted: self.is_deleted,
             like_count: self.like_count,
+            reply_to: self.reply_to_id.and_then(|id| replies.get(&id).cloned()),
         };
         (message, self.liked)
     }
@@ -313,11 +321,44 @@ fn people_of(conn: &Connection, rows: &[MessageRow]) -> Result<HashMap<UserId, A
     Ok(people)
 }
 
-/// A message with its people and read status (whoever asks).
+/// The messages some rows answer, as they are now, by id.
+pub fn replies_of(conn: &Connection, rows: &[MessageRow]) -> Result<HashMap<MessageId, ReplyTo>, StoreError> {
+    let mut replies = HashMap::new();
+    for id in rows.iter().filter_map(|r| r.reply_to_id) {
+        if replies.contains_key(&id) {
+            continue;
+        }
+        if let Some(reply) = reply_to(conn, id)? {
+            replies.insert(id, reply);
+        }
+    }
+    Ok(replies)
+}
+
+/// One replied message as it is now.
+pub fn reply_to(conn: &Connection, id: MessageId) -> Result<Option<ReplyTo>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT m.sender_id, m.message_type, m.content, m.is_deleted, {USER_COLS} FROM chat_messages m
+         JOIN users u ON u.id = m.sender_id LEFT JOIN user_presence p ON p.user_id = u.id WHERE m.id = ?1"
+    ))?;
+    let found = stmt.query_row([id], |r| {
+        let kind: String = r.get(1)?;
+        let content: String = r.get(2)?;
+        let deleted: bool = r.get(3)?;
+        let sender =
+            User { id: r.get(4)?, name: r.get(5)?, email: r.get(6)?, avatar_url: r.get(7)?, is_online: r.get(8)? };
+        let kind = MessageType::parse(&kind).unwrap_or(MessageType::Text);
+        Ok(ReplyTo::new(id, &sender, kind, &content, deleted))
+    });
+    Ok(found.optional()?)
+}
+
+/// A message with its people, read status and reply (whoever asks).
 pub fn message_of(conn: &Connection, row: MessageRow) -> Result<(Message, bool), StoreError> {
     let reads = read_state(conn, row.room_id)?;
-    let people = people_of(conn, std::slice::from_ref(&row))?;
-    Ok(row.into_message(&people, &reads))
+    let rows = std::slice::from_ref(&row);
+    let (people, replies) = (people_of(conn, rows)?, replies_of(conn, rows)?);
+    Ok(row.into_message(&people, &reads, &replies))
 }
 
 /// A message as `viewer` sees it, if `viewer` is in its room.
@@ -421,8 +462,9 @@ pub fn messages_page(
     };
     // The people of the page: in a group, senders who may have left since.
     let people = people_of(conn, &rows)?;
+    let replies = replies_of(conn, &rows)?;
     let page = MessagePage {
-        messages: rows.into_iter().map(|r| r.into_message(&people, &reads)).collect(),
+        messages: rows.into_iter().map(|r| r.into_message(&people, &reads, &replies)).collect(),
         total,
         has_more,
         page,
@@ -607,11 +649,12 @@ impl PageCache {
                 slot.insert(Arc::new(user));
             }
         }
+        let replies = replies_of(conn, std::slice::from_ref(&row))?;
         let reads = match self.reads.entry(row.room_id) {
             std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
             std::collections::hash_map::Entry::Vacant(slot) => slot.insert(read_state(conn, row.room_id)?),
         };
-        Ok(row.into_message(&self.people, reads))
+        Ok(row.into_message(&self.people, reads, &replies))
     }
 }
 

@@ -58,6 +58,8 @@ pub struct NewMessage {
     pub local_temp_id: Option<String>,
     pub files: Option<Vec<FileMeta>>,
     pub duration: Option<f64>,
+    /// A message of the same room this one answers.
+    pub reply_to_id: Option<MessageId>,
 }
 
 #[derive(Debug)]
@@ -953,7 +955,8 @@ fn message_from(tx: &Connection, cache: &mut Cache, row: MessageRow) -> Result<(
         people.insert(id, user_or_placeholder(tx, cache, id)?);
     }
     let reads = reads::read_state(tx, row.room_id)?;
-    Ok(row.into_message(&people, &reads))
+    let replies = reads::replies_of(tx, std::slice::from_ref(&row))?;
+    Ok(row.into_message(&people, &reads, &replies))
 }
 
 fn send_message(
@@ -977,6 +980,19 @@ fn send_message(
         }
         Some(other)
     };
+    let reply_to = match m.reply_to_id {
+        None => None,
+        Some(id) => {
+            let room: Option<RoomId> = tx
+                .prepare_cached("SELECT room_id FROM chat_messages WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()?;
+            if room != Some(m.room_id) {
+                return Err(StoreError::Invalid("reply_to_id must be a message of the same room"));
+            }
+            reads::reply_to(tx, id)?
+        }
+    };
     let files_json = match &m.files {
         Some(files) => {
             Some(serde_json::to_string(files).map_err(|_| StoreError::Invalid("files_data cannot be stored"))?)
@@ -990,8 +1006,8 @@ fn send_message(
     let inserted = tx
         .prepare_cached(
             "INSERT INTO chat_messages (room_id, sender_id, receiver_id, message_type, content, file_name, file_path,
-                 file_size, mime_type, files_data, duration, local_temp_id, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT DO NOTHING",
+                 file_size, mime_type, files_data, duration, local_temp_id, created_at, reply_to_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT DO NOTHING",
         )?
         .execute(params![
             m.room_id,
@@ -1007,6 +1023,7 @@ fn send_message(
             m.duration,
             m.local_temp_id,
             now,
+            m.reply_to_id,
         ])?;
     if inserted == 0 {
         let temp_id = m.local_temp_id.as_deref().unwrap_or_default();
@@ -1048,6 +1065,7 @@ fn send_message(
         read_count: 0,
         is_deleted: false,
         like_count: 0,
+        reply_to,
     };
     let data = serde_json::json!({"message_id": id});
     emit(tx, events, Scope::Room(m.room_id), room.members, Event::NewMessage(message), data)?;

@@ -567,6 +567,7 @@ impl Reader {
             local_temp_id: m.local_temp_id.map(|t| t.into_owned()),
             files: None,
             duration: None,
+            reply_to_id: m.reply_to_id,
         };
         let mut stored: Vec<String> = Vec::new();
         if !m.files.is_empty() {

@@ -33,6 +33,7 @@ pub fn ws_protocol(data: &[u8]) -> bool {
                 assert!((1..=MAX_TEMP_ID_BYTES).contains(&temp_id.len()), "temp id of {} bytes", temp_id.len());
             }
             assert!(m.room_id.is_none_or(|id| id > 0) && m.receiver_id.is_none_or(|id| id > 0), "{m:?}");
+            assert!(m.reply_to_id.is_none_or(|id| id > 0), "{m:?}");
             // Unescaped strings must point into the frame, not at a copy.
             for file in &m.files {
                 if let Cow::Borrowed(text) = &file.file_data {

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::model::{MessageType, RoomId, UserId};
+use crate::model::{MessageId, MessageType, RoomId, UserId};
 
 /// Longest text, in characters.
 pub const MAX_TEXT_CHARS: usize = 5000;
@@ -36,6 +36,8 @@ pub struct SendMessage<'a> {
     pub content: Cow<'a, str>,
     pub local_temp_id: Option<Cow<'a, str>>,
     pub files: Vec<FileIn<'a>>,
+    /// The message of the same room this one answers.
+    pub reply_to_id: Option<MessageId>,
 }
 
 /// One entry of `files_data` as sent.
@@ -87,6 +89,8 @@ struct SendData<'a> {
     local_temp_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     files_data: Option<Vec<FileIn<'a>>>,
+    #[serde(default)]
+    reply_to_id: Option<MessageId>,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +198,9 @@ fn parse_send(data: Option<&str>) -> Result<ClientCommand<'_>, ProtocolError> {
     if d.room_id.is_some_and(|id| id <= 0) || d.receiver_id.is_some_and(|id| id <= 0) {
         return Err(ProtocolError::new("room_id and receiver_id must be positive", temp));
     }
+    if d.reply_to_id.is_some_and(|id| id <= 0) {
+        return Err(ProtocolError::new("reply_to_id must be positive", temp));
+    }
     Ok(ClientCommand::SendMessage(SendMessage {
         room_id: d.room_id,
         receiver_id: d.receiver_id,
@@ -201,6 +208,7 @@ fn parse_send(data: Option<&str>) -> Result<ClientCommand<'_>, ProtocolError> {
         content,
         local_temp_id: d.local_temp_id,
         files,
+        reply_to_id: d.reply_to_id,
     }))
 }
 

@@ -8,6 +8,7 @@ mod durability;
 mod groups;
 mod messages;
 mod metrics;
+mod replies;
 mod rooms;
 mod static_files;
 mod stream;

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::support::{TestServer, Ws};
 
-const MESSAGE_KEYS: [&str; 17] = [
+const MESSAGE_KEYS: [&str; 18] = [
     "id",
     "room_id",
     "content",
@@ -24,6 +24,7 @@ const MESSAGE_KEYS: [&str; 17] = [
     "like_count",
     "sender_details",
     "receiver_details",
+    "reply_to",
 ];
 
 pub fn assert_message_shape(m: &Value) {
