@@ -74,6 +74,7 @@ fn new_message() -> Event {
         is_deleted: false,
         like_count: 0,
         reply_to: None,
+        reactions: Vec::new(),
     })
 }
 

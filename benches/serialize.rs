@@ -51,6 +51,7 @@ fn message(files: usize) -> Message {
         is_deleted: false,
         like_count: 0,
         reply_to: None,
+        reactions: Vec::new(),
     }
 }
 

@@ -118,7 +118,9 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(what) => ApiError::BadRequest(what.into()),
             StoreError::Forbidden(what) => ApiError::Forbidden(what),
             StoreError::Unavailable => ApiError::Unavailable,
-            StoreError::QuotaExceeded(_) | StoreError::TooManyMembers(_) => ApiError::Unprocessable(e.to_string()),
+            StoreError::QuotaExceeded(_) | StoreError::TooManyMembers(_) | StoreError::TooManyReactions(_) => {
+                ApiError::Unprocessable(e.to_string())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

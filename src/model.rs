@@ -88,6 +88,41 @@ pub struct Message {
     pub like_count: i64,
     /// The message this one answers, as it is now.
     pub reply_to: Option<ReplyTo>,
+    /// Its reactions, in order of first use.
+    pub reactions: Vec<Reaction>,
+}
+
+/// One emoji on a message and who reacted with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reaction {
+    pub emoji: String,
+    pub users: Vec<UserId>,
+}
+
+/// `{"emoji", "count", "me"}` for one viewer.
+#[derive(Serialize)]
+pub struct ReactionJson<'a> {
+    emoji: &'a str,
+    count: usize,
+    me: bool,
+}
+
+/// The `reactions` of a Message as `viewer` sees them.
+pub fn reactions_json(reactions: &[Reaction], viewer: UserId) -> Vec<ReactionJson<'_>> {
+    reactions
+        .iter()
+        .map(|r| ReactionJson { emoji: &r.emoji, count: r.users.len(), me: r.users.contains(&viewer) })
+        .collect()
+}
+
+/// Different emoji one message may carry.
+pub const MAX_REACTIONS: usize = 20;
+
+/// Whether `text` is one emoji: a single grapheme cluster that Unicode's
+/// emoji data (UTS #51) lists, modifiers and ZWJ sequences included, of at
+/// most 64 bytes.
+pub fn is_emoji(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 64 && emojis::get(text).is_some()
 }
 
 /// The `reply_to` object of a Message: the replied message as it is now.
@@ -175,6 +210,7 @@ pub struct MessageJson<'a> {
     sender_details: &'a User,
     receiver_details: Option<&'a User>,
     reply_to: Option<&'a ReplyTo>,
+    reactions: Vec<ReactionJson<'a>>,
 }
 
 /// Whether a rendering of a message carries its `local_temp_id`
@@ -220,6 +256,7 @@ impl Message {
             sender_details: self.sender.as_ref(),
             receiver_details: self.receiver.as_deref(),
             reply_to: self.reply_to.as_ref(),
+            reactions: reactions_json(&self.reactions, viewer),
         }
     }
 }
@@ -297,6 +334,14 @@ pub enum Event {
         room_id: RoomId,
         user_id: UserId,
         like_count: i64,
+    },
+    MessageReaction {
+        id: MessageId,
+        room_id: RoomId,
+        user_id: UserId,
+        emoji: String,
+        added: bool,
+        reactions: Vec<Reaction>,
     },
     Typing {
         room_id: RoomId,
@@ -408,7 +453,11 @@ impl Event {
     pub fn same_for_everyone(&self) -> bool {
         !matches!(
             self,
-            Event::NewMessage(_) | Event::MessageUpdate { .. } | Event::RoomCreated(_) | Event::RoomUpdated(_)
+            Event::NewMessage(_)
+                | Event::MessageUpdate { .. }
+                | Event::MessageReaction { .. }
+                | Event::RoomCreated(_)
+                | Event::RoomUpdated(_)
         )
     }
 
@@ -432,6 +481,13 @@ impl Event {
             Event::MessageLike { id, room_id, user_id, like_count } => frame(
                 "message_like",
                 serde_json::json!({"id": id, "room_id": room_id, "user_id": user_id, "like_count": like_count}),
+            ),
+            Event::MessageReaction { id, room_id, user_id, emoji, added, reactions } => frame(
+                "message_reaction",
+                serde_json::json!({
+                    "id": id, "room_id": room_id, "user_id": user_id, "emoji": emoji, "added": added,
+                    "reactions": reactions_json(reactions, viewer),
+                }),
             ),
             Event::Typing { room_id, user_id, user_name, is_typing } => frame(
                 "typing",
@@ -502,6 +558,28 @@ mod tests {
         }
         let frame = Frame { kind: "message_delete", data: serde_json::json!({"id": 1}), cursor: Some(Cursor(7)) };
         assert_eq!(frame.to_json(), r#"{"type":"message_delete","data":{"id":1},"cursor":"v1.7"}"#);
+    }
+
+    #[test]
+    fn one_emoji_is_an_emoji_and_nothing_else_is() {
+        for good in ["👍", "👍🏽", "❤️", "👨\u{200d}👩\u{200d}👧", "🏳️\u{200d}🌈", "🇺🇿", "1️⃣"]
+        {
+            assert!(is_emoji(good), "{good:?}");
+        }
+        for bad in ["", "a", "👍👍", "ok", " 👍", "1", "👍 ", "\u{200d}"] {
+            assert!(!is_emoji(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reactions_render_per_viewer() {
+        let reactions =
+            vec![Reaction { emoji: "👍".into(), users: vec![1, 2] }, Reaction { emoji: "🎉".into(), users: vec![3] }];
+        let json = serde_json::to_value(reactions_json(&reactions, 2)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([{"emoji": "👍", "count": 2, "me": true}, {"emoji": "🎉", "count": 1, "me": false}])
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub fn route(data: &[u8]) -> bool {
                 | Endpoint::Unlike(id)
                 | Endpoint::RenameRoom(id)
                 | Endpoint::Members(id)
-                | Endpoint::AddMembers(id) => id,
+                | Endpoint::AddMembers(id)
+                | Endpoint::AddReaction(id)
+                | Endpoint::RemoveReaction(id) => id,
                 Endpoint::RemoveMember(room, user) | Endpoint::SetRole(room, user) => room.min(user),
                 _ => 1,
             };

@@ -84,5 +84,7 @@ async fn dispatch(
         Endpoint::RemoveMember(id, user) => rooms::remove_member(state, req, id, user).await,
         Endpoint::SetRole(id, user) => rooms::set_role(state, req, id, user).await,
         Endpoint::Events => events::page(state, req).await,
+        Endpoint::AddReaction(id) => messages::react(state, req, id, true).await,
+        Endpoint::RemoveReaction(id) => messages::react(state, req, id, false).await,
     }
 }

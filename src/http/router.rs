@@ -36,6 +36,9 @@ pub enum Endpoint {
     RemoveMember(RoomId, UserId),
     SetRole(RoomId, UserId),
     Events,
+    AddReaction(MessageId),
+    /// The emoji is the path's last segment (percent-encoded).
+    RemoveReaction(MessageId),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +82,8 @@ pub const ROUTE_NAMES: &[&str] = &[
     "remove_member",
     "set_role",
     "events",
+    "add_reaction",
+    "remove_reaction",
     "not_found",
 ];
 
@@ -113,6 +118,8 @@ impl Endpoint {
             Endpoint::RemoveMember(..) => 25,
             Endpoint::SetRole(..) => 26,
             Endpoint::Events => 27,
+            Endpoint::AddReaction(_) => 28,
+            Endpoint::RemoveReaction(_) => 29,
         }
     }
 }
@@ -230,6 +237,14 @@ pub fn route(method: &Method, path: &str) -> Route {
                 ),
                 Err(bad) => bad,
             },
+            ["messages", message, "reactions"] => match id(message, "message_id") {
+                Ok(m) => post(Endpoint::AddReaction(m)),
+                Err(bad) => bad,
+            },
+            ["messages", message, "reactions", emoji] if !emoji.is_empty() => match id(message, "message_id") {
+                Ok(m) => pick(method, &[(Method::DELETE, Endpoint::RemoveReaction(m))], "DELETE"),
+                Err(bad) => bad,
+            },
             ["unread-count"] => get(Endpoint::UnreadCount),
             ["online-users"] => get(Endpoint::OnlineUsers),
             ["ws"] => get(Endpoint::WebSocket),
@@ -257,6 +272,8 @@ fn id_route_accepts(method: &Method, segments: &[&str]) -> bool {
         ["api", "chat", "rooms", _, "read"] => method == Method::POST,
         ["api", "chat", "messages", _] => method == Method::PUT || method == Method::DELETE,
         ["api", "chat", "messages", _, "like"] => method == Method::POST || method == Method::DELETE,
+        ["api", "chat", "messages", _, "reactions"] => method == Method::POST,
+        ["api", "chat", "messages", _, "reactions", _] => method == Method::DELETE,
         _ => false,
     }
 }
@@ -302,6 +319,8 @@ mod tests {
         check(Method::DELETE, "/api/chat/rooms/3/members/9", found(RemoveMember(3, 9)));
         check(Method::PATCH, "/api/chat/rooms/3/members/9", found(SetRole(3, 9)));
         check(Method::GET, "/api/chat/events", found(Events));
+        check(Method::POST, "/api/chat/messages/7/reactions", found(AddReaction(7)));
+        check(Method::DELETE, "/api/chat/messages/7/reactions/%F0%9F%91%8D", found(RemoveReaction(7)));
         check(Method::GET, "/static/a/b/c/d/e/f/g.png", found(Static));
     }
 
@@ -337,6 +356,8 @@ mod tests {
             RemoveMember(1, 1),
             SetRole(1, 1),
             Events,
+            AddReaction(1),
+            RemoveReaction(1),
         ];
         let mut seen: Vec<usize> = all.iter().map(|e| e.index()).collect();
         seen.sort_unstable();

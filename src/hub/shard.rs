@@ -199,6 +199,7 @@ mod tests {
             is_deleted: false,
             like_count: 0,
             reply_to: None,
+            reactions: Vec::new(),
         };
         Envelope::new(vec![7], Event::NewMessage(message))
     }

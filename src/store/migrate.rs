@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../sql/002_limits.sql")),
     (3, include_str!("../../sql/003_groups_events.sql")),
     (4, include_str!("../../sql/004_replies.sql")),
+    (5, include_str!("../../sql/005_reactions.sql")),
 ];
 
 /// The schema version this binary expects.

@@ -30,6 +30,8 @@ pub enum StoreError {
     QuotaExceeded(u64),
     #[error("A group may have at most {0} members")]
     TooManyMembers(usize),
+    #[error("A message may carry at most {0} different reactions")]
+    TooManyReactions(usize),
     #[error("the writer has stopped")]
     Unavailable,
     #[error("commit failed: {0}")]

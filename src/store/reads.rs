@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::StoreError;
 use crate::model::{
-    Event, FileMeta, GROUP_PARTICIPANTS_SHOWN, Message, MessageId, MessageType, ReadState, ReplyTo, Room, RoomId,
-    RoomView, User, UserId,
+    Event, FileMeta, GROUP_PARTICIPANTS_SHOWN, Message, MessageId, MessageType, Reaction, ReadState, ReplyTo, Room,
+    RoomId, RoomView, User, UserId,
 };
 
 const USER_COLS: &str = "u.id, u.name, u.email, u.avatar_url, COALESCE(p.is_online, 0)";
@@ -265,6 +265,7 @@ impl MessageRow {
         people: &HashMap<UserId, Arc<User>>,
         reads: &ReadState,
         replies: &HashMap<MessageId, ReplyTo>,
+        reactions: &mut HashMap<MessageId, Vec<Reaction>>,
     ) -> (Message, bool) {
         let person = |id: UserId| {
             people.get(&id).cloned().unwrap_or_else(|| {
@@ -289,6 +290,7 @@ impl MessageRow {
             is_deleted: self.is_deleted,
             like_count: self.like_count,
             reply_to: self.reply_to_id.and_then(|id| replies.get(&id).cloned()),
+            reactions: reactions.remove(&self.id).unwrap_or_default(),
         };
         (message, self.liked)
     }
@@ -353,12 +355,40 @@ pub fn reply_to(conn: &Connection, id: MessageId) -> Result<Option<ReplyTo>, Sto
     Ok(found.optional()?)
 }
 
-/// A message with its people, read status and reply (whoever asks).
+/// The reactions of one message, in order of first use.
+pub fn reactions(conn: &Connection, message: MessageId) -> Result<Vec<Reaction>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT emoji, user_id FROM message_reactions WHERE message_id = ?1 ORDER BY id")?;
+    let mut out: Vec<Reaction> = Vec::new();
+    let rows = stmt.query_map([message], |r| Ok((r.get::<_, String>(0)?, r.get::<_, UserId>(1)?)))?;
+    for row in rows {
+        let (emoji, user) = row?;
+        match out.iter_mut().find(|r| r.emoji == emoji) {
+            Some(known) => known.users.push(user),
+            None => out.push(Reaction { emoji, users: vec![user] }),
+        }
+    }
+    Ok(out)
+}
+
+/// The reactions of some rows' messages, by message id.
+pub fn reactions_of(conn: &Connection, rows: &[MessageRow]) -> Result<HashMap<MessageId, Vec<Reaction>>, StoreError> {
+    let mut out = HashMap::new();
+    for row in rows {
+        let list = reactions(conn, row.id)?;
+        if !list.is_empty() {
+            out.insert(row.id, list);
+        }
+    }
+    Ok(out)
+}
+
+/// A message with its people, read status, reply and reactions (whoever asks).
 pub fn message_of(conn: &Connection, row: MessageRow) -> Result<(Message, bool), StoreError> {
     let reads = read_state(conn, row.room_id)?;
     let rows = std::slice::from_ref(&row);
-    let (people, replies) = (people_of(conn, rows)?, replies_of(conn, rows)?);
-    Ok(row.into_message(&people, &reads, &replies))
+    let (people, replies, mut reactions) = (people_of(conn, rows)?, replies_of(conn, rows)?, reactions_of(conn, rows)?);
+    Ok(row.into_message(&people, &reads, &replies, &mut reactions))
 }
 
 /// A message as `viewer` sees it, if `viewer` is in its room.
@@ -463,8 +493,9 @@ pub fn messages_page(
     // The people of the page: in a group, senders who may have left since.
     let people = people_of(conn, &rows)?;
     let replies = replies_of(conn, &rows)?;
+    let mut reactions = reactions_of(conn, &rows)?;
     let page = MessagePage {
-        messages: rows.into_iter().map(|r| r.into_message(&people, &reads, &replies)).collect(),
+        messages: rows.into_iter().map(|r| r.into_message(&people, &reads, &replies, &mut reactions)).collect(),
         total,
         has_more,
         page,
@@ -650,11 +681,12 @@ impl PageCache {
             }
         }
         let replies = replies_of(conn, std::slice::from_ref(&row))?;
+        let mut reactions = reactions_of(conn, std::slice::from_ref(&row))?;
         let reads = match self.reads.entry(row.room_id) {
             std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
             std::collections::hash_map::Entry::Vacant(slot) => slot.insert(read_state(conn, row.room_id)?),
         };
-        Ok(row.into_message(&self.people, reads, &replies))
+        Ok(row.into_message(&self.people, reads, &replies, &mut reactions))
     }
 }
 
@@ -678,6 +710,13 @@ fn event_with(
             }
         }
         "message_delete" => Event::MessageDelete { id: id("message_id"), room_id },
+        "message_reaction" => {
+            let message = id("message_id");
+            let emoji = stored.data.get("emoji").and_then(serde_json::Value::as_str).unwrap_or("").to_owned();
+            let added = stored.data.get("added").and_then(serde_json::Value::as_bool).unwrap_or(false);
+            let reactions = reactions(conn, message)?;
+            Event::MessageReaction { id: message, room_id, user_id: id("user_id"), emoji, added, reactions }
+        }
         "message_like" => {
             let message = id("message_id");
             let like_count: i64 = conn

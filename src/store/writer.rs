@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::StoreError;
 use super::reads::{self, MessageRow};
 use crate::model::{
-    Envelope, Event, FileMeta, GROUP, Message, MessageId, MessageType, Revocation, RoomId, User, UserId,
+    Envelope, Event, FileMeta, GROUP, MAX_REACTIONS, Message, MessageId, MessageType, Reaction, Revocation, RoomId,
+    User, UserId,
 };
 use crate::time::now_ms;
 
@@ -154,6 +155,13 @@ enum Command {
         like: bool,
         reply: Reply<LikeState>,
     },
+    React {
+        user: UserId,
+        id: MessageId,
+        emoji: String,
+        add: bool,
+        reply: Reply<Vec<Reaction>>,
+    },
     MarkRead {
         user: UserId,
         room_id: RoomId,
@@ -273,6 +281,18 @@ impl WriterHandle {
 
     pub async fn like(&self, user: UserId, id: MessageId, like: bool) -> Result<LikeState, StoreError> {
         self.request(|reply| Command::Like { user, id, like, reply }).await
+    }
+
+    /// Adds or removes `user`'s reaction (idempotent); answers the message's
+    /// reactions.
+    pub async fn react(
+        &self,
+        user: UserId,
+        id: MessageId,
+        emoji: String,
+        add: bool,
+    ) -> Result<Vec<Reaction>, StoreError> {
+        self.request(|reply| Command::React { user, id, emoji, add, reply }).await
     }
 
     pub async fn mark_read(&self, user: UserId, room_id: RoomId) -> Result<i64, StoreError> {
@@ -486,6 +506,7 @@ fn fail(cmd: Command, error: StoreError) -> Finish {
         Command::Edit { reply, .. } => finish(reply, Err(error)),
         Command::Delete { reply, .. } => finish(reply, Err(error)),
         Command::Like { reply, .. } => finish(reply, Err(error)),
+        Command::React { reply, .. } => finish(reply, Err(error)),
         Command::MarkRead { reply, .. } => finish(reply, Err(error)),
         Command::ChangePassword { reply, .. } => finish(reply, Err(error)),
         Command::RevokeToken { reply, .. } => finish(reply, Err(error)),
@@ -528,6 +549,7 @@ fn apply(
         Command::Edit { user, id, content, reply } => done(reply, edit(tx, cache, user, id, content, events)),
         Command::Delete { user, id, reply } => done(reply, delete(tx, cache, user, id, events)),
         Command::Like { user, id, like, reply } => done(reply, like_message(tx, cache, user, id, like, events)),
+        Command::React { user, id, emoji, add, reply } => done(reply, react(tx, cache, user, id, emoji, add, events)),
         Command::MarkRead { user, room_id, reply } => done(reply, mark_read(tx, cache, user, room_id, events)),
         Command::ChangePassword { user, password_hash, reply } => {
             done(reply, change_password(tx, user, password_hash, events))
@@ -663,6 +685,7 @@ fn event_kind(event: &Event) -> &'static str {
         Event::MessageUpdate { .. } => "message_update",
         Event::MessageDelete { .. } => "message_delete",
         Event::MessageLike { .. } => "message_like",
+        Event::MessageReaction { .. } => "message_reaction",
         Event::MessageRead { .. } => "message_read",
         Event::RoomCreated(_) => "room_created",
         Event::RoomUpdated(_) => "room_updated",
@@ -956,7 +979,8 @@ fn message_from(tx: &Connection, cache: &mut Cache, row: MessageRow) -> Result<(
     }
     let reads = reads::read_state(tx, row.room_id)?;
     let replies = reads::replies_of(tx, std::slice::from_ref(&row))?;
-    Ok(row.into_message(&people, &reads, &replies))
+    let mut reactions = reads::reactions_of(tx, std::slice::from_ref(&row))?;
+    Ok(row.into_message(&people, &reads, &replies, &mut reactions))
 }
 
 fn send_message(
@@ -1066,6 +1090,7 @@ fn send_message(
         is_deleted: false,
         like_count: 0,
         reply_to,
+        reactions: Vec::new(),
     };
     let data = serde_json::json!({"message_id": id});
     emit(tx, events, Scope::Room(m.room_id), room.members, Event::NewMessage(message), data)?;
@@ -1191,6 +1216,50 @@ fn like_message(
         emit(tx, events, Scope::Room(row.room_id), room.members, event, data)?;
     }
     Ok(LikeState { id, is_liked: like, like_count })
+}
+
+fn react(
+    tx: &Connection,
+    cache: &mut Cache,
+    user: UserId,
+    id: MessageId,
+    emoji: String,
+    add: bool,
+    events: &mut Vec<Envelope>,
+) -> Result<Vec<Reaction>, StoreError> {
+    let (row, room) = visible_message(tx, cache, user, id)?;
+    if add && row.is_deleted {
+        return Err(StoreError::Invalid("Cannot react to a deleted message"));
+    }
+    let current = reads::reactions(tx, id)?;
+    if add && current.len() >= MAX_REACTIONS && !current.iter().any(|r| r.emoji == emoji) {
+        return Err(StoreError::TooManyReactions(MAX_REACTIONS));
+    }
+    let changed = if add {
+        tx.prepare_cached(
+            "INSERT INTO message_reactions (message_id, emoji, user_id, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![id, emoji, user, now_ms()])?
+    } else {
+        tx.prepare_cached("DELETE FROM message_reactions WHERE message_id = ?1 AND emoji = ?2 AND user_id = ?3")?
+            .execute(params![id, emoji, user])?
+    };
+    if changed == 0 {
+        return Ok(current);
+    }
+    let reactions = reads::reactions(tx, id)?;
+    let data = serde_json::json!({"message_id": id, "user_id": user, "emoji": emoji, "added": add});
+    let event = Event::MessageReaction {
+        id,
+        room_id: row.room_id,
+        user_id: user,
+        emoji,
+        added: add,
+        reactions: reactions.clone(),
+    };
+    emit(tx, events, Scope::Room(row.room_id), room.members, event, data)?;
+    Ok(reactions)
 }
 
 /// Moves the member's `last_read_id` to the room's newest message; answers

@@ -8,6 +8,7 @@ mod durability;
 mod groups;
 mod messages;
 mod metrics;
+mod reactions;
 mod replies;
 mod rooms;
 mod static_files;

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::support::{TestServer, Ws};
 
-const MESSAGE_KEYS: [&str; 18] = [
+const MESSAGE_KEYS: [&str; 19] = [
     "id",
     "room_id",
     "content",
@@ -25,6 +25,7 @@ const MESSAGE_KEYS: [&str; 18] = [
     "sender_details",
     "receiver_details",
     "reply_to",
+    "reactions",
 ];
 
 pub fn assert_message_shape(m: &Value) {

@@ -1,4 +1,4 @@
-//! Messages: pages, edit, soft delete, like and unlike.
+//! Messages: pages, edit, soft delete, like and unlike, reactions.
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::error::ApiError;
 use crate::http::Body;
 use crate::http::util::{int_param, is_form, json, pairs, parse_json, query, read_body, user_of};
-use crate::model::{MessageId, MessageJson, RoomId, TempId};
+use crate::model::{MessageId, MessageJson, RoomId, TempId, is_emoji, reactions_json};
 use crate::state::AppState;
 use crate::store::reads::PageQuery;
 use crate::ws::protocol::MAX_TEXT_CHARS;
@@ -102,6 +102,37 @@ pub async fn delete(state: &Arc<AppState>, req: Request<Incoming>, id: MessageId
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     }
     json(StatusCode::OK, &message.json(user, liked, &state.base_url, TempId::Hide))
+}
+
+#[derive(Deserialize)]
+struct ReactionBody {
+    emoji: String,
+}
+
+/// `POST /messages/{id}/reactions` `{"emoji"}` adds the caller's reaction;
+/// `DELETE /messages/{id}/reactions/{emoji}` removes it. Both idempotent.
+pub async fn react(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    id: MessageId,
+    add: bool,
+) -> Result<Response<Body>, ApiError> {
+    let user = user_of(state, &req).await?;
+    let emoji = if add {
+        let (_, bytes) = read_body(state, req).await?;
+        parse_json::<ReactionBody>(&bytes)?.emoji
+    } else {
+        let segment = req.uri().path().trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| ApiError::unprocessable("emoji must be UTF-8"))?
+            .into_owned()
+    };
+    if !is_emoji(&emoji) {
+        return Err(ApiError::unprocessable("emoji must be one emoji"));
+    }
+    let reactions = state.writer.react(user, id, emoji, add).await?;
+    json(StatusCode::OK, &serde_json::json!({"id": id, "reactions": reactions_json(&reactions, user)}))
 }
 
 pub async fn like(
