@@ -612,6 +612,76 @@ pub fn unread_counts(conn: &Connection, user: UserId) -> Result<Vec<(RoomId, i64
     Ok(stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Messages scanned for a query too short for the trigram index.
+const SHORT_QUERY_WINDOW: usize = 5_000;
+
+/// One search result: the message (with whether the viewer liked it) and
+/// the highlighted text around the match.
+pub struct Found {
+    pub message: Message,
+    pub liked: bool,
+    pub highlight: String,
+}
+
+/// Messages of `viewer`'s rooms (or of `room_id`) whose text contains
+/// `query`, newest first, older than `before`, at most `limit`; and the id
+/// to continue before, if more may follow. 3+ characters go through the
+/// trigram index; shorter queries scan the newest `SHORT_QUERY_WINDOW`
+/// messages. Deleted messages are never found.
+pub fn search(
+    conn: &Connection,
+    viewer: UserId,
+    query: &str,
+    room_id: Option<RoomId>,
+    before: Option<MessageId>,
+    limit: usize,
+) -> Result<(Vec<Found>, Option<MessageId>), StoreError> {
+    let before = before.unwrap_or(i64::MAX);
+    let rooms =
+        "m.room_id IN (SELECT room_id FROM chat_participants WHERE user_id = ?1) AND (?4 IS NULL OR m.room_id = ?4)";
+    let mut rows = Vec::new();
+    let needle = query.to_lowercase();
+    if query.chars().count() >= 3 {
+        let phrase = format!("\"{}\"", query.replace('"', "\"\""));
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLS} FROM messages_fts f JOIN chat_messages m ON m.id = f.rowid
+             WHERE messages_fts MATCH ?2 AND f.rowid < ?3 AND m.is_deleted = 0 AND {rooms}
+             ORDER BY f.rowid DESC"
+        ))?;
+        let mut found = stmt.query(params![viewer, phrase, before, room_id])?;
+        while rows.len() <= limit {
+            let Some(row) = found.next()? else { break };
+            rows.push(message_from_row(row)?);
+        }
+    } else {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.id < ?3 AND m.is_deleted = 0 AND {rooms}
+             AND ?2 IS NOT NULL ORDER BY m.id DESC"
+        ))?;
+        let mut scanned = stmt.query(params![viewer, query, before, room_id])?;
+        let mut seen = 0;
+        while rows.len() <= limit && seen < SHORT_QUERY_WINDOW {
+            let Some(row) = scanned.next()? else { break };
+            seen += 1;
+            let row = message_from_row(row)?;
+            if row.content.to_lowercase().contains(&needle) {
+                rows.push(row);
+            }
+        }
+    }
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = if more { rows.last().map(|r| r.id) } else { None };
+    let mut results = Vec::with_capacity(rows.len());
+    let mut cache = PageCache::default();
+    for row in rows {
+        let highlight = crate::model::highlight(&row.content, query);
+        let (message, liked) = cache.message(conn, row)?;
+        results.push(Found { message, liked, highlight });
+    }
+    Ok((results, next))
+}
+
 /// A stored event as the replay reads it.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
