@@ -7,7 +7,7 @@
 mod shard;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -56,12 +56,52 @@ impl Outgoing {
     }
 }
 
-/// A replaying connection's flags, shared with its hub shard.
-#[derive(Debug, Default)]
-pub struct CatchUp {
-    pub replaying: AtomicBool,
-    /// A live frame was dropped while replaying: storage has it.
-    pub lagged: AtomicBool,
+/// Where a connection stands between replay and live, shared with its hub
+/// shard as one atomic state, so that "a live frame was dropped while
+/// replaying" and "the replay is over" are ordered against each other (with
+/// two flags the shard could see "replaying", the connection finish, and the
+/// drop land after: an event neither replayed nor sent).
+#[derive(Debug)]
+pub struct CatchUp(AtomicU8);
+
+const REPLAYING: u8 = 0;
+/// Replaying, and a live frame was dropped: storage has it.
+const LAGGED: u8 = 1;
+const LIVE: u8 = 2;
+
+impl Default for CatchUp {
+    fn default() -> CatchUp {
+        CatchUp(AtomicU8::new(REPLAYING))
+    }
+}
+
+impl CatchUp {
+    /// The shard found the outbox full: answers true when the connection is
+    /// replaying (the frame may be dropped: storage has it), false when it
+    /// is live (a slow consumer).
+    pub fn dropped_while_replaying(&self) -> bool {
+        match self.0.compare_exchange(REPLAYING, LAGGED, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => true,
+            Err(state) => state == LAGGED,
+        }
+    }
+
+    /// The replay reached the end of storage: answers true when it may go
+    /// live, false when frames were dropped meanwhile (read storage again;
+    /// the state is back to replaying).
+    pub fn finish_replay(&self) -> bool {
+        match self.0.compare_exchange(REPLAYING, LIVE, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => true,
+            Err(_) => {
+                self.0.store(REPLAYING, Ordering::Release);
+                false
+            }
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.0.load(Ordering::Acquire) == LIVE
+    }
 }
 
 enum ShardCommand {
@@ -162,5 +202,25 @@ impl HubHandle {
         for shard in self.shards.iter() {
             let _ = shard.send(ShardCommand::Shutdown);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CatchUp;
+
+    #[test]
+    fn a_drop_and_the_end_of_a_replay_are_ordered() {
+        let quiet = CatchUp::default();
+        assert!(quiet.finish_replay(), "nothing dropped: live at once");
+        assert!(!quiet.dropped_while_replaying(), "live: a full outbox is a slow consumer");
+
+        let busy = CatchUp::default();
+        assert!(busy.dropped_while_replaying());
+        assert!(busy.dropped_while_replaying(), "more drops while lagging");
+        assert!(!busy.finish_replay(), "storage must be read again");
+        assert!(!busy.is_live());
+        assert!(busy.finish_replay());
+        assert!(busy.is_live());
     }
 }

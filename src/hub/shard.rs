@@ -103,9 +103,8 @@ fn deliver(
                     metrics.events_delivered.fetch_add(1, Relaxed);
                     i += 1;
                 }
-                Err(TrySendError::Full(_)) if conns[i].catch_up.replaying.load(Relaxed) => {
+                Err(TrySendError::Full(_)) if conns[i].catch_up.dropped_while_replaying() => {
                     // The connection is reading storage: it finds this there.
-                    conns[i].catch_up.lagged.store(true, Relaxed);
                     i += 1;
                 }
                 Err(TrySendError::Full(_)) => {
@@ -210,6 +209,7 @@ mod tests {
         let (presence, _presence_rx) = mpsc::unbounded_channel();
         let (outbox, _outbox_rx) = mpsc::channel(4);
         let (conn, mut killed) = entry(outbox);
+        assert!(conn.catch_up.finish_replay(), "a live connection");
         let mut users = HashMap::from([(7, vec![conn])]);
         // Typing is queued while at least half the outbox is free: three
         // of four slots, then skipped.
@@ -234,13 +234,17 @@ mod tests {
         let (outbox, _outbox_rx) = mpsc::channel(1);
         let (conn, mut killed) = entry(outbox);
         let catch_up = conn.catch_up.clone();
-        catch_up.replaying.store(true, Relaxed);
         let mut users = HashMap::from([(7, vec![conn])]);
         for _ in 0..3 {
             deliver(&mut users, &message(), "http://x", &presence, &metrics);
         }
         assert!(killed.try_recv().is_err());
-        assert!(catch_up.lagged.load(Relaxed), "the dropped frame is to be read from storage");
         assert_eq!(users.get(&7).map(Vec::len), Some(1));
+        assert!(!catch_up.finish_replay(), "the dropped frames are to be read from storage first");
+        assert!(catch_up.finish_replay(), "then the replay may end");
+        assert!(catch_up.is_live());
+        // Live, a full outbox is a slow consumer again.
+        deliver(&mut users, &message(), "http://x", &presence, &metrics);
+        assert_eq!(killed.try_recv().ok(), Some(CloseReason::SlowConsumer));
     }
 }

@@ -79,43 +79,55 @@ struct Replay {
 const REPLAY_PAGE: u32 = 256;
 
 impl Replay {
-    /// Sends every stored event after the cursor, then `synced`; answers the
+    /// Sends every stored event after the cursor, then `synced` (without a
+    /// cursor: `synced` first, with the head read before registering, then
+    /// whatever committed since, from storage, as live frames); answers the
     /// position sent up to (live frames at or below it are duplicates).
-    async fn run(&self, sink: &mut SplitSink<Socket, WsMessage>) -> Result<i64, WsError> {
-        let reader = &self.state.reader;
+    async fn run(&self, sink: &mut SplitSink<Socket, WsMessage>) -> Result<i64, Ending> {
+        let gone = |_| Ending::Gone;
         let head = self.now.head;
-        let mut sent = match self.from {
-            ReplayFrom::Now => head,
-            ReplayFrom::Cursor(cursor) if self.now.serves(cursor) => cursor.0,
+        let (mut sent, synced_first) = match self.from {
+            ReplayFrom::Now => (head, true),
+            ReplayFrom::Cursor(cursor) if self.now.serves(cursor) => (cursor.0, false),
             ReplayFrom::Cursor(_) | ReplayFrom::Unreadable => {
                 // Retention removed what follows this cursor (or it is from
                 // another database): the client reloads over REST.
-                sink.send(WsMessage::text(RESYNC_REQUIRED)).await?;
-                head
+                sink.send(WsMessage::text(RESYNC_REQUIRED)).await.map_err(gone)?;
+                (head, true)
             }
         };
+        if synced_first {
+            sink.send(WsMessage::text(synced_frame(Cursor(head)))).await.map_err(gone)?;
+        }
         loop {
             loop {
                 let (user, after, base_url) = (self.user, sent, self.state.base_url.clone());
-                let page = reader.events_after(user, after, REPLAY_PAGE, base_url).await;
-                let Ok(EventsPage { frames, through: last, has_more: full }) = page else { break };
+                let page = match self.state.reader.events_after(user, after, REPLAY_PAGE, base_url).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        // Never skip a gap: the client resumes from its cursor.
+                        tracing::warn!(error = %e, "replay read failed");
+                        return Err(Ending::Close(CloseCode::Error, "storage unavailable; reconnect with your cursor"));
+                    }
+                };
+                let EventsPage { frames, through, has_more } = page;
                 for frame in frames {
-                    sink.feed(WsMessage::text(frame)).await?;
+                    sink.feed(WsMessage::text(frame)).await.map_err(gone)?;
                 }
-                sink.flush().await?;
-                sent = last.max(sent);
-                if !full {
+                sink.flush().await.map_err(gone)?;
+                sent = through.max(sent);
+                if !has_more {
                     break;
                 }
             }
-            self.catch_up.replaying.store(false, Ordering::Relaxed);
             // A live frame dropped while replaying is in storage: read on.
-            if !self.catch_up.lagged.swap(false, Ordering::Relaxed) {
+            if self.catch_up.finish_replay() {
                 break;
             }
-            self.catch_up.replaying.store(true, Ordering::Relaxed);
         }
-        sink.send(WsMessage::text(synced_frame(Cursor(sent)))).await?;
+        if !synced_first {
+            sink.send(WsMessage::text(synced_frame(Cursor(sent)))).await.map_err(gone)?;
+        }
         Ok(sent)
     }
 }
@@ -153,7 +165,6 @@ impl Registration {
         let (kill_tx, kill_rx) = oneshot::channel();
         let conn_id = state.hub.next_conn_id();
         let catch_up = Arc::new(CatchUp::default());
-        catch_up.replaying.store(true, Ordering::Relaxed);
         let registered = state.hub.register(
             session.user,
             ConnectionEntry {
@@ -236,7 +247,7 @@ async fn write_loop(
         biased;
         reason = &mut kill => Err(kill_ending(reason)),
         ending = &mut end => Err(ending.unwrap_or(Ending::Gone)),
-        sent = replay.run(&mut sink) => sent.map_err(|_| Ending::Gone),
+        sent = replay.run(&mut sink) => sent,
     };
     drop(replay);
     let ending = match replayed {

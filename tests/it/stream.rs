@@ -149,6 +149,26 @@ async fn every_event_made_while_away_arrives_on_reconnect_in_order_exactly_once(
 }
 
 #[tokio::test]
+async fn without_a_cursor_synced_comes_first_even_while_messages_pour_in() {
+    let s = TestServer::start().await;
+    let (ann, bob, room) = s.pair("ann", "bob").await;
+    let mut sender = s.ws(&ann).await;
+    for round in 0..20 {
+        for i in 0..10 {
+            sender.send(json!({"type": "send_message", "data": {"room_id": room, "message_type": "text", "content": format!("r{round} m{i}"), "local_temp_id": format!("p{round}-{i}")}})).await;
+        }
+        let mut ws = s.ws_query(&format!("token={}", bob.token)).await.expect("connect");
+        let first = ws.next().await.expect("a first frame");
+        assert_eq!(first["type"], "synced", "round {round}: {first}");
+        ws.close().await;
+        for _ in 0..10 {
+            sender.expect("new_message").await;
+        }
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn cursors_survive_a_restart() {
     let s = TestServer::start().await;
     let (ann, bob, room) = s.pair("ann", "bob").await;
