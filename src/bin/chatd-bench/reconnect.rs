@@ -2,8 +2,10 @@
 //! connection every few seconds while M actors send, edit, like and delete
 //! in the same rooms (one group, and a direct room per receiver). At the end
 //! every receiver reconnects once more and reads to `synced`; what each one
-//! read is checked against what the actors caused (`audit`). Also measures
-//! how fast the server replays.
+//! read is checked against what the actors caused (`audit`). Actors whose
+//! connection the server ends reopen it with their own cursor; a probe
+//! member checks that connections without a cursor start with `synced`.
+//! Also measures how fast the server replays.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -73,11 +75,12 @@ pub async fn run(bench: &Bench, args: &ReconnectArgs) -> Result<Report> {
     let actor_count = args.actors as usize;
     let receiver_count = args.receivers as usize;
     let setup_started = Instant::now();
-    progress(format!("reconnect: registering {} users", actor_count + receiver_count));
-    let mut users = bench.api.register_users(&bench.run_id, 0, actor_count + receiver_count, 4).await?;
+    progress(format!("reconnect: registering {} users", actor_count + receiver_count + 1));
+    let mut users = bench.api.register_users(&bench.run_id, 0, actor_count + receiver_count + 1, 4).await?;
+    let prober = users.pop().ok_or_else(|| BenchError::new("no user was registered"))?;
     let receivers = users.split_off(actor_count);
     let actors = users;
-    let member_ids: Vec<i64> = actors[1..].iter().chain(&receivers).map(|user| user.user_id).collect();
+    let member_ids: Vec<i64> = actors[1..].iter().chain(&receivers).chain([&prober]).map(|user| user.user_id).collect();
     let group = bench.api.create_group(&actors[0].token, &format!("reconnect {}", bench.run_id), &member_ids).await?;
     progress(format!(
         "reconnect: group {group} of {} members; opening {receiver_count} direct rooms",
@@ -101,7 +104,7 @@ pub async fn run(bench: &Bench, args: &ReconnectArgs) -> Result<Report> {
     }
     let mut actor_sockets = Vec::with_capacity(actor_count);
     for actor in &actors {
-        actor_sockets.push(open_synced(&target, actor).await?.0);
+        actor_sockets.push(open_synced(&target, actor).await?);
     }
     let setup = setup_started.elapsed();
 
@@ -126,6 +129,7 @@ pub async fn run(bench: &Bench, args: &ReconnectArgs) -> Result<Report> {
             tokio::spawn(receiver.run(ws, stop.clone()))
         })
         .collect();
+    let probe = tokio::spawn(probe_fresh_connections(target, prober, stop.clone()));
     let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
     progress(format!(
         "reconnect: {actor_count} actors at {} actions/s for {} s; {receiver_count} receivers reconnecting",
@@ -139,7 +143,7 @@ pub async fn run(bench: &Bench, args: &ReconnectArgs) -> Result<Report> {
         .map(|(index, (session, ws))| {
             let mut rooms = vec![group];
             rooms.extend(direct.iter().enumerate().filter(|(r, _)| r % actor_count == index).map(|(_, room)| *room));
-            let actor = Actor::new(index, &bench.run_id, session, ws, rooms, bench.api.clone());
+            let actor = Actor::new(index, &bench.run_id, session, ws, rooms, bench);
             tokio::spawn(actor.run(start_at, act_until, interval))
         })
         .collect();
@@ -156,6 +160,7 @@ pub async fn run(bench: &Bench, args: &ReconnectArgs) -> Result<Report> {
         receiver_outcomes
             .push(task.await.map_err(|error| BenchError::new(format!("a receiver task failed: {error}")))?);
     }
+    let probe = probe.await.map_err(|error| BenchError::new(format!("the probe task failed: {error}")))?;
     let after = bench.server_snapshot();
     let cpu_use = cpu.finish(after.as_ref());
 
@@ -165,7 +170,8 @@ pub async fn run(bench: &Bench, args: &ReconnectArgs) -> Result<Report> {
         let rooms = HashSet::from([group, direct[index]]);
         per_receiver.push(tally(&caused, &rooms, &outcome.sightings));
     }
-    let summary = Summary::of(&actor_outcomes, &receiver_outcomes, &per_receiver, args.min_replay, acted);
+    let mut summary = Summary::of(&actor_outcomes, &receiver_outcomes, &per_receiver, args.min_replay, acted);
+    summary.probe = probe;
     Ok(report(bench, args, &summary, setup, before, after, cpu_use))
 }
 
@@ -178,6 +184,64 @@ async fn open_synced(target: &Target, session: &Session) -> Result<(WsStream, St
         .await
         .map_err(|error| BenchError::new(format!("{}: {error}", session.email)))?;
     Ok((ws, synced.cursor))
+}
+
+/// Connections without a cursor opened while the actors act: by contract
+/// (SPEC section 9) the first frame of each is `synced`.
+#[derive(Debug, Default)]
+struct ProbeOutcome {
+    opened: u64,
+    /// First frames that were something else (a stored event, by type).
+    first_not_synced: u64,
+    samples: Vec<String>,
+    failures: u64,
+}
+
+/// A group member that opens a connection without a cursor, reads its
+/// first frame and closes it, every 100 ms until told to stop.
+async fn probe_fresh_connections(target: Target, session: Session, mut stop: watch::Receiver<bool>) -> ProbeOutcome {
+    let mut outcome = ProbeOutcome::default();
+    while !*stop.borrow() {
+        match connect_ws_at(&target, &session.token, None, busy_ws_config()).await {
+            Ok(mut ws) => {
+                outcome.opened += 1;
+                let first = timeout_at(Instant::now() + SYNC_TIMEOUT, first_text(&mut ws)).await.ok().flatten();
+                match first.as_deref().map(parse_stream_frame) {
+                    Some(Some(StreamFrame::Synced { .. })) => {}
+                    Some(Some(StreamFrame::Stored(event))) => {
+                        outcome.first_not_synced += 1;
+                        if outcome.samples.len() < 3 {
+                            outcome.samples.push(format!("{} {}", event.kind, event.cursor));
+                        }
+                    }
+                    other => {
+                        outcome.first_not_synced += 1;
+                        if outcome.samples.len() < 3 {
+                            outcome.samples.push(format!("{other:?}"));
+                        }
+                    }
+                }
+                close_quietly(ws).await;
+            }
+            Err(_) => outcome.failures += 1,
+        }
+        tokio::select! {
+            () = sleep(Duration::from_millis(100)) => {}
+            _ = stop.wait_for(|stopped| *stopped) => break,
+        }
+    }
+    outcome
+}
+
+/// The first text frame of a connection, None when it ends first.
+async fn first_text(ws: &mut WsStream) -> Option<String> {
+    loop {
+        match ws.next().await? {
+            Ok(Message::Text(text)) => return Some(text.as_str().to_string()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// What an actor is waiting for on its own connection after an action.
@@ -218,13 +282,24 @@ struct ActorOutcome {
     unconfirmed: u64,
     /// Cursors the tool cannot order (not `v1.<n>`) or not URL-safe.
     bad_cursors: Vec<String>,
+    /// Why the actor stopped early: its connection ended and could not be reopened.
     closed: Option<String>,
+    /// Connections of the actor the server ended (1013 for a slow reader)
+    /// that it reopened with its cursor.
+    reopens: u64,
+    reopen_samples: Vec<String>,
     confirm_latencies: Vec<Duration>,
 }
 
+/// An actor reopens its connection with its cursor at most this often.
+const ACTOR_REOPENS: u64 = 100;
+
 struct Actor {
     session: Session,
+    target: Target,
     ws: WsStream,
+    /// The cursor of the last stored event read, for reopening.
+    cursor: String,
     api: Api,
     rooms: Vec<i64>,
     random: XorShift,
@@ -239,11 +314,20 @@ struct Actor {
 }
 
 impl Actor {
-    fn new(index: usize, run_id: &str, session: Session, ws: WsStream, rooms: Vec<i64>, api: Api) -> Actor {
+    fn new(
+        index: usize,
+        run_id: &str,
+        session: Session,
+        (ws, cursor): (WsStream, String),
+        rooms: Vec<i64>,
+        bench: &Bench,
+    ) -> Actor {
         Actor {
             session,
+            target: bench.target,
             ws,
-            api,
+            cursor,
+            api: bench.api.clone(),
             rooms,
             random: XorShift::for_worker(1000 + index as u64),
             temp_prefix: format!("rc{run_id}-{index}-"),
@@ -310,9 +394,16 @@ impl Actor {
                 let temp_id = format!("{}{}", self.temp_prefix, self.next_temp);
                 self.next_temp += 1;
                 let frame = text_message_frame(room, &text_content(64), &temp_id);
-                if let Err(error) = self.ws.send(Message::text(frame)).await {
-                    self.outcome.closed = Some(format!("sending: {}", describe(&error)));
-                    return;
+                if let Err(error) = self.ws.send(Message::text(frame.clone())).await {
+                    // Resending the same temp id is safe: the server stores it once.
+                    let resent = match self.reopen(format!("sending: {}", describe(&error))).await {
+                        Ok(()) => self.ws.send(Message::text(frame)).await.map_err(|e| describe(&e)),
+                        Err(reason) => Err(reason),
+                    };
+                    if let Err(reason) = resent {
+                        self.outcome.closed = Some(reason);
+                        return;
+                    }
                 }
                 Want::Echo(temp_id)
             }
@@ -389,26 +480,50 @@ impl Actor {
         }
     }
 
+    /// Replaces an ended connection with one that resumes from the cursor.
+    async fn reopen(&mut self, reason: String) -> std::result::Result<(), String> {
+        if self.outcome.reopens >= ACTOR_REOPENS {
+            return Err(format!("{reason} (after {ACTOR_REOPENS} reopens)"));
+        }
+        self.outcome.reopens += 1;
+        if self.outcome.reopen_samples.len() < 3 {
+            self.outcome.reopen_samples.push(reason.clone());
+        }
+        let ws = connect_ws_at(&self.target, &self.session.token, Some(&self.cursor), busy_ws_config())
+            .await
+            .map_err(|failure| format!("{reason}; reopening failed: {failure}"))?;
+        self.ws = ws;
+        Ok(())
+    }
+
     /// Reads the actor's connection until `want` arrives (or, without one,
     /// until `deadline`), keeping the books on every stored event.
     async fn pump(&mut self, deadline: Instant, want: Option<&Want>) -> Pumped {
         let me = self.session.user_id;
         loop {
             let Ok(item) = timeout_at(deadline, self.ws.next()).await else { return Pumped::Deadline };
-            let text = match item {
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Close(frame))) => {
-                    return Pumped::Closed(frame.map_or_else(
-                        || "closed by the server".to_string(),
-                        |f| format!("closed by the server with code {}", u16::from(f.code)),
-                    ));
-                }
+            let ended = match item {
+                Some(Ok(Message::Text(text))) => Ok(text),
+                Some(Ok(Message::Close(frame))) => Err(frame.map_or_else(
+                    || "closed by the server".to_string(),
+                    |f| format!("closed by the server with code {}", u16::from(f.code)),
+                )),
                 Some(Ok(_)) => continue,
-                Some(Err(error)) => return Pumped::Closed(describe(&error)),
-                None => return Pumped::Closed("connection ended".to_string()),
+                Some(Err(error)) => Err(describe(&error)),
+                None => Err("connection ended".to_string()),
+            };
+            let text = match ended {
+                Ok(text) => text,
+                Err(reason) => match self.reopen(reason).await {
+                    // The replay brings what the old connection did not.
+                    Ok(()) => continue,
+                    Err(reason) => return Pumped::Closed(reason),
+                },
             };
             match parse_stream_frame(text.as_str()) {
+                Some(StreamFrame::Synced { cursor }) => self.cursor = cursor,
                 Some(StreamFrame::Stored(event)) => {
+                    self.cursor.clone_from(&event.cursor);
                     self.note(&event);
                     if want.is_some_and(|want| want.matches(&event, me)) {
                         return Pumped::Found(event);
@@ -616,6 +731,8 @@ struct Summary {
     refusal_samples: Vec<String>,
     unconfirmed: u64,
     actors_closed: Vec<String>,
+    actor_reopens: u64,
+    actor_reopen_samples: Vec<String>,
     bad_cursors: u64,
     bad_cursor_samples: Vec<String>,
     reconnects: u64,
@@ -633,6 +750,7 @@ struct Summary {
     largest_replay: u64,
     acted: Duration,
     confirm_p50_ms: Option<f64>,
+    probe: ProbeOutcome,
 }
 
 impl Summary {
@@ -675,6 +793,8 @@ impl Summary {
             refusal_samples: first_samples(actors.iter().map(|a| &a.refusal_samples)),
             unconfirmed: actors.iter().map(|a| a.unconfirmed).sum(),
             actors_closed: actors.iter().filter_map(|a| a.closed.clone()).collect(),
+            actor_reopens: actors.iter().map(|a| a.reopens).sum(),
+            actor_reopen_samples: first_samples(actors.iter().map(|a| &a.reopen_samples)),
             bad_cursors: actors.iter().map(|a| a.bad_cursors.len() as u64).sum::<u64>()
                 + receivers.iter().map(|r| r.bad_cursors).sum::<u64>(),
             bad_cursor_samples,
@@ -691,6 +811,7 @@ impl Summary {
             largest_replay: receivers.iter().flat_map(|r| &r.replays).map(|t| t.events).max().unwrap_or(0),
             acted,
             confirm_p50_ms: confirm.get(confirm.len() / 2).map(|d| round2(d.as_secs_f64() * 1000.0)),
+            probe: ProbeOutcome::default(),
         }
     }
 
@@ -702,6 +823,7 @@ impl Summary {
             + self.resync_required
             + self.actors_closed.len() as u64
             + self.final_missing
+            + self.probe.first_not_synced
     }
 }
 
@@ -748,6 +870,8 @@ fn report(
         ("unconfirmed", json!(summary.unconfirmed)),
         ("actor_confirm_p50_ms", json!(summary.confirm_p50_ms)),
         ("actors_closed", json!(summary.actors_closed)),
+        ("actor_reopens", json!(summary.actor_reopens)),
+        ("actor_reopen_samples", json!(summary.actor_reopen_samples)),
         ("expected", json!(tally.expected)),
         ("delivered", json!(tally.delivered)),
         ("lost", json!(tally.lost)),
@@ -760,6 +884,10 @@ fn report(
         ("bad_cursor_samples", json!(summary.bad_cursor_samples)),
         ("resync_required", json!(summary.resync_required)),
         ("reconnects", json!(summary.reconnects)),
+        ("fresh_connections", json!(summary.probe.opened)),
+        ("fresh_first_frame_not_synced", json!(summary.probe.first_not_synced)),
+        ("fresh_first_frame_samples", json!(summary.probe.samples)),
+        ("fresh_connect_failures", json!(summary.probe.failures)),
         ("final_reconnects_synced", json!(summary.final_synced)),
         ("reconnect_failures", json!(summary.failures)),
         ("reconnect_failure_samples", json!(summary.failure_samples)),
@@ -796,11 +924,12 @@ fn report(
     );
     let kinds: Vec<String> = summary.caused_by_kind.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
     text.push_str(&format!(
-        "  actors caused {} events ({action_rate:.1}/s: {}); refused {}, unconfirmed {}\n",
+        "  actors caused {} events ({action_rate:.1}/s: {}); refused {}, unconfirmed {}; {} actor connections reopened\n",
         summary.caused,
         kinds.join(", "),
         summary.refused,
-        summary.unconfirmed
+        summary.unconfirmed,
+        summary.actor_reopens
     ));
     text.push_str(&format!(
         "  receivers: {} reconnects with their cursor + {} final ones synced; {} failed; {} closed by the server; resync_required {}\n",
@@ -813,6 +942,12 @@ fn report(
     text.push_str(&format!(
         "  lost {}, duplicated {}, out of order {}, unexpected {}, mismatched {}, bad cursors {} → {verdict}\n",
         tally.lost, tally.duplicated, tally.out_of_order, tally.unexpected, tally.mismatched, summary.bad_cursors
+    ));
+    text.push_str(&format!(
+        "  connections without a cursor: {} opened, {} with a first frame other than synced{}\n",
+        summary.probe.opened,
+        summary.probe.first_not_synced,
+        summary.probe.samples.first().map_or(String::new(), |s| format!(" (e.g. {s})"))
     ));
     match replay_median {
         Some(median_rate) => text.push_str(&format!(
@@ -834,7 +969,8 @@ fn report(
         .map(|s| format!("refused: {s}"))
         .chain(summary.failure_samples.iter().map(|s| format!("reconnect failed: {s}")))
         .chain(summary.server_close_samples.iter().map(|s| format!("server closed: {s}")))
-        .chain(summary.actors_closed.iter().map(|s| format!("actor connection ended: {s}")))
+        .chain(summary.actor_reopen_samples.iter().map(|s| format!("actor reopened after: {s}")))
+        .chain(summary.actors_closed.iter().map(|s| format!("actor stopped: {s}")))
         .chain(summary.bad_cursor_samples.iter().map(|s| format!("bad cursor: {s:?}")))
     {
         text.push_str(&format!("  {sample}\n"));
