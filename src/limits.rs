@@ -148,23 +148,37 @@ struct Failures {
 /// Per-account login backoff: after `allowed` failures within
 /// `LOGIN_WINDOW`, each further failure blocks the account's logins for
 /// twice as long as the one before (30 s, 60 s, ... at most 15 minutes). A
-/// success clears the record.
+/// success clears the record. The block does not apply from an address the
+/// account logged in from successfully before (its owner's devices), so a
+/// stranger who guesses at an account cannot lock its owner out; those
+/// addresses still have their own per-address throttle.
 pub struct LoginFailures {
     allowed: Option<u32>,
     accounts: Mutex<HashMap<UserId, Failures>>,
+    known: Mutex<HashMap<UserId, Vec<(IpAddr, Instant)>>>,
 }
+
+/// Addresses remembered per account, and for how long.
+const KNOWN_ADDRESSES: usize = 8;
+const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
 pub const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
 const FIRST_BLOCK: Duration = Duration::from_secs(30);
 
 impl LoginFailures {
     pub fn new(allowed: Option<u32>) -> LoginFailures {
-        LoginFailures { allowed, accounts: Mutex::new(HashMap::new()) }
+        LoginFailures { allowed, accounts: Mutex::new(HashMap::new()), known: Mutex::new(HashMap::new()) }
     }
 
-    /// `Err(wait)` while the account is blocked.
-    pub fn check(&self, user: UserId, now: Instant) -> Result<(), Duration> {
+    /// `Err(wait)` while the account is blocked for logins from `ip`.
+    pub fn check(&self, user: UserId, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         if self.allowed.is_none() {
+            return Ok(());
+        }
+        let known = lock(&self.known).get(&user).is_some_and(|addresses| {
+            addresses.iter().any(|(a, at)| *a == ip && now.saturating_duration_since(*at) < KNOWN_FOR)
+        });
+        if known {
             return Ok(());
         }
         match lock(&self.accounts).get(&user).and_then(|f| f.blocked_until) {
@@ -197,10 +211,21 @@ impl LoginFailures {
         }
     }
 
-    pub fn succeeded(&self, user: UserId) {
-        if self.allowed.is_some() {
-            lock(&self.accounts).remove(&user);
+    pub fn succeeded(&self, user: UserId, ip: IpAddr, now: Instant) {
+        if self.allowed.is_none() {
+            return;
         }
+        lock(&self.accounts).remove(&user);
+        let mut known = lock(&self.known);
+        if known.len() >= HARD_CAP && !known.contains_key(&user) {
+            known.clear();
+        }
+        let addresses = known.entry(user).or_default();
+        addresses.retain(|(a, _)| *a != ip);
+        if addresses.len() >= KNOWN_ADDRESSES {
+            addresses.remove(0);
+        }
+        addresses.push((ip, now));
     }
 }
 
@@ -408,23 +433,26 @@ mod tests {
     fn login_failures_back_off_and_clear_on_success() {
         let failures = LoginFailures::new(Some(3));
         let now = Instant::now();
+        let (stranger, owner): (IpAddr, IpAddr) = ("198.51.100.7".parse().unwrap(), "192.0.2.1".parse().unwrap());
+        failures.succeeded(1, owner, now);
         for _ in 0..2 {
             failures.failed(1, now);
-            assert!(failures.check(1, now).is_ok());
+            assert!(failures.check(1, stranger, now).is_ok());
         }
         failures.failed(1, now);
-        assert_eq!(failures.check(1, now), Err(FIRST_BLOCK));
+        assert_eq!(failures.check(1, stranger, now), Err(FIRST_BLOCK));
         failures.failed(1, now);
-        assert_eq!(failures.check(1, now), Err(FIRST_BLOCK * 2));
-        assert!(failures.check(1, now + FIRST_BLOCK * 2).is_ok());
-        assert!(failures.check(2, now).is_ok(), "other accounts are not affected");
-        failures.succeeded(1);
-        assert!(failures.check(1, now).is_ok());
+        assert_eq!(failures.check(1, stranger, now), Err(FIRST_BLOCK * 2));
+        assert!(failures.check(1, owner, now).is_ok(), "the owner's address is not locked out");
+        assert!(failures.check(1, stranger, now + FIRST_BLOCK * 2).is_ok());
+        assert!(failures.check(2, stranger, now).is_ok(), "other accounts are not affected");
+        failures.succeeded(1, stranger, now);
+        assert!(failures.check(1, stranger, now).is_ok());
         // Failures spread wider than the window never block.
         for i in 0..10 {
             failures.failed(3, now + LOGIN_WINDOW * i);
         }
-        assert!(failures.check(3, now + LOGIN_WINDOW * 9).is_ok());
+        assert!(failures.check(3, stranger, now + LOGIN_WINDOW * 9).is_ok());
     }
 
     #[test]

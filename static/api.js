@@ -95,6 +95,7 @@ export const api = {
 
   searchUsers: (email, limit = 20) => request('GET', `/api/chat/search-users?${q({ email, limit })}`),
   createRoom: (receiverId) => request('POST', '/api/chat/rooms', { receiver_id: receiverId }),
+  createGroup: (name, memberIds) => request('POST', '/api/chat/rooms', { name, member_ids: memberIds }),
   rooms: () => request('GET', '/api/chat/rooms'),
   room: (roomId) => request('GET', `/api/chat/rooms/${encodeURIComponent(roomId)}`),
 
@@ -110,6 +111,19 @@ export const api = {
   editMessage: (messageId, content) =>
     request('PUT', `/api/chat/messages/${encodeURIComponent(messageId)}`, { content }),
   deleteMessage: (messageId) => request('DELETE', `/api/chat/messages/${encodeURIComponent(messageId)}`),
+  onlineUsers: () => request('GET', '/api/chat/online-users'),
+
+  // Groups (SPEC section 8).
+  members: (roomId, afterId, limit = 100) =>
+    request('GET', `/api/chat/rooms/${encodeURIComponent(roomId)}/members?${q({ limit, after_id: afterId })}`),
+  addMembers: (roomId, userIds) =>
+    request('POST', `/api/chat/rooms/${encodeURIComponent(roomId)}/members`, { user_ids: userIds }),
+  removeMember: (roomId, userId) =>
+    request('DELETE', `/api/chat/rooms/${encodeURIComponent(roomId)}/members/${encodeURIComponent(userId)}`),
+  setRole: (roomId, userId, role) =>
+    request('PATCH', `/api/chat/rooms/${encodeURIComponent(roomId)}/members/${encodeURIComponent(userId)}`, { role }),
+  renameRoom: (roomId, name) => request('PATCH', `/api/chat/rooms/${encodeURIComponent(roomId)}`, { name }),
+
   like: (messageId) => request('POST', `/api/chat/messages/${encodeURIComponent(messageId)}/like`),
   unlike: (messageId) => request('DELETE', `/api/chat/messages/${encodeURIComponent(messageId)}/like`),
 };

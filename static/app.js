@@ -17,6 +17,20 @@ import {
 import { $, fillAvatar, newTempId } from './dom.js';
 import { chooseMessageType, readAsBase64 } from './files.js';
 import {
+  applyMemberAdded,
+  applyMemberRemoved,
+  applyRead,
+  closePanel,
+  forgetMembers,
+  initGroups,
+  leftNotice,
+  loadMembers,
+  panelRoomId,
+  renderPanel,
+  syncMemberCount,
+  userSearch,
+} from './groups.js';
+import {
   clearMessageList,
   isNearBottom,
   renderConnection,
@@ -31,6 +45,7 @@ import {
 } from './render.js';
 import { ChatSocket } from './socket.js';
 import {
+  isGroup,
   isOwn,
   newConversation,
   newestId,
@@ -45,17 +60,25 @@ import {
 
 const TYPING_SHOWN_MS = 6000;
 const AUTH_EXPIRED_TEXT = 'Your session has expired. Please log in again.';
+const NOTICE_MS = 8000;
+
+/** The cursor this connection was opened with (null: none, a plain connection). */
+let connectCursor = null;
 
 const socket = new ChatSocket({
   url: () => {
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    return `${scheme}://${location.host}/api/chat/ws?token=${encodeURIComponent(getToken() || '')}`;
+    // With a cursor the server first replays every event after it (SPEC section 9).
+    connectCursor = state.cursor;
+    const cursor = connectCursor ? `&cursor=${encodeURIComponent(connectCursor)}` : '';
+    return `${scheme}://${location.host}/api/chat/ws?token=${encodeURIComponent(getToken() || '')}${cursor}`;
   },
   onEvent: (event) => handleEvent(event),
   onOpen: () => handleOpen(),
   onState: (value) => {
     state.connection = value;
     renderConnection();
+    renderPanel();
   },
   onAuthExpired: () => logout(AUTH_EXPIRED_TEXT),
   onConnectFailed: () => checkTokenSoon(),
@@ -119,10 +142,36 @@ async function submitAuth(event, kind) {
 /** Bumped on every sign-in and sign-out, so that late answers of an old session are dropped. */
 let session = 0;
 
+// The event cursor is kept per user in sessionStorage: a reload of the tab
+// resumes the stream where it stopped; another tab starts its own.
+const cursorKey = (userId) => `chatd.cursor.${userId}`;
+
+function storedCursor(userId) {
+  try {
+    return sessionStorage.getItem(cursorKey(userId));
+  } catch {
+    return null;
+  }
+}
+
+function saveCursor(value) {
+  state.cursor = value || null;
+  if (!state.me) return;
+  try {
+    if (value) sessionStorage.setItem(cursorKey(state.me.id), value);
+    else sessionStorage.removeItem(cursorKey(state.me.id));
+  } catch {
+    // No storage: the cursor lives as long as the page.
+  }
+}
+
 function enterChat(user) {
   session += 1;
   resetState();
+  resetLiveState();
   state.me = user;
+  state.cursor = storedCursor(user.id);
+  closePanel();
   clearMessageList();
   clearComposer();
   $('auth-view').hidden = true;
@@ -148,7 +197,10 @@ function logout(message) {
   stopTyping();
   socket.stop();
   setToken(null);
+  saveCursor(null);
+  closePanel();
   resetState();
+  resetLiveState();
   clearMessageList();
   clearComposer();
   history.replaceState(null, '', location.pathname);
@@ -173,45 +225,156 @@ setUnauthorizedHandler(() => {
 
 // ----------------------------------------------------------------- rooms
 
+/**
+ * What live events did to the room list while a GET /rooms was under way:
+ * its answer may be older than they are, and they win.
+ */
+const roomLoads = new Set();
+
+function noteRoomArrived(roomId) {
+  for (const load of roomLoads) {
+    load.gone.delete(roomId);
+    load.arrived.add(roomId);
+  }
+}
+
+function noteRoomGone(roomId) {
+  for (const load of roomLoads) {
+    load.arrived.delete(roomId);
+    load.gone.add(roomId);
+  }
+}
+
+function noteRoomUpdated(roomId) {
+  for (const load of roomLoads) load.updated.add(roomId);
+}
+
+/** Room fields that room_updated carries (the rest follows messages and reads). */
+const ROOM_FIELDS = ['name', 'member_count', 'role', 'participants', 'other_user', 'is_active', 'room_type', 'updated_at'];
+
+/** The room list over REST; it replaces the one held, except for what events changed meanwhile. */
 async function loadRooms() {
   const mine = session;
+  const load = { arrived: new Set(), gone: new Set(), updated: new Set() };
+  roomLoads.add(load);
   try {
     const answer = await api.rooms();
-    if (mine !== session) return;
+    if (mine !== session) return false;
     const fresh = new Map();
     for (const room of answer.rooms || []) {
+      if (load.gone.has(room.id) || room.is_active === false) continue;
       const known = state.rooms.get(room.id);
-      // A live event may be newer than the list that was computed before it.
-      if (known && known.last_message && (!room.last_message || known.last_message.id > room.last_message.id)) {
-        room.last_message = known.last_message;
+      if (known) {
+        // A live event may be newer than the list that was computed before it.
+        if (known.last_message && (!room.last_message || known.last_message.id > room.last_message.id)) {
+          room.last_message = known.last_message;
+        }
+        if (load.updated.has(room.id)) for (const key of ROOM_FIELDS) if (key in known) room[key] = known[key];
       }
       fresh.set(room.id, room);
     }
     // Rooms that arrived live while the list was loading.
-    for (const [id, room] of state.rooms) if (!fresh.has(id)) fresh.set(id, room);
+    for (const id of load.arrived) {
+      if (!fresh.has(id) && state.rooms.has(id)) fresh.set(id, state.rooms.get(id));
+    }
     state.rooms = fresh;
     state.roomsLoaded = true;
+    for (const roomId of Array.from(state.members.keys())) {
+      if (!fresh.has(roomId)) forgetMembers(roomId);
+    }
+    if (state.currentRoomId !== null && !fresh.has(state.currentRoomId)) closeRoom();
     renderRoomList();
     renderConversationHeader();
+    renderPanel();
+    return true;
   } catch (error) {
     if (mine === session && error.status !== 401) showComposerError(`Could not load conversations: ${error.message}`);
+    return false;
+  } finally {
+    roomLoads.delete(load);
   }
 }
 
 const roomFetches = new Set();
-/** A message in a room this client does not know yet (someone just wrote first). */
+/** Counts membership changes; a room fetched before its room_removed must not come back. */
+let membershipSeq = 0;
+const removedAt = new Map();
+
+/** A room this client does not know yet (someone wrote first, or added us). */
 async function fetchRoom(roomId) {
   if (roomFetches.has(roomId)) return;
   roomFetches.add(roomId);
+  const mine = session;
+  const started = membershipSeq;
   try {
     const room = await api.room(roomId);
-    if (!state.rooms.has(room.id)) state.rooms.set(room.id, room);
-    renderRoomList();
+    if (mine !== session || (removedAt.get(roomId) || 0) > started) return;
+    upsertRoom(room, { replace: false });
   } catch {
-    // The next reconnect or reload lists it.
+    // Gone again, or the network: the next reload lists it.
   } finally {
     roomFetches.delete(roomId);
   }
+}
+
+/**
+ * Put a Room (room_created, room_updated, an answer) into the state. The
+ * last message kept is the newer one; the unread count stays ours (events
+ * replayed after this one still come and must not count twice).
+ */
+function upsertRoom(room, { replace = true } = {}) {
+  if (!room || typeof room.id !== 'number') return;
+  if (room.is_active === false) {
+    dropRoom(room.id);
+    return;
+  }
+  const known = state.rooms.get(room.id);
+  if (known && !replace) return;
+  const merged = known ? { ...known, ...room } : { ...room };
+  if (known) {
+    if (known.last_message && (!room.last_message || known.last_message.id > room.last_message.id)) {
+      merged.last_message = known.last_message;
+    }
+    if (typeof known.unread_count === 'number') merged.unread_count = known.unread_count;
+  }
+  state.rooms.set(room.id, merged);
+  noteRoomArrived(room.id);
+  if (known) noteRoomUpdated(room.id);
+  renderRoomList();
+  if (room.id === state.currentRoomId) renderConversationHeader();
+  if (room.id === panelRoomId()) renderPanel();
+}
+
+let noticeTimer = null;
+function showNotice(text) {
+  const node = $('notice');
+  clearTimeout(noticeTimer);
+  node.textContent = text || '';
+  node.hidden = !text;
+  if (text) noticeTimer = setTimeout(() => showNotice(''), NOTICE_MS);
+}
+
+/** The room is no longer ours (left, removed, inactive): it goes from everything. */
+function dropRoom(roomId, notice) {
+  const room = state.rooms.get(roomId);
+  membershipSeq += 1;
+  removedAt.set(roomId, membershipSeq);
+  noteRoomGone(roomId);
+  if (roomId === state.currentRoomId) closeRoom();
+  forgetMembers(roomId);
+  state.rooms.delete(roomId);
+  state.convs.delete(roomId);
+  state.drafts.delete(roomId);
+  clearTyping(roomId);
+  for (const [tempId, pending] of state.pending) {
+    if (pending.roomId === roomId) {
+      revokePreviews(pending);
+      state.pending.delete(tempId);
+    }
+  }
+  updateProgress();
+  renderRoomList();
+  if (room && notice !== undefined) showNotice(notice);
 }
 
 function roomFromHash() {
@@ -232,15 +395,17 @@ async function openRoom(roomId) {
   if (!state.rooms.has(roomId)) {
     try {
       const room = await api.room(roomId);
-      state.rooms.set(room.id, room);
+      upsertRoom(room, { replace: false });
     } catch {
       history.replaceState(null, '', location.pathname);
       return;
     }
   }
+  if (!state.rooms.has(roomId)) return; // removed while it was being fetched
   if (state.currentRoomId !== roomId) {
     if (state.currentRoomId !== null) saveDraft(state.currentRoomId);
     stopTyping();
+    closePanel();
     state.currentRoomId = roomId;
     state.editingId = null;
     state.confirmDeleteId = null;
@@ -259,6 +424,8 @@ async function openRoom(roomId) {
   }
   if (!conv.loaded && !conv.loading) loadFirstPage(roomId);
   else renderMessages('bottom');
+  // A group's read counts come from its members' read marks.
+  if (isGroup(state.rooms.get(roomId))) loadMembers(roomId).catch(() => {});
   markReadIfViewing(roomId);
   focusComposer();
 }
@@ -266,6 +433,7 @@ async function openRoom(roomId) {
 function closeRoom() {
   if (state.currentRoomId !== null) saveDraft(state.currentRoomId);
   stopTyping();
+  closePanel();
   state.currentRoomId = null;
   state.editingId = null;
   state.confirmDeleteId = null;
@@ -354,22 +522,121 @@ function markRead(roomId) {
 
 // ------------------------------------------------------- the live link
 
+/**
+ * State of the event stream that lives as long as a session: a resync the
+ * server asked for (done once the `synced` after it arrives), and whether
+ * one is still owed because its reload failed.
+ */
+let resyncAsked = false;
+let resyncOwed = false;
+
+function resetLiveState() {
+  resyncAsked = false;
+  resyncOwed = false;
+  connectCursor = null;
+  catchUpMarks.clear();
+  removedAt.clear();
+  clearTimeout(noticeTimer);
+  showNotice('');
+}
+
 function handleOpen() {
-  // Where each open conversation stood before this link delivers anything:
-  // the catch-up starts there, whatever arrives live in the meantime
-  // (including the echoes of the pending messages re-sent just below).
-  for (const [roomId, conv] of state.convs) {
-    if (!conv.loaded) continue;
-    const mark = newestId(conv);
-    const earlier = catchUpMarks.get(roomId);
-    catchUpMarks.set(roomId, earlier === undefined || earlier === null || mark === null ? (earlier ?? mark) : Math.min(earlier, mark));
-  }
   if (state.currentRoomId !== null) socket.send('join_room', { room_id: state.currentRoomId });
+  if (connectCursor) {
+    // The server replays every event after the cursor, then sends `synced`:
+    // nothing to fetch over REST (SPEC section 9).
+    state.syncing = true;
+    catchUpMarks.clear();
+  } else {
+    // No cursor yet (the first connection; or a server without an event
+    // stream): fetch the room list, and what the open conversations missed,
+    // from where each stood before this link delivers anything (including
+    // the echoes of the pending messages re-sent just below).
+    for (const [roomId, conv] of state.convs) {
+      if (!conv.loaded) continue;
+      const mark = newestId(conv);
+      const earlier = catchUpMarks.get(roomId);
+      catchUpMarks.set(roomId, earlier === undefined || earlier === null || mark === null ? (earlier ?? mark) : Math.min(earlier, mark));
+    }
+  }
   const waiting = Array.from(state.pending.values())
     .filter((p) => p.status === 'sending' && p.data)
     .sort((a, b) => a.createdAt - b.createdAt);
   for (const pending of waiting) transmit(pending);
-  catchUp();
+  if (!connectCursor) catchUp();
+}
+
+/** `synced`: the replay (if any) is over; from here on everything is live. */
+function onSynced(data) {
+  if (typeof data.cursor === 'string' && data.cursor) saveCursor(data.cursor);
+  const replayed = state.syncing;
+  state.syncing = false;
+  if (resyncAsked || resyncOwed) {
+    resyncAsked = false;
+    resync();
+    return;
+  }
+  if (replayed) {
+    // Presence is not stored: ask who is online now.
+    refreshPresence();
+    const current = state.currentRoomId;
+    if (current !== null) {
+      renderMessages();
+      markReadIfViewing(current);
+    }
+  }
+}
+
+/**
+ * `resync_required` was answered (the cursor was too old or unreadable):
+ * reload the rooms and the open conversation over REST. Runs after the
+ * `synced` that follows, so that what the REST answers hold reaches at least
+ * as far as that cursor; live events after it keep applying meanwhile.
+ */
+async function resync() {
+  resyncOwed = true;
+  const mine = session;
+  const current = state.currentRoomId;
+  // Conversations may have missed anything: drop them, reload the one on screen.
+  state.convs = new Map();
+  for (const roomId of Array.from(state.members.keys())) {
+    if (roomId !== current) state.members.delete(roomId);
+  }
+  if (current !== null) {
+    state.convs.set(current, newConversation());
+    clearMessageList();
+    loadFirstPage(current);
+  }
+  const ok = await loadRooms();
+  if (mine !== session) return;
+  if (current !== null && state.rooms.has(current) && isGroup(state.rooms.get(current))) {
+    loadMembers(current, { force: true }).catch(() => {});
+  }
+  refreshPresence();
+  if (ok) resyncOwed = false;
+}
+
+/** Who is online now, for every person shown (presence events are not replayed). */
+async function refreshPresence() {
+  const mine = session;
+  try {
+    const answer = await api.onlineUsers();
+    if (mine !== session) return;
+    const online = new Set((answer.users || []).map((u) => u.id));
+    const known = new Set();
+    for (const room of state.rooms.values()) {
+      if (room.other_user) known.add(room.other_user.id);
+      for (const u of room.participants || []) known.add(u.id);
+    }
+    for (const members of state.members.values()) for (const id of members.byId.keys()) known.add(id);
+    if (state.me) known.delete(state.me.id);
+    for (const id of known) setPresence(id, online.has(id));
+    renderRoomList();
+    renderConversationHeader();
+    renderPanel();
+  } catch {
+    // Presence events correct it as they come.
+  }
 }
 
 /** room id → the newest message id known to be contiguous before a (re)connect. */
@@ -377,7 +644,7 @@ const catchUpMarks = new Map();
 let catchUpRunning = null;
 let catchUpAgain = false;
 
-/** After (re)connecting: the room list, then every open conversation from its mark on. */
+/** After connecting without a cursor: the room list, then every open conversation from its mark on. */
 function catchUp() {
   if (catchUpRunning) {
     catchUpAgain = true;
@@ -436,7 +703,20 @@ async function catchUpRoom(roomId, conv, mark) {
   }
 }
 
+/**
+ * Every frame from the server. A stored event carries a top-level `cursor`;
+ * it is kept once the event is processed, so that a reconnect resumes
+ * right after it.
+ */
 function handleEvent(event) {
+  try {
+    dispatch(event);
+  } finally {
+    if (typeof event.cursor === 'string' && event.cursor) saveCursor(event.cursor);
+  }
+}
+
+function dispatch(event) {
   const data = event.data || {};
   switch (event.type) {
     case 'new_message':
@@ -461,14 +741,109 @@ function handleEvent(event) {
       setPresence(data.user_id, Boolean(data.is_online));
       renderRoomList();
       renderConversationHeader();
+      renderPanel();
+      break;
+    case 'room_created':
+      upsertRoom(data);
+      break;
+    case 'room_updated':
+      onRoomUpdated(data);
+      break;
+    case 'member_added':
+      onMemberAdded(data);
+      break;
+    case 'member_removed':
+      onMemberRemoved(data);
+      break;
+    case 'room_removed':
+      onRoomRemoved(data);
+      break;
+    case 'synced':
+      onSynced(data);
+      break;
+    case 'resync_required':
+      resyncAsked = true;
       break;
     case 'error':
       onServerError(event);
       break;
     default:
-      // room_joined, room_left, pong: nothing to show.
+      // room_joined, room_left, pong, and whatever a newer server adds.
       break;
   }
+}
+
+function onRoomUpdated(room) {
+  const known = state.rooms.get(room.id);
+  if (!known) {
+    upsertRoom(room);
+    return;
+  }
+  const roleChanged = known.role !== room.role;
+  upsertRoom(room);
+  // Roles of others may have changed too: the member list says.
+  const members = state.members.get(room.id);
+  if (members && (members.complete || roleChanged)) loadMembers(room.id, { force: true }).catch(() => {});
+}
+
+function onMemberAdded(data) {
+  const roomId = data.room_id;
+  const users = Array.isArray(data.users) ? data.users : [];
+  const room = state.rooms.get(roomId);
+  if (!room) {
+    // We were added: the room comes over REST (it may also come as room_created).
+    membershipSeq += 1;
+    removedAt.delete(roomId);
+    fetchRoom(roomId);
+    return;
+  }
+  const members = state.members.get(roomId);
+  const fresh = users.filter((u) => !(members && members.byId.has(u.id))
+    && !(room.participants || []).some((p) => p.id === u.id));
+  applyMemberAdded(roomId, users);
+  if (members && members.complete) syncMemberCount(roomId);
+  else room.member_count = (Number(room.member_count) || 0) + fresh.length;
+  const participants = room.participants || [];
+  for (const user of fresh) if (participants.length < 20) participants.push(user);
+  room.participants = participants;
+  afterMembersChanged(roomId);
+}
+
+function onMemberRemoved(data) {
+  const roomId = data.room_id;
+  if (state.me && data.user_id === state.me.id) {
+    dropRoom(roomId, membershipNotice(roomId));
+    return;
+  }
+  const room = state.rooms.get(roomId);
+  if (!room) return;
+  const members = state.members.get(roomId);
+  const known = (members && members.byId.has(data.user_id)) || (room.participants || []).some((p) => p.id === data.user_id);
+  applyMemberRemoved(roomId, data.user_id);
+  if (members && members.complete) syncMemberCount(roomId);
+  else if (known || !members) room.member_count = Math.max(0, (Number(room.member_count) || 0) - 1);
+  room.participants = (room.participants || []).filter((p) => p.id !== data.user_id);
+  clearTyping(roomId, data.user_id);
+  afterMembersChanged(roomId);
+}
+
+function membershipNotice(roomId) {
+  const room = state.rooms.get(roomId);
+  return `You are no longer a member of ${room && room.name ? `“${room.name}”` : 'that group'}.`;
+}
+
+function onRoomRemoved(data) {
+  dropRoom(data.room_id, leftNotice(data.room_id) || membershipNotice(data.room_id));
+}
+
+/** Members or their read marks changed: the header, the panel and the read counts follow. */
+function afterMembersChanged(roomId) {
+  renderRoomList();
+  if (roomId === state.currentRoomId) {
+    renderConversationHeader();
+    renderMessages();
+  }
+  if (roomId === panelRoomId()) renderPanel();
 }
 
 function onNewMessage(message) {
@@ -489,16 +864,19 @@ function onNewMessage(message) {
   if (!room) {
     fetchRoom(roomId);
   } else {
+    // Newer than anything the room list has seen: a replayed or repeated
+    // message (already in a room object or page) counts as unread once only.
+    const newer = !room.last_message || room.last_message.id < message.id;
     if (!room.last_message || room.last_message.id <= message.id) {
       room.last_message = message;
       room.updated_at = message.created_at;
     }
-    if (!own && !known && !message.is_read) {
+    if (!own && !known && newer && !message.is_read) {
       if (isViewing(roomId)) markRead(roomId);
       else room.unread_count = (Number(room.unread_count) || 0) + 1;
     }
   }
-  if (!own) clearTyping(roomId);
+  if (!own && message.sender_details) clearTyping(roomId, message.sender_details.id);
   renderRoomList();
   if (roomId === state.currentRoomId) {
     const follow = own || isNearBottom();
@@ -542,21 +920,33 @@ function onMessageLike(data) {
 
 function onMessageRead(data) {
   const roomId = data.room_id;
+  const upTo = typeof data.last_read_id === 'number' ? data.last_read_id : null;
+  const room = state.rooms.get(roomId);
+  applyRead(roomId, data.user_id, upTo);
   if (state.me && data.user_id === state.me.id) {
-    // Read in another tab of ours.
-    const room = state.rooms.get(roomId);
-    if (room) room.unread_count = 0;
+    // Read in another tab of ours (or our own mark coming back).
+    const last = room && room.last_message;
+    if (room && (upTo === null || !last || last.id <= upTo || isOwn(last))) room.unread_count = 0;
     renderRoomList();
     return;
   }
   const conv = state.convs.get(roomId);
-  if (conv) {
-    for (const message of conv.messages.values()) {
-      if (isOwn(message) && !message.is_read) conv.messages.set(message.id, { ...message, is_read: true });
+  const reached = (message) => isOwn(message) && (upTo === null || message.id <= upTo);
+  if (isGroup(room)) {
+    // Read counts come from the members' marks (applyRead above); without
+    // the whole member list, fetch it rather than guess.
+    const members = state.members.get(roomId);
+    if (conv && conv.loaded && (!members || (!members.complete && !members.loading))) loadMembers(roomId).catch(() => {});
+  } else {
+    if (conv) {
+      for (const message of conv.messages.values()) {
+        if (reached(message) && !message.is_read) {
+          conv.messages.set(message.id, { ...message, is_read: true, read_count: Math.max(1, Number(message.read_count) || 0) });
+        }
+      }
     }
+    if (room && room.last_message && reached(room.last_message)) room.last_message = { ...room.last_message, is_read: true };
   }
-  const room = state.rooms.get(roomId);
-  if (room && room.last_message && isOwn(room.last_message)) room.last_message = { ...room.last_message, is_read: true };
   if (roomId === state.currentRoomId) renderMessages();
 }
 
@@ -564,27 +954,36 @@ function onTyping(data) {
   if (!state.me || data.user_id === state.me.id) return;
   const roomId = data.room_id;
   if (data.is_typing) {
-    const previous = state.typing.get(roomId);
+    let typers = state.typing.get(roomId);
+    if (!typers) {
+      typers = new Map();
+      state.typing.set(roomId, typers);
+    }
+    const previous = typers.get(data.user_id);
     if (previous) clearTimeout(previous.timer);
     const room = state.rooms.get(roomId);
     const name = data.user_name || (room && room.other_user && room.other_user.name) || 'Someone';
-    state.typing.set(roomId, {
-      userId: data.user_id,
+    typers.set(data.user_id, {
       userName: name,
-      timer: setTimeout(() => clearTyping(roomId), TYPING_SHOWN_MS),
+      timer: setTimeout(() => clearTyping(roomId, data.user_id), TYPING_SHOWN_MS),
     });
     renderTyping();
     renderRoomList();
   } else {
-    clearTyping(roomId);
+    clearTyping(roomId, data.user_id);
   }
 }
 
-function clearTyping(roomId) {
-  const entry = state.typing.get(roomId);
-  if (!entry) return;
-  clearTimeout(entry.timer);
-  state.typing.delete(roomId);
+/** Stop showing one person (or, without `userId`, everyone) typing in a room. */
+function clearTyping(roomId, userId) {
+  const typers = state.typing.get(roomId);
+  if (!typers) return;
+  for (const [id, entry] of typers) {
+    if (userId !== undefined && id !== userId) continue;
+    clearTimeout(entry.timer);
+    typers.delete(id);
+  }
+  if (typers.size === 0) state.typing.delete(roomId);
   renderTyping();
   renderRoomList();
 }
@@ -814,38 +1213,25 @@ async function confirmDelete(messageId) {
 
 // ---------------------------------------------------------------- search
 
-let searchTimer = null;
-let searchSerial = 0;
+/** The sidebar's people search: debounced, three characters at least (SPEC section 2). */
+const sidebarSearch = userSearch((result) => {
+  if (result.state === 'idle') renderSearchResults(null);
+  else if (result.state === 'short') renderSearchResults({ note: 'Type at least 3 characters of an email.', users: [] });
+  else if (result.state === 'loading') renderSearchResults({ loading: true, note: result.error, users: [] });
+  else if (result.state === 'error') renderSearchResults({ error: result.error, users: [] });
+  else renderSearchResults({ users: result.users });
+}, { delay: 250 });
 
 function onSearchInput() {
-  clearTimeout(searchTimer);
-  const text = $('search-input').value.trim();
-  if (!text) {
-    searchSerial += 1;
-    renderSearchResults(null);
-    return;
-  }
-  searchTimer = setTimeout(() => runSearch(text), 250);
-}
-
-async function runSearch(text) {
-  const serial = ++searchSerial;
-  renderSearchResults({ loading: true, users: [] });
-  try {
-    const answer = await api.searchUsers(text, 20);
-    if (serial === searchSerial) renderSearchResults({ users: answer.users || [] });
-  } catch (error) {
-    if (serial === searchSerial) renderSearchResults({ error: error.message, users: [] });
-  }
+  sidebarSearch.input($('search-input').value);
 }
 
 async function startChatWith(user) {
   try {
     const room = await api.createRoom(user.id);
-    const known = state.rooms.get(room.id);
-    state.rooms.set(room.id, known ? { ...known, ...room } : room);
+    upsertRoom(room);
     $('search-input').value = '';
-    searchSerial += 1;
+    sidebarSearch.cancel();
     renderSearchResults(null);
     renderRoomList();
     openRoom(room.id);
@@ -885,8 +1271,7 @@ function wire() {
   $('back-button').addEventListener('click', () => closeRoom());
   $('search-form').addEventListener('submit', (event) => {
     event.preventDefault();
-    const text = $('search-input').value.trim();
-    if (text) runSearch(text);
+    sidebarSearch.now($('search-input').value);
   });
   $('search-input').addEventListener('input', onSearchInput);
   $('search-input').addEventListener('keydown', (event) => {
@@ -905,11 +1290,18 @@ function wire() {
   window.addEventListener('keydown', (event) => {
     if (event.key === 'Escape' && state.editingId === null && state.confirmDeleteId === null
         && window.matchMedia('(max-width: 759px)').matches && state.currentRoomId !== null
-        && document.activeElement !== $('search-input')) {
+        && document.activeElement !== $('search-input')
+        && !$('new-group-dialog').open && panelRoomId() === null) {
       closeRoom();
     }
   });
   initComposer({ submit: submitMessage, socket, getRoomId: () => state.currentRoomId });
+  initGroups({
+    upsertRoom: (room) => upsertRoom(room),
+    dropRoom: (roomId, notice) => dropRoom(roomId, notice),
+    openRoom: (roomId) => openRoom(roomId),
+    membersChanged: (roomId) => afterMembersChanged(roomId),
+  });
 }
 
 /** Hooks for the browser tests; harmless for people. */
@@ -918,6 +1310,8 @@ window.__chatd = {
   simulateOffline: (ms) => socket.simulateOffline(ms),
   connection: () => state.connection,
   pendingCount: () => state.pending.size,
+  cursor: () => state.cursor,
+  syncing: () => state.syncing,
 };
 
 async function boot() {

@@ -8,6 +8,8 @@ import { state } from './state.js';
 
 const TYPING_IDLE_MS = 3000;
 const TYPING_REPEAT_MS = 2500;
+/** The server passes on at most one typing frame per 250 ms per connection and drops the rest. */
+const TYPING_GAP_MS = 300;
 const MAX_CHARS = 5000;
 /** What fits in one WebSocket frame once base64 encoded (the server's default limit is 72 MiB). */
 const MAX_TOTAL_BYTES = 52 * 1024 * 1024;
@@ -17,6 +19,9 @@ let deps = null;
 let attachments = [];
 let errorTimer = null;
 let typing = { roomId: null, lastSent: 0, idleTimer: null };
+/** When the last typing frame left, the frames waiting for the gap to pass, and the timer that sends them. */
+const typingFrame = { at: 0, timer: null };
+const typingQueue = [];
 let recorder = null;
 let recordTimer = null;
 
@@ -89,6 +94,10 @@ export function restoreDraft(roomId) {
 }
 
 export function clearComposer() {
+  // Typing frames still waiting belong to the session that ends.
+  typingQueue.length = 0;
+  clearTimeout(typingFrame.timer);
+  typingFrame.timer = null;
   $('composer-input').value = '';
   attachments = [];
   renderChips();
@@ -114,7 +123,7 @@ function onTypingInput() {
     typing.lastSent = 0;
   }
   if (Date.now() - typing.lastSent > TYPING_REPEAT_MS) {
-    if (deps.socket.send('typing', { room_id: roomId, is_typing: true })) typing.lastSent = Date.now();
+    if (sendTyping(roomId, true)) typing.lastSent = Date.now();
   }
   clearTimeout(typing.idleTimer);
   typing.idleTimer = setTimeout(stopTyping, TYPING_IDLE_MS);
@@ -123,10 +132,44 @@ function onTypingInput() {
 /** Tell the other side we stopped typing (idle, sent, left the room). */
 export function stopTyping() {
   clearTimeout(typing.idleTimer);
-  if (typing.roomId !== null && typing.lastSent > 0 && deps) {
-    deps.socket.send('typing', { room_id: typing.roomId, is_typing: false });
-  }
+  if (typing.roomId !== null && typing.lastSent > 0 && deps) sendTyping(typing.roomId, false);
   typing = { roomId: null, lastSent: 0, idleTimer: null };
+}
+
+/**
+ * Send a typing frame, spaced from the previous one by the server's gap:
+ * frames inside it are dropped there, and a lost "stopped" (or a "started"
+ * the server takes for a repeat of one before an unseen "stopped") leaves
+ * the others with a wrong indicator. Frames wait in order; a frame that
+ * undoes the one queued just before it cancels both.
+ */
+function sendTyping(roomId, isTyping) {
+  const last = typingQueue[typingQueue.length - 1];
+  const before = typingQueue[typingQueue.length - 2];
+  if (last && last.roomId === roomId && last.isTyping === isTyping) return deps.socket.isOpen();
+  if (last && before && last.roomId === roomId && before.roomId === roomId && before.isTyping === isTyping) {
+    typingQueue.pop();
+    return deps.socket.isOpen();
+  }
+  typingQueue.push({ roomId, isTyping });
+  pumpTyping();
+  return deps.socket.isOpen();
+}
+
+function pumpTyping() {
+  if (typingFrame.timer) return;
+  while (typingQueue.length > 0) {
+    const wait = typingFrame.at + TYPING_GAP_MS - Date.now();
+    if (wait > 0) {
+      typingFrame.timer = setTimeout(() => {
+        typingFrame.timer = null;
+        pumpTyping();
+      }, wait);
+      return;
+    }
+    const frame = typingQueue.shift();
+    if (deps.socket.send('typing', { room_id: frame.roomId, is_typing: frame.isTyping })) typingFrame.at = Date.now();
+  }
 }
 
 // ------------------------------------------------------------- attachments

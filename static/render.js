@@ -2,15 +2,19 @@
 // message list. Reads `state`, calls back into `actions` for user input.
 
 import { icon } from './icons.js';
-import { $, el, fillAvatar, formatDay, formatDuration, formatSize, formatStamp, formatTime, safeUrl } from './dom.js';
+import { $, el, fillAvatar, formatDay, formatDuration, formatSize, formatStamp, formatTime, hueFor, safeUrl } from './dom.js';
 import {
+  isGroup,
   isOwn,
-  otherUser,
+  readInfo,
+  roomAvatarUser,
+  roomTitle,
   previewText,
   sortedMessages,
   sortedRooms,
   state,
   totalUnread,
+  typingText,
 } from './state.js';
 
 let actions = {};
@@ -32,12 +36,13 @@ export function renderRoomList() {
 }
 
 function roomItem(room) {
-  const other = otherUser(room) || { id: 0, name: room.name || 'Conversation', is_online: false };
+  const group = isGroup(room);
+  const other = roomAvatarUser(room);
   const unread = Number(room.unread_count) || 0;
-  const typing = state.typing.get(room.id);
-  const avatar = el('span', { class: 'avatar' });
+  const typing = typingText(room.id);
+  const avatar = el('span', { class: `avatar${group ? ' group' : ''}` });
   fillAvatar(avatar, other);
-  const dot = el('span', {
+  const dot = group ? null : el('span', {
     class: `presence-dot${other.is_online ? ' online' : ''}`,
     testid: 'room-online',
     dataset: { online: String(Boolean(other.is_online)) },
@@ -62,7 +67,7 @@ function roomItem(room) {
       el(
         'span',
         { class: 'room-top' },
-        el('span', { class: 'room-name', testid: 'room-name', text: other.name }),
+        el('span', { class: 'room-name', testid: 'room-name', text: roomTitle(room) }),
         el('span', { class: 'room-time', text: stamp }),
       ),
       el(
@@ -84,7 +89,9 @@ function roomItem(room) {
     {
       class: `room-item${room.id === state.currentRoomId ? ' active' : ''}${unread > 0 ? ' unread' : ''}`,
       testid: 'room-item',
-      dataset: { roomId: String(room.id), userId: String(other.id), email: other.email || '' },
+      dataset: group
+        ? { roomId: String(room.id), roomType: 'group' }
+        : { roomId: String(room.id), roomType: 'direct', userId: String(other.id), email: other.email || '' },
     },
     button,
   );
@@ -105,7 +112,11 @@ export function renderSearchResults(result) {
     return;
   }
   if (result.loading) {
-    list.replaceChildren(el('li', { class: 'search-note', text: 'Searching…' }));
+    list.replaceChildren(el('li', { class: 'search-note', text: result.note || 'Searching…' }));
+    return;
+  }
+  if (result.note) {
+    list.replaceChildren(el('li', { class: 'search-note', testid: 'search-note', text: result.note }));
     return;
   }
   if (result.users.length === 0) {
@@ -146,10 +157,22 @@ export function renderConversationHeader() {
   $('conv-placeholder').hidden = shown;
   document.body.classList.toggle('show-conv', shown);
   if (!room) return;
-  const other = otherUser(room) || { id: 0, name: room.name || 'Conversation', is_online: false };
-  fillAvatar($('conv-avatar'), other);
-  $('conv-name').textContent = other.name;
+  const group = isGroup(room);
+  const other = roomAvatarUser(room);
+  const avatar = $('conv-avatar');
+  fillAvatar(avatar, other);
+  avatar.classList.toggle('group', group);
+  $('conv-name').textContent = roomTitle(room);
+  $('group-info-button').hidden = !group;
+  $('conv-main').classList.toggle('is-group', group);
   const status = $('conv-status');
+  if (group) {
+    const count = Number(room.member_count) || (room.participants || []).length;
+    status.textContent = `${count} ${count === 1 ? 'member' : 'members'}`;
+    delete status.dataset.online;
+    status.classList.remove('online');
+    return;
+  }
   status.textContent = other.is_online ? 'online' : 'offline';
   status.dataset.online = String(Boolean(other.is_online));
   status.classList.toggle('online', Boolean(other.is_online));
@@ -157,9 +180,9 @@ export function renderConversationHeader() {
 
 export function renderTyping() {
   const node = $('typing-indicator');
-  const typing = state.currentRoomId === null ? null : state.typing.get(state.currentRoomId);
-  node.textContent = typing ? `${typing.userName} is typing…` : '';
-  node.classList.toggle('active', Boolean(typing));
+  const line = state.currentRoomId === null ? '' : typingText(state.currentRoomId);
+  node.textContent = line;
+  node.classList.toggle('active', Boolean(line));
 }
 
 export function renderConnection() {
@@ -205,14 +228,21 @@ export function renderMessages(mode) {
 
   const wanted = [];
   if (conv && conv.loaded) {
+    const group = isGroup(state.rooms.get(state.currentRoomId));
     let lastDay = null;
+    let lastSender = null;
     for (const message of sortedMessages(conv)) {
       const day = dayKey(message.created_at);
       if (day && day !== lastDay) {
         wanted.push(dayEntry(day, message.created_at));
         lastDay = day;
+        lastSender = null;
       }
-      wanted.push(messageEntry(message));
+      const senderId = message.sender_details ? message.sender_details.id : null;
+      // In a group, the sender's name heads each run of its messages.
+      const showSender = group && !isOwn(message) && senderId !== lastSender;
+      lastSender = senderId;
+      wanted.push(messageEntry(message, { group, showSender }));
     }
     const pendings = Array.from(state.pending.values())
       .filter((p) => p.roomId === state.currentRoomId)
@@ -292,28 +322,58 @@ function filesSignature(files) {
   return JSON.stringify((files || []).map((f) => [f.file_path, f.file_name, f.file_size, f.duration]));
 }
 
-function messageEntry(message) {
+function messageEntry(message, { group = false, showSender = false } = {}) {
   const editing = state.editingId === message.id;
   const confirming = state.confirmDeleteId === message.id;
   const filesSig = filesSignature(message.files_data);
+  const read = group && isOwn(message) ? readInfo(message) : null;
+  const sender = showSender && message.sender_details ? message.sender_details : null;
   const sig = JSON.stringify([
     message.content, message.edited_at, message.is_deleted, message.is_read, message.is_liked,
-    message.like_count, filesSig, editing, confirming, message.created_at,
+    message.like_count, filesSig, editing, confirming, message.created_at, read,
+    sender ? [sender.id, sender.name] : null,
   ]);
   return {
     key: `m:${message.id}`,
     sig,
     filesSig,
-    build: (previous) => buildMessage(message, { editing, confirming, previous, filesSig }),
+    build: (previous) => buildMessage(message, { editing, confirming, previous, filesSig, read, sender }),
   };
 }
 
-function buildMessage(message, { editing, confirming, previous, filesSig }) {
+/** The status line of one's own message: Sent / Read, or in a group "Read by N". */
+function statusNode(message, read) {
+  if (read) {
+    const text = read.count > 0 ? `Read by ${read.count}` : 'Sent';
+    return el('span', {
+      class: `status${read.count > 0 ? ' read' : ''}${read.all ? ' all' : ''}`,
+      testid: 'message-status',
+      dataset: { status: read.all ? 'read' : 'sent', readCount: String(read.count) },
+      title: read.names && read.names.length > 0
+        ? `Read by ${read.names.join(', ')}${read.count > read.names.length ? ` and ${read.count - read.names.length} more` : ''}`
+        : null,
+      text,
+    });
+  }
+  return el('span', {
+    class: `status${message.is_read ? ' read' : ''}`,
+    testid: 'message-status',
+    dataset: { status: message.is_read ? 'read' : 'sent' },
+    text: message.is_read ? 'Read' : 'Sent',
+  });
+}
+
+function buildMessage(message, { editing, confirming, previous, filesSig, read, sender }) {
   const own = isOwn(message);
   const deleted = Boolean(message.is_deleted);
   const classes = ['msg', own ? 'own' : 'theirs', `type-${message.message_type}`];
   if (deleted) classes.push('deleted');
   const bubble = el('div', { class: 'bubble' });
+  if (sender) {
+    const name = el('div', { class: 'sender-name', testid: 'message-sender', text: sender.name || 'Someone' });
+    name.style.setProperty('--hue', String(hueFor(sender.id)));
+    bubble.append(name);
+  }
 
   if (!deleted && Array.isArray(message.files_data) && message.files_data.length > 0) {
     // Reuse the attachment nodes when the files did not change, so that an
@@ -335,14 +395,7 @@ function buildMessage(message, { editing, confirming, previous, filesSig }) {
     meta.append(el('span', { class: 'edited', testid: 'message-edited', text: 'edited', title: `Edited ${new Date(message.edited_at).toLocaleString()}` }));
   }
   meta.append(el('time', { class: 'time', datetime: message.created_at, title: new Date(message.created_at).toLocaleString(), text: formatTime(message.created_at) }));
-  if (own && !deleted) {
-    meta.append(el('span', {
-      class: `status${message.is_read ? ' read' : ''}`,
-      testid: 'message-status',
-      dataset: { status: message.is_read ? 'read' : 'sent' },
-      text: message.is_read ? 'Read' : 'Sent',
-    }));
-  }
+  if (own && !deleted) meta.append(statusNode(message, read));
   bubble.append(meta);
 
   const row = el('div', { class: 'msg-row' }, bubble);
@@ -375,7 +428,12 @@ function buildMessage(message, { editing, confirming, previous, filesSig }) {
   const item = el('li', {
     class: classes.join(' '),
     testid: 'message',
-    dataset: { id: String(message.id), type: message.message_type, own: String(own) },
+    dataset: {
+      id: String(message.id),
+      type: message.message_type,
+      own: String(own),
+      senderId: message.sender_details ? String(message.sender_details.id) : '',
+    },
   }, row);
   // Without hover (phones) a tap on the bubble shows or hides the tools.
   bubble.addEventListener('click', (event) => {

@@ -11,8 +11,14 @@ export const state = {
   convs: new Map(),
   /** local_temp_id → Pending (see app.js sendMessage) */
   pending: new Map(),
-  /** room id → {userId, userName, timer} of the other participant typing */
+  /** room id → Map(user id → {userName, timer}) of the others typing there */
   typing: new Map(),
+  /** room id → Members (see newMembers): a group's member list, once asked for */
+  members: new Map(),
+  /** The cursor of the last processed stored event (SPEC section 9), or null. */
+  cursor: null,
+  /** Connected with a cursor and the replay is not over yet (no `synced` so far). */
+  syncing: false,
   /** room id → {text, attachments} kept while switching rooms */
   drafts: new Map(),
   /** id of the message being edited inline, and of the one asking to be deleted */
@@ -22,7 +28,7 @@ export const state = {
 };
 
 export function resetState() {
-  for (const entry of state.typing.values()) clearTimeout(entry.timer);
+  for (const typers of state.typing.values()) for (const entry of typers.values()) clearTimeout(entry.timer);
   for (const pending of state.pending.values()) revokePreviews(pending);
   state.me = null;
   state.rooms = new Map();
@@ -31,6 +37,9 @@ export function resetState() {
   state.convs = new Map();
   state.pending = new Map();
   state.typing = new Map();
+  state.members = new Map();
+  state.cursor = null;
+  state.syncing = false;
   state.drafts = new Map();
   state.editingId = null;
   state.confirmDeleteId = null;
@@ -130,16 +139,81 @@ export function sortedRooms() {
   });
 }
 
-/** The room's other participant (the Room object has it; fall back to participants). */
+export function isGroup(room) {
+  return Boolean(room) && room.room_type === 'group';
+}
+
+/** The room's other participant (the Room object has it; fall back to participants). None for a group. */
 export function otherUser(room) {
-  if (!room) return null;
+  if (!room || isGroup(room)) return null;
   if (room.other_user) return room.other_user;
   const others = (room.participants || []).filter((u) => !state.me || u.id !== state.me.id);
   return others[0] || null;
 }
 
+/** What a room is called in the list and the header: the group's name, else the other person's. */
+export function roomTitle(room) {
+  if (!room) return '';
+  if (isGroup(room)) return room.name || 'Group';
+  const other = otherUser(room);
+  return (other && other.name) || room.name || 'Conversation';
+}
+
+/** Whom the room's avatar shows: the other person, or the group itself (initials of its name). */
+export function roomAvatarUser(room) {
+  if (isGroup(room)) return { id: room.id + 7, name: room.name || 'Group', avatar_url: null, is_online: false };
+  return otherUser(room) || { id: 0, name: roomTitle(room), is_online: false };
+}
+
+/** The member list of a group as far as it is loaded. */
+export function newMembers() {
+  return {
+    /** user id → User + role + last_read_id, in the server's order (by user id) */
+    byId: new Map(),
+    total: 0,
+    /** Every member is loaded (the read counts are computed from them). */
+    complete: false,
+    loading: null,
+    error: null,
+  };
+}
+
+/** How many readers a message's tooltip names (the count covers the rest). */
+const READERS_NAMED = 10;
+
+/**
+ * Read count and "read by all" of a message in a group, computed from the
+ * members' `last_read_id` when the whole list is loaded (it stays right
+ * under replays and repeated `message_read`), else the server's figures.
+ */
+export function readInfo(message) {
+  const room = state.rooms.get(message.room_id);
+  const members = state.members.get(message.room_id);
+  const senderId = message.sender_details ? message.sender_details.id : null;
+  if (isGroup(room) && members && members.complete) {
+    let count = 0;
+    let others = 0;
+    const names = [];
+    for (const member of members.byId.values()) {
+      if (member.id === senderId) continue;
+      others += 1;
+      if ((Number(member.last_read_id) || 0) >= message.id) {
+        count += 1;
+        if (names.length < READERS_NAMED) names.push(member.name);
+      }
+    }
+    return { count, all: others > 0 && count === others, names };
+  }
+  const count = typeof message.read_count === 'number' ? message.read_count : message.is_read ? 1 : 0;
+  return { count, all: Boolean(message.is_read), names: null };
+}
+
 /** Set a user's presence everywhere it is shown. */
 export function setPresence(userId, isOnline) {
+  for (const members of state.members.values()) {
+    const member = members.byId.get(userId);
+    if (member) members.byId.set(userId, { ...member, is_online: isOnline });
+  }
   for (const room of state.rooms.values()) {
     if (room.other_user && room.other_user.id === userId) room.other_user = { ...room.other_user, is_online: isOnline };
     if (Array.isArray(room.participants)) {
@@ -152,7 +226,11 @@ export function setPresence(userId, isOnline) {
 export function previewText(message) {
   if (!message) return 'No messages yet';
   if (message.is_deleted) return 'Message deleted';
-  const own = isOwn(message) ? 'You: ' : '';
+  let own = isOwn(message) ? 'You: ' : '';
+  const room = state.rooms.get(message.room_id);
+  if (!own && isGroup(room) && message.sender_details && message.sender_details.name) {
+    own = `${String(message.sender_details.name).trim().split(/\s+/)[0]}: `;
+  }
   const files = Array.isArray(message.files_data) ? message.files_data : [];
   const caption = (message.content || '').split('\n')[0];
   let body;
@@ -171,6 +249,16 @@ export function previewText(message) {
   }
   if (body === null) return own + caption;
   return own + (caption ? `${body} · ${caption}` : body);
+}
+
+/** Who is typing in a room, as one line ("Ann is typing…"), or ''. */
+export function typingText(roomId) {
+  const typers = state.typing.get(roomId);
+  if (!typers || typers.size === 0) return '';
+  const names = Array.from(typers.values()).map((t) => t.userName);
+  if (names.length === 1) return `${names[0]} is typing…`;
+  if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
+  return `${names.length} people are typing…`;
 }
 
 export function totalUnread() {

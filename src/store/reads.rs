@@ -34,21 +34,23 @@ pub struct Credentials {
 
 /// The user with its password hash and token version, for login.
 pub fn user_by_email(conn: &Connection, email: &str) -> Result<Option<Credentials>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {USER_COLS}, u.password_hash, u.token_version FROM {USER_FROM} WHERE u.email = ?1"
-    ))?;
-    let found = stmt.query_row([email], |row| {
-        Ok(Credentials { user: user_from_row(row)?, password_hash: row.get(5)?, token_version: row.get(6)? })
-    });
-    Ok(found.optional()?)
+    credentials_where(conn, "u.email = ?1", email)
 }
 
 /// The password hash and token version of a user.
 pub fn credentials_by_id(conn: &Connection, id: UserId) -> Result<Option<Credentials>, StoreError> {
+    credentials_where(conn, "u.id = ?1", id)
+}
+
+fn credentials_where(
+    conn: &Connection,
+    condition: &str,
+    key: impl rusqlite::ToSql,
+) -> Result<Option<Credentials>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {USER_COLS}, u.password_hash, u.token_version FROM {USER_FROM} WHERE u.id = ?1"
+        "SELECT {USER_COLS}, u.password_hash, u.token_version FROM {USER_FROM} WHERE {condition}"
     ))?;
-    let found = stmt.query_row([id], |row| {
+    let found = stmt.query_row([key], |row| {
         Ok(Credentials { user: user_from_row(row)?, password_hash: row.get(5)?, token_version: row.get(6)? })
     });
     Ok(found.optional()?)
@@ -585,12 +587,46 @@ pub fn events_after(conn: &Connection, user: UserId, after: i64, limit: u32) -> 
 /// objects (a message deleted since comes out deleted; a renamed group with
 /// its new name). `None` when there is nothing left to show.
 pub fn event_for(conn: &Connection, viewer: UserId, stored: &StoredEvent) -> Result<Option<Event>, StoreError> {
+    event_with(conn, viewer, stored, &mut PageCache::default())
+}
+
+/// What rendering one page of a replay looks up again and again: each
+/// room's read state and each person, read once per page.
+#[derive(Default)]
+pub struct PageCache {
+    reads: HashMap<RoomId, ReadState>,
+    people: HashMap<UserId, Arc<User>>,
+}
+
+impl PageCache {
+    fn message(&mut self, conn: &Connection, row: MessageRow) -> Result<(Message, bool), StoreError> {
+        for id in std::iter::once(row.sender_id).chain(row.receiver_id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.people.entry(id)
+                && let Some(user) = user_by_id(conn, id)?
+            {
+                slot.insert(Arc::new(user));
+            }
+        }
+        let reads = match self.reads.entry(row.room_id) {
+            std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => slot.insert(read_state(conn, row.room_id)?),
+        };
+        Ok(row.into_message(&self.people, reads))
+    }
+}
+
+fn event_with(
+    conn: &Connection,
+    viewer: UserId,
+    stored: &StoredEvent,
+    cache: &mut PageCache,
+) -> Result<Option<Event>, StoreError> {
     let id = |key: &str| stored.data.get(key).and_then(serde_json::Value::as_i64).unwrap_or(0);
     let room_id = stored.room_id.unwrap_or_else(|| id("room_id"));
     let event = match stored.kind.as_str() {
         "new_message" | "message_update" => {
             let Some(row) = message_row(conn, viewer, id("message_id"))? else { return Ok(None) };
-            let (message, liked) = message_of(conn, row)?;
+            let (message, liked) = cache.message(conn, row)?;
             if stored.kind == "new_message" {
                 Event::NewMessage(message)
             } else {
@@ -646,9 +682,10 @@ pub fn replay_page(
     let full = events.len() == limit as usize;
     let mut last = after;
     let mut frames = Vec::with_capacity(events.len());
+    let mut cache = PageCache::default();
     for stored in &events {
         last = stored.position;
-        if let Some(event) = event_for(conn, user, stored)? {
+        if let Some(event) = event_with(conn, user, stored, &mut cache)? {
             frames.push(event.render(user, base_url, Some(stored.position)));
         }
     }

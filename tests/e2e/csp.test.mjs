@@ -134,6 +134,20 @@ test('the client works under its CSP without a single violation', { timeout: 60_
   await a.page.locator(tid('send-button')).click();
   await waitForShown(b.page, 'the voice message at Ben', (m) => m.type === 'voice' && m.audio === 1);
 
+  // A group through the dialog, its members panel, and a message in it.
+  await a.page.locator(tid('new-group-button')).click();
+  await a.page.locator(tid('group-name-input')).fill('Policy group');
+  await a.page.locator(tid('group-member-search')).fill('ben@ex');
+  await a.page.locator(`${tid('group-candidate')}[data-email="ben@example.com"] ${tid('group-candidate-toggle')}`).click();
+  await a.page.locator(tid('group-create')).click();
+  await waitFor('the group open', () => a.page.locator(tid('conv-name')).textContent(), (t) => t === 'Policy group');
+  await a.page.locator(tid('group-info-button')).click();
+  await waitFor('two members listed', () => a.page.locator(tid('member')).count(), (n) => n === 2);
+  await input.fill('Hello group');
+  await input.press('Enter');
+  await b.page.locator(`${tid('room-item')}[data-room-type="group"] button`).click();
+  await waitForShown(b.page, 'the group message at Ben', (m) => m.text === 'Hello group');
+
   assert.deepEqual(violations, [], 'no CSP violation while logging in and sending');
   assert.deepEqual(errors, []);
 

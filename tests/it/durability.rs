@@ -214,3 +214,34 @@ async fn user_add_and_token_subcommands_make_a_working_login() {
     let login = json!({"email": "ann@test.io", "password": password}).to_string();
     assert_eq!(http(&addr, "POST", "/api/auth/login", None, &login).await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn subcommands_beside_a_running_server_leave_its_presence_alone() {
+    let s = crate::support::TestServer::start().await;
+    let (ann, bob, _room) = s.pair("ann", "bob").await;
+    let ws = s.ws(&ann).await;
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = s.get("/api/chat/online-users", &bob.token).await.json["total"].as_i64().unwrap_or(0);
+        if seen == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, 1, "ann is online");
+    let out = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args(["token", "--email", "ann@test.io"])
+        .arg("--data-dir")
+        .arg(&s.state.config.data_dir)
+        .arg("--static-dir")
+        .arg(&s.state.config.static_dir)
+        .output()
+        .expect("run chatd token");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(s.get("/api/auth/me", &token).await.json["id"], ann.id, "the printed token works");
+    let after = s.get("/api/chat/online-users", &bob.token).await;
+    assert_eq!(after.json["total"], 1, "chatd token marked nobody offline: {}", after.text());
+    ws.close().await;
+    s.stop().await;
+}

@@ -82,6 +82,15 @@ impl TestServer {
         self.dir
     }
 
+    /// Stops the server and starts a new one on the same data and static
+    /// directories (and the same configuration).
+    #[allow(dead_code)]
+    pub async fn restart(self) -> TestServer {
+        let config = self.state.config.clone();
+        let dir = self.stop().await;
+        TestServer::start_in(dir, config).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

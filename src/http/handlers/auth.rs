@@ -145,7 +145,7 @@ pub async fn login(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     let email = body.email.trim().to_lowercase();
     let found = state.reader.credentials_by_email(email).await?;
     if let Some(found) = &found {
-        account_not_blocked(state, found.user.id)?;
+        account_not_blocked(state, found.user.id, ip)?;
     }
     let (account, hash) = match found {
         Some(credentials) => (Some((credentials.user, credentials.token_version)), credentials.password_hash),
@@ -163,7 +163,7 @@ pub async fn login(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     let matches = hashing(state, move || password::verify(&password, &hash)).await?;
     match account {
         Some((user, version)) if matches => {
-            state.limiter.login_failures.succeeded(user.id);
+            state.limiter.login_failures.succeeded(user.id, ip, std::time::Instant::now());
             state.tokens.set_version(user.id, version);
             token_answer(state, StatusCode::OK, &user, version)
         }
@@ -176,8 +176,8 @@ pub async fn login(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Resp
 }
 
 /// 429 while the account backs off after repeated wrong passwords.
-fn account_not_blocked(state: &AppState, user: UserId) -> Result<(), ApiError> {
-    state.limiter.login_failures.check(user, std::time::Instant::now()).map_err(|wait| {
+fn account_not_blocked(state: &AppState, user: UserId, ip: std::net::IpAddr) -> Result<(), ApiError> {
+    state.limiter.login_failures.check(user, ip, std::time::Instant::now()).map_err(|wait| {
         if state.metrics.limited(Limit::LoginFailures) {
             tracing::warn!(user, "login refused: the account is backing off after failed attempts");
         }
@@ -190,7 +190,8 @@ fn account_not_blocked(state: &AppState, user: UserId) -> Result<(), ApiError> {
 /// with 1008); answers a fresh token.
 pub async fn change_password(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
-    account_not_blocked(state, user)?;
+    let ip = client_ip(&req);
+    account_not_blocked(state, user, ip)?;
     let (_, bytes) = read_body(state, req).await?;
     let body: PasswordBody = parse_json(&bytes)?;
     check_new_password(&body.new_password)?;
@@ -201,7 +202,7 @@ pub async fn change_password(state: &Arc<AppState>, req: Request<Incoming>) -> R
         state.limiter.login_failures.failed(user, std::time::Instant::now());
         return Err(ApiError::Unauthenticated("Incorrect password"));
     }
-    state.limiter.login_failures.succeeded(user);
+    state.limiter.login_failures.succeeded(user, ip, std::time::Instant::now());
     let new = body.new_password;
     let new_hash = hashing(state, move || password::hash(&new)).await?.map_err(ApiError::Internal)?;
     // The writer's commit also tells the hub to close the old WebSockets.
