@@ -332,6 +332,25 @@ impl Api {
             .ok_or_else(|| BenchError::new("POST /api/chat/rooms: the answer has no integer id"))
     }
 
+    /// A group named `name` of the caller and `member_ids` (201); its room id.
+    pub async fn create_group(&self, token: &str, name: &str, member_ids: &[i64]) -> Result<i64> {
+        let body = json!({"name": name, "member_ids": member_ids});
+        let response = self.call(Method::POST, "/api/chat/rooms", Some(token), Some(&body)).await?;
+        if response.status != StatusCode::CREATED {
+            return Err(BenchError::new(format!(
+                "POST /api/chat/rooms (a group of {}): HTTP {} {}",
+                member_ids.len() + 1,
+                response.status,
+                response.detail()
+            )));
+        }
+        response
+            .json()?
+            .get("id")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| BenchError::new("POST /api/chat/rooms: the answer has no integer id"))
+    }
+
     /// One pair of fresh users with their direct room.
     pub async fn make_pair(&self, run_id: &str) -> Result<Pair> {
         self.make_pairs(run_id, 1).await?.into_iter().next().ok_or_else(|| BenchError::new("no pair was created"))
@@ -456,7 +475,22 @@ pub async fn connect_ws(
     token: &str,
     config: WebSocketConfig,
 ) -> std::result::Result<WsStream, ConnectFailure> {
-    let url = target.ws_url(&format!("/api/chat/ws?token={token}"));
+    connect_ws_at(target, token, None, config).await
+}
+
+/// Opens `GET /api/chat/ws?token=...&cursor=...`: with a cursor the server
+/// replays every stored event after it before `synced`. Cursors are URL-safe
+/// by contract (SPEC section 9), so they go into the query as they are.
+pub async fn connect_ws_at(
+    target: &Target,
+    token: &str,
+    cursor: Option<&str>,
+    config: WebSocketConfig,
+) -> std::result::Result<WsStream, ConnectFailure> {
+    let url = match cursor {
+        Some(cursor) => target.ws_url(&format!("/api/chat/ws?token={token}&cursor={cursor}")),
+        None => target.ws_url(&format!("/api/chat/ws?token={token}")),
+    };
     match timeout(CONNECT_TIMEOUT, connect_async_with_config(url, Some(config), true)).await {
         Err(_) => Err(ConnectFailure::Timeout),
         Ok(Ok((ws, _response))) => Ok(ws),

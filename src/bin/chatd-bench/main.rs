@@ -3,19 +3,27 @@
 //! loopback addresses only, and every run is bounded in time and count.
 //!
 //! Layout: `main` parses arguments and dispatches; `dm`, `idle`, `upload`,
-//! `rest` and `abuse` are the subcommands; `client` speaks the API; `stats` sums up
-//! latencies; `procfs` reads the server's memory and CPU from /proc;
-//! `context` holds what they share.
+//! `rest`, `abuse`, `reconnect`, `replay` and `group` are the subcommands;
+//! `client` speaks the API and `stream` the event stream; `audit` keeps the
+//! books of `reconnect`; `stats` sums up latencies; `procfs` reads the
+//! server's memory and CPU from /proc; `random` spreads load; `context`
+//! holds what they share.
 
 mod abuse;
+mod audit;
 mod client;
 mod context;
 mod dm;
 mod error;
+mod group;
 mod idle;
 mod procfs;
+mod random;
+mod reconnect;
+mod replay;
 mod rest;
 mod stats;
+mod stream;
 mod upload;
 
 use std::process::ExitCode;
@@ -26,7 +34,8 @@ use crate::client::{Api, Target};
 use crate::context::{Bench, Report, progress};
 use crate::error::{BenchError, Result};
 
-/// Load tool for chatd: direct messages, idle connections, uploads, REST reads, attacks.
+/// Load tool for chatd: direct messages, idle connections, uploads, REST reads, attacks,
+/// the event stream (reconnects, replay) and large groups.
 #[derive(Debug, Parser)]
 #[command(name = "chatd-bench", version)]
 struct Cli {
@@ -56,6 +65,12 @@ enum Command {
     Rest(rest::RestArgs),
     /// Attacks (slow clients, caps, floods, huge frames, login abuse): PASS/FAIL per defence.
     Abuse(abuse::AbuseArgs),
+    /// Receivers that drop and resume with their cursor while actors act: lost, duplicated, out-of-order events.
+    Reconnect(reconnect::ReconnectArgs),
+    /// One fresh connection resuming from an old cursor: replayed events per second.
+    Replay(replay::ReplayArgs),
+    /// One sender into a large group of connected members: latency per copy, server CPU per copy.
+    Group(group::GroupArgs),
 }
 
 fn main() -> ExitCode {
@@ -114,6 +129,9 @@ async fn run(cli: &Cli) -> Result<Report> {
         Command::Upload(args) => upload::run(&bench, args).await,
         Command::Rest(args) => rest::run(&bench, args).await,
         Command::Abuse(args) => abuse::run(&bench, args).await,
+        Command::Reconnect(args) => reconnect::run(&bench, args).await,
+        Command::Replay(args) => replay::run(&bench, args).await,
+        Command::Group(args) => group::run(&bench, args).await,
     }
 }
 

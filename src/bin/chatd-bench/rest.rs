@@ -20,6 +20,7 @@ use tokio::time::{Instant, sleep, timeout};
 use crate::client::{CONNECT_TIMEOUT, REQUEST_TIMEOUT, Target, close_quietly, connect_ws_or_fail, send_texts};
 use crate::context::{Bench, CpuMeter, Report, progress, rss_change_human, snapshot_json};
 use crate::error::{BenchError, Result, describe};
+use crate::random::XorShift;
 use crate::stats::{LatencySummary, rate, round2, summary_human, summary_json};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -100,10 +101,7 @@ pub async fn run(bench: &Bench, args: &RestArgs) -> Result<Report> {
     });
     progress(format!("rest: {} connections for up to {} s", args.connections, args.duration));
     let workers: Vec<_> = (0..args.connections)
-        .map(|index| {
-            let seed = getrandom::u64().unwrap_or(0) ^ (u64::from(index) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            tokio::spawn(worker(Arc::clone(&plan), seed))
-        })
+        .map(|index| tokio::spawn(worker(Arc::clone(&plan), XorShift::for_worker(u64::from(index)))))
         .collect();
     let mut total = WorkerOutcome::default();
     for worker in workers {
@@ -208,9 +206,8 @@ async fn check_page(bench: &Bench, token: &str, path: &str, args: &RestArgs) -> 
 
 /// One connection's request loop; opens a new connection when the server
 /// closes one, and gives up after a few failures in a row.
-async fn worker(plan: Arc<Plan>, seed: u64) -> WorkerOutcome {
+async fn worker(plan: Arc<Plan>, mut random: XorShift) -> WorkerOutcome {
     let mut outcome = WorkerOutcome::default();
-    let mut random = XorShift::new(seed);
     let mut connection: Option<SendRequest<Full<Bytes>>> = None;
     let mut failures_in_a_row = 0;
     while Instant::now() < plan.deadline && plan.issued.fetch_add(1, Ordering::Relaxed) < plan.request_limit {
@@ -299,37 +296,4 @@ async fn open_connection(target: Target) -> Result<SendRequest<Full<Bytes>>> {
         let _ = connection.await;
     });
     Ok(sender)
-}
-
-/// A small, fast, non-cryptographic generator for the request mix.
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> XorShift {
-        XorShift(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A number in `0..bound`.
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound.max(1)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mix_is_near_the_asked_share() {
-        let mut random = XorShift::new(42);
-        let rooms = (0..100_000).filter(|_| random.below(100) < 20).count();
-        assert!((19_000..21_000).contains(&rooms), "{rooms}");
-    }
 }
