@@ -115,61 +115,6 @@ pub fn reactions_json(reactions: &[Reaction], viewer: UserId) -> Vec<ReactionJso
         .collect()
 }
 
-/// At most `HIGHLIGHT_CHARS` characters of `content` around the first
-/// case-insensitive match of `query`, HTML-escaped, with the match wrapped
-/// in `<mark>`…`</mark>`. Empty when there is no match.
-pub fn highlight(content: &str, query: &str) -> String {
-    let chars: Vec<char> = content.chars().collect();
-    let needle: Vec<char> = query.chars().flat_map(char::to_lowercase).collect();
-    if needle.is_empty() {
-        return String::new();
-    }
-    // The first position where the lower-cased text starts with the needle;
-    // `len` is how many original characters the match covers.
-    let found = (0..chars.len()).find_map(|start| {
-        let mut matched = 0;
-        for (len, c) in chars[start..].iter().enumerate() {
-            for lower in c.to_lowercase() {
-                if needle.get(matched) != Some(&lower) {
-                    return None;
-                }
-                matched += 1;
-            }
-            if matched == needle.len() {
-                return Some((start, len + 1));
-            }
-        }
-        None
-    });
-    let Some((start, len)) = found else { return String::new() };
-    let context = HIGHLIGHT_CHARS.saturating_sub(len) / 2;
-    let from = start.saturating_sub(context);
-    let to = (start + len + context).min(chars.len());
-    let escape = |text: &[char]| {
-        let mut out = String::with_capacity(text.len());
-        for c in text {
-            match c {
-                '&' => out.push_str("&amp;"),
-                '<' => out.push_str("&lt;"),
-                '>' => out.push_str("&gt;"),
-                '"' => out.push_str("&quot;"),
-                '\'' => out.push_str("&#39;"),
-                c => out.push(*c),
-            }
-        }
-        out
-    };
-    format!(
-        "{}<mark>{}</mark>{}",
-        escape(&chars[from..start]),
-        escape(&chars[start..start + len]),
-        escape(&chars[start + len..to])
-    )
-}
-
-/// Characters of message text a search result shows.
-pub const HIGHLIGHT_CHARS: usize = 200;
-
 /// Different emoji one message may carry.
 pub const MAX_REACTIONS: usize = 20;
 
@@ -624,22 +569,6 @@ mod tests {
         for bad in ["", "a", "👍👍", "ok", " 👍", "1", "👍 ", "\u{200d}"] {
             assert!(!is_emoji(bad), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn highlights_mark_the_first_match_and_escape_the_rest() {
-        assert_eq!(
-            highlight("Say <b>Hello</b> & hello", "hello"),
-            "Say &lt;b&gt;<mark>Hello</mark>&lt;/b&gt; &amp; hello"
-        );
-        assert_eq!(highlight("Привет, МИР", "мир"), "Привет, <mark>МИР</mark>");
-        assert_eq!(highlight("你好世界", "世界"), "你好<mark>世界</mark>");
-        assert_eq!(highlight("party 🎉 time", "🎉"), "party <mark>🎉</mark> time");
-        assert_eq!(highlight("nothing here", "zzz"), "");
-        let long = format!("{}needle{}", "a".repeat(500), "b".repeat(500));
-        let shown = highlight(&long, "needle");
-        assert_eq!(shown.chars().count(), HIGHLIGHT_CHARS + "<mark></mark>".len());
-        assert!(shown.contains("<mark>needle</mark>"));
     }
 
     #[test]

@@ -139,18 +139,6 @@ impl Reader {
         self.run(move |c| Ok(reads::message_by_temp_id(c, sender, &temp_id)?.map(|row| row.id))).await
     }
 
-    /// Messages of the viewer's rooms containing `query`, newest first.
-    pub async fn search(
-        &self,
-        viewer: UserId,
-        query: String,
-        room_id: Option<RoomId>,
-        before: Option<MessageId>,
-        limit: usize,
-    ) -> Result<(Vec<reads::Found>, Option<MessageId>), StoreError> {
-        self.run(move |c| reads::search(c, viewer, &query, room_id, before, limit)).await
-    }
-
     pub async fn stream_bounds(&self) -> Result<StreamBounds, StoreError> {
         self.run(|c| Ok(StreamBounds { head: reads::event_head(c)?, horizon: reads::event_horizon(c)? })).await
     }

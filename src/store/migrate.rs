@@ -12,7 +12,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../sql/003_groups_events.sql")),
     (4, include_str!("../../sql/004_replies.sql")),
     (5, include_str!("../../sql/005_reactions.sql")),
-    (6, include_str!("../../sql/006_search.sql")),
 ];
 
 /// The schema version this binary expects.

@@ -11,7 +11,6 @@ mod metrics;
 mod reactions;
 mod replies;
 mod rooms;
-mod search;
 mod static_files;
 mod stream;
 mod support;
