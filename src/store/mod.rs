@@ -1,6 +1,7 @@
 //! Storage: one SQLite file in WAL mode. Reads go through an r2d2 pool of
 //! read-only connections on blocking threads; every write goes through the
-//! single writer thread (`writer`). Nothing here knows about HTTP.
+//! single writer thread (`writer`). The rest of chatd reads through the
+//! typed functions of `api`. Nothing here knows about HTTP.
 
 pub mod api;
 pub mod migrate;

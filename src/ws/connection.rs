@@ -1,8 +1,10 @@
 //! One WebSocket connection: a reader (this task) that parses frames and
-//! turns them into writes, and a writer task that drains the bounded outbox,
-//! pings on a timer and closes with the right code. The hub only ever
-//! `try_send`s into the outbox; when it is full the hub tells us to close
-//! (1013) instead of waiting.
+//! turns them into writes, and a writer task that first replays stored
+//! events from the client's cursor, then drains the bounded outbox, pings on
+//! a timer and closes with the right code. The hub only ever `try_send`s
+//! into the outbox; when it is full the hub tells us to close (1013) instead
+//! of waiting — or, while we replay, drops the frame for us to read from
+//! storage.
 
 use std::future::Future;
 use std::ops::Range;
