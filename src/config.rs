@@ -169,7 +169,7 @@ pub struct LimitSettings {
     /// Registrations per IP address and hour.
     #[arg(long, env = "CHAT_REGISTRATIONS_PER_IP_PER_HOUR", default_value_t = 10, global = true)]
     pub registrations_per_ip_per_hour: u32,
-    /// User searches per user and minute.
+    /// Searches (of users and of messages) per user and minute.
     #[arg(long, env = "CHAT_SEARCHES_PER_MIN", default_value_t = 60, global = true)]
     pub searches_per_min: u32,
     /// Comma-separated proxy addresses (IPs or CIDR ranges) whose

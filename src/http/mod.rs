@@ -86,5 +86,6 @@ async fn dispatch(
         Endpoint::Events => events::page(state, req).await,
         Endpoint::AddReaction(id) => messages::react(state, req, id, true).await,
         Endpoint::RemoveReaction(id) => messages::react(state, req, id, false).await,
+        Endpoint::Search => messages::search(state, req).await,
     }
 }

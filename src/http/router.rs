@@ -39,6 +39,7 @@ pub enum Endpoint {
     AddReaction(MessageId),
     /// The emoji is the path's last segment (percent-encoded).
     RemoveReaction(MessageId),
+    Search,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +85,7 @@ pub const ROUTE_NAMES: &[&str] = &[
     "events",
     "add_reaction",
     "remove_reaction",
+    "search",
     "not_found",
 ];
 
@@ -120,6 +122,7 @@ impl Endpoint {
             Endpoint::Events => 27,
             Endpoint::AddReaction(_) => 28,
             Endpoint::RemoveReaction(_) => 29,
+            Endpoint::Search => 30,
         }
     }
 }
@@ -249,6 +252,7 @@ pub fn route(method: &Method, path: &str) -> Route {
             ["online-users"] => get(Endpoint::OnlineUsers),
             ["ws"] => get(Endpoint::WebSocket),
             ["events"] => get(Endpoint::Events),
+            ["search"] => get(Endpoint::Search),
             _ => Route::NotFound,
         },
         _ => Route::NotFound,
@@ -320,6 +324,7 @@ mod tests {
         check(Method::PATCH, "/api/chat/rooms/3/members/9", found(SetRole(3, 9)));
         check(Method::GET, "/api/chat/events", found(Events));
         check(Method::POST, "/api/chat/messages/7/reactions", found(AddReaction(7)));
+        check(Method::GET, "/api/chat/search", found(Search));
         check(Method::DELETE, "/api/chat/messages/7/reactions/%F0%9F%91%8D", found(RemoveReaction(7)));
         check(Method::GET, "/static/a/b/c/d/e/f/g.png", found(Static));
     }
@@ -358,6 +363,7 @@ mod tests {
             Events,
             AddReaction(1),
             RemoveReaction(1),
+            Search,
         ];
         let mut seen: Vec<usize> = all.iter().map(|e| e.index()).collect();
         seen.sort_unstable();

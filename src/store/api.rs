@@ -4,6 +4,7 @@
 //! rusqlite connection; a PostgreSQL store answers the same functions.
 
 use super::reads::{self, Credentials, Member, MessagePage, PageQuery};
+use super::search;
 use super::{Reader, StoreError};
 use crate::model::{Cursor, MessageId, Room, RoomId, User, UserId};
 
@@ -137,6 +138,18 @@ impl Reader {
         temp_id: String,
     ) -> Result<Option<MessageId>, StoreError> {
         self.run(move |c| Ok(reads::message_by_temp_id(c, sender, &temp_id)?.map(|row| row.id))).await
+    }
+
+    /// Messages of the viewer's rooms containing `query`, newest first.
+    pub async fn search(
+        &self,
+        viewer: UserId,
+        query: String,
+        room_id: Option<RoomId>,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<(Vec<search::Found>, Option<MessageId>), StoreError> {
+        self.run(move |c| search::search(c, &search::Query { viewer, text: &query, room_id, before, limit })).await
     }
 
     pub async fn stream_bounds(&self) -> Result<StreamBounds, StoreError> {

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod migrate;
 pub mod reads;
+pub mod search;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -120,10 +121,13 @@ fn spawn_checkpointer(path: &Path) -> Result<(), StoreError> {
 }
 
 /// The pool of read-only connections.
-pub fn open_read_pool(path: &Path, size: u32) -> Result<ReadPool, StoreError> {
+/// The search index is attached to each as `search`.
+pub fn open_read_pool(path: &Path, index: &Path, size: u32) -> Result<ReadPool, StoreError> {
+    let index = index.to_owned();
     let manager = SqliteConnectionManager::file(path)
         .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI)
-        .with_init(|c| {
+        .with_init(move |c| {
+            search::attach(c, &index)?;
             c.execute_batch(
                 "PRAGMA busy_timeout = 5000;
                  PRAGMA cache_size = -8000;
@@ -201,8 +205,17 @@ pub fn open(config: &Config, sink: Box<dyn EventSink>, opener: Opener) -> Result
         user_quota_bytes: config.limits.user_quota_bytes,
         max_group_members: config.max_group_members,
     };
-    let writer = writer::spawn(conn, sink, options)?;
+    // The index's file exists before any reader attaches it; only a server
+    // keeps it up to date (searches read the rest from the event stream).
+    let index = search::index_path(&config.data_dir);
+    create_private(&index)?;
+    search::create(&index)?;
+    let poke = match opener {
+        Opener::Server => Some(search::spawn_indexer(&index, &path)?),
+        Opener::Tool => None,
+    };
+    let writer = writer::spawn(conn, sink, options, poke)?;
     spawn_checkpointer(&path)?;
-    let pool = open_read_pool(&path, config.read_pool_size)?;
+    let pool = open_read_pool(&path, &index, config.read_pool_size)?;
     Ok((Reader::new(pool), writer))
 }

@@ -230,11 +230,12 @@ pub struct MessageRow {
 }
 
 /// Columns for `message_from_row`; `?1` of the query must be the viewer.
-const MESSAGE_COLS: &str = "m.id, m.room_id, m.sender_id, m.receiver_id, m.message_type, m.content, m.files_data,
+pub(super) const MESSAGE_COLS: &str =
+    "m.id, m.room_id, m.sender_id, m.receiver_id, m.message_type, m.content, m.files_data,
     m.duration, m.local_temp_id, m.created_at, m.edited_at, m.reply_to_id, m.is_deleted, m.like_count,
     EXISTS (SELECT 1 FROM message_likes l WHERE l.message_id = m.id AND l.user_id = ?1)";
 
-fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
+pub(super) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
     let kind: String = row.get(4)?;
     let files: Option<String> = row.get(6)?;
     Ok(MessageRow {
@@ -672,7 +673,7 @@ pub struct PageCache {
 }
 
 impl PageCache {
-    fn message(&mut self, conn: &Connection, row: MessageRow) -> Result<(Message, bool), StoreError> {
+    pub(super) fn message(&mut self, conn: &Connection, row: MessageRow) -> Result<(Message, bool), StoreError> {
         for id in std::iter::once(row.sender_id).chain(row.receiver_id) {
             if let std::collections::hash_map::Entry::Vacant(slot) = self.people.entry(id)
                 && let Some(user) = user_by_id(conn, id)?

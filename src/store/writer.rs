@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::reads::{self, MessageRow};
+use super::search::Poke;
 use crate::model::{
     Envelope, Event, FileMeta, GROUP, MAX_REACTIONS, Message, MessageId, MessageType, Reaction, Revocation, RoomId,
     User, UserId,
@@ -196,9 +197,16 @@ pub struct WriterHandle {
 /// Commands that may wait for the writer; senders wait (backpressure) beyond it.
 const QUEUE: usize = 8192;
 
-pub fn spawn(conn: Connection, sink: Box<dyn EventSink>, options: WriterOptions) -> Result<WriterHandle, StoreError> {
+/// Starts the writer thread; `indexer`, if given, is poked after every
+/// commit that stored events.
+pub fn spawn(
+    conn: Connection,
+    sink: Box<dyn EventSink>,
+    options: WriterOptions,
+    indexer: Option<Poke>,
+) -> Result<WriterHandle, StoreError> {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let mut writer = Writer { conn, sink, cache: Cache::default(), batch_max: options.batch_max, options };
+    let mut writer = Writer { conn, sink, cache: Cache::default(), batch_max: options.batch_max, options, indexer };
     let thread = std::thread::Builder::new()
         .name("chatd-writer".into())
         .spawn(move || writer.run(rx))
@@ -349,6 +357,7 @@ struct Writer {
     cache: Cache,
     batch_max: usize,
     options: WriterOptions,
+    indexer: Option<Poke>,
 }
 
 /// Runs after the commit (or its failure) to answer one command.
@@ -463,6 +472,9 @@ impl Writer {
             events.clear();
         }
         self.sink.batch_committed(commands, started.elapsed().as_secs_f64());
+        if let Some(indexer) = self.indexer.as_ref().filter(|_| !events.is_empty()) {
+            indexer.poke();
+        }
         for done in finishes {
             done(committed);
         }

@@ -11,6 +11,7 @@ mod metrics;
 mod reactions;
 mod replies;
 mod rooms;
+mod search;
 mod static_files;
 mod stream;
 mod support;

@@ -135,6 +135,33 @@ pub async fn react(
     json(StatusCode::OK, &serde_json::json!({"id": id, "reactions": reactions_json(&reactions, user)}))
 }
 
+/// `GET /api/chat/search?q=&room_id=&before_id=&limit=20`: newest first,
+/// over the caller's rooms (or one of them).
+pub async fn search(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let user = user_of(state, &req).await?;
+    let params = query(&req);
+    let q = params.get("q").map(|q| q.trim().to_owned()).unwrap_or_default();
+    if q.is_empty() || q.chars().count() > 200 {
+        return Err(ApiError::unprocessable("q must be 1..200 characters"));
+    }
+    let limit = int_param(&params, "limit", 1, 50)?.unwrap_or(20) as usize;
+    let before = int_param(&params, "before_id", 1, i64::MAX)?;
+    let room = int_param(&params, "room_id", 1, i64::MAX)?;
+    super::misc::throttle_search(state, user)?;
+    if let Some(room_id) = room
+        && !state.reader.is_member(room_id, user).await?
+    {
+        return Err(ApiError::NotFound("Room not found"));
+    }
+    let (found, next) = state.reader.search(user, q, room, before, limit).await?;
+    let base = &state.base_url;
+    let results: Vec<_> = found
+        .iter()
+        .map(|f| serde_json::json!({"message": f.message.json(user, f.liked, base, TempId::Hide), "highlight": f.highlight}))
+        .collect();
+    json(StatusCode::OK, &serde_json::json!({"results": results, "next_before_id": next}))
+}
+
 pub async fn like(
     state: &Arc<AppState>,
     req: Request<Incoming>,

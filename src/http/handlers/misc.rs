@@ -11,6 +11,7 @@ use crate::http::body::{self, Body};
 use crate::http::static_files;
 use crate::http::util::{int_param, json, query, user_of};
 use crate::metrics::Limit;
+use crate::model::UserId;
 use crate::state::AppState;
 
 pub async fn healthz(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
@@ -33,6 +34,16 @@ pub async fn static_file(state: &Arc<AppState>, req: Request<Incoming>) -> Respo
 /// Shorter searches would let anyone list the whole user directory.
 const MIN_SEARCH_CHARS: usize = 3;
 
+/// The per-user search bucket, shared by user and message search.
+pub(super) fn throttle_search(state: &AppState, user: UserId) -> Result<(), ApiError> {
+    state.limiter.searches.check(user).map_err(|wait| {
+        if state.metrics.limited(Limit::Searches) {
+            tracing::info!(user, "search refused: too many searches");
+        }
+        ApiError::rate_limited("Too many searches", wait)
+    })
+}
+
 pub async fn search_users(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
     let params = query(&req);
@@ -41,12 +52,7 @@ pub async fn search_users(state: &Arc<AppState>, req: Request<Incoming>) -> Resu
     if email.chars().count() < MIN_SEARCH_CHARS {
         return Err(ApiError::unprocessable(format!("email must be at least {MIN_SEARCH_CHARS} characters")));
     }
-    if let Err(wait) = state.limiter.searches.check(user) {
-        if state.metrics.limited(Limit::Searches) {
-            tracing::info!(user, "search refused: too many searches");
-        }
-        return Err(ApiError::rate_limited("Too many searches", wait));
-    }
+    throttle_search(state, user)?;
     if email.len() > 254 {
         return Err(ApiError::unprocessable("email is too long"));
     }
