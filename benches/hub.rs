@@ -75,6 +75,7 @@ fn new_message() -> Event {
         like_count: 0,
         reply_to: None,
         reactions: Vec::new(),
+        forwarded_from: None,
     })
 }
 

@@ -52,6 +52,7 @@ fn message(files: usize) -> Message {
         like_count: 0,
         reply_to: None,
         reactions: Vec::new(),
+        forwarded_from: None,
     }
 }
 

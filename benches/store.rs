@@ -83,6 +83,7 @@ async fn send_batch(f: &mut Fixture, batch: usize) -> Duration {
             files: None,
             duration: None,
             reply_to_id: None,
+            forwarded_from: None,
         };
         answers.push(f.writer.submit_message(message).await.expect("writer running"));
     }

@@ -90,7 +90,20 @@ pub struct Message {
     pub reply_to: Option<ReplyTo>,
     /// Its reactions, in order of first use.
     pub reactions: Vec<Reaction>,
+    /// The message this one is a forwarded copy of.
+    pub forwarded_from: Option<ForwardedFrom>,
 }
+
+/// The `forwarded_from` object of a Message: the first original and its
+/// sender's name when it was forwarded.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ForwardedFrom {
+    pub message_id: MessageId,
+    pub sender_name: String,
+}
+
+/// Rooms one forward may copy a message into.
+pub const MAX_FORWARD_ROOMS: usize = 10;
 
 /// One emoji on a message and who reacted with it.
 #[derive(Clone, Debug, PartialEq)]
@@ -211,6 +224,7 @@ pub struct MessageJson<'a> {
     receiver_details: Option<&'a User>,
     reply_to: Option<&'a ReplyTo>,
     reactions: Vec<ReactionJson<'a>>,
+    forwarded_from: Option<&'a ForwardedFrom>,
 }
 
 /// Whether a rendering of a message carries its `local_temp_id`
@@ -257,6 +271,7 @@ impl Message {
             receiver_details: self.receiver.as_deref(),
             reply_to: self.reply_to.as_ref(),
             reactions: reactions_json(&self.reactions, viewer),
+            forwarded_from: self.forwarded_from.as_ref(),
         }
     }
 }

@@ -87,5 +87,6 @@ async fn dispatch(
         Endpoint::AddReaction(id) => messages::react(state, req, id, true).await,
         Endpoint::RemoveReaction(id) => messages::react(state, req, id, false).await,
         Endpoint::Search => messages::search(state, req).await,
+        Endpoint::Forward(id) => messages::forward(state, req, id).await,
     }
 }

@@ -40,6 +40,7 @@ pub enum Endpoint {
     /// The emoji is the path's last segment (percent-encoded).
     RemoveReaction(MessageId),
     Search,
+    Forward(MessageId),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +87,7 @@ pub const ROUTE_NAMES: &[&str] = &[
     "add_reaction",
     "remove_reaction",
     "search",
+    "forward",
     "not_found",
 ];
 
@@ -123,6 +125,7 @@ impl Endpoint {
             Endpoint::AddReaction(_) => 28,
             Endpoint::RemoveReaction(_) => 29,
             Endpoint::Search => 30,
+            Endpoint::Forward(_) => 31,
         }
     }
 }
@@ -248,6 +251,11 @@ pub fn route(method: &Method, path: &str) -> Route {
                 Ok(m) => pick(method, &[(Method::DELETE, Endpoint::RemoveReaction(m))], "DELETE"),
                 Err(bad) => bad,
             },
+            ["messages", message, "forward"] => match id(message, "message_id") {
+                Ok(m) => post(Endpoint::Forward(m)),
+                Err(bad) => bad,
+            },
+
             ["unread-count"] => get(Endpoint::UnreadCount),
             ["online-users"] => get(Endpoint::OnlineUsers),
             ["ws"] => get(Endpoint::WebSocket),
@@ -278,6 +286,7 @@ fn id_route_accepts(method: &Method, segments: &[&str]) -> bool {
         ["api", "chat", "messages", _, "like"] => method == Method::POST || method == Method::DELETE,
         ["api", "chat", "messages", _, "reactions"] => method == Method::POST,
         ["api", "chat", "messages", _, "reactions", _] => method == Method::DELETE,
+        ["api", "chat", "messages", _, "forward"] => method == Method::POST,
         _ => false,
     }
 }
@@ -326,6 +335,8 @@ mod tests {
         check(Method::POST, "/api/chat/messages/7/reactions", found(AddReaction(7)));
         check(Method::GET, "/api/chat/search", found(Search));
         check(Method::DELETE, "/api/chat/messages/7/reactions/%F0%9F%91%8D", found(RemoveReaction(7)));
+        check(Method::POST, "/api/chat/messages/7/forward", found(Forward(7)));
+
         check(Method::GET, "/static/a/b/c/d/e/f/g.png", found(Static));
     }
 
@@ -364,6 +375,7 @@ mod tests {
             AddReaction(1),
             RemoveReaction(1),
             Search,
+            Forward(1),
         ];
         let mut seen: Vec<usize> = all.iter().map(|e| e.index()).collect();
         seen.sort_unstable();

@@ -199,6 +199,7 @@ mod tests {
             like_count: 0,
             reply_to: None,
             reactions: Vec::new(),
+            forwarded_from: None,
         };
         Envelope::new(vec![7], Event::NewMessage(message))
     }

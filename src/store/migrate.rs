@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../sql/003_groups_events.sql")),
     (4, include_str!("../../sql/004_replies.sql")),
     (5, include_str!("../../sql/005_reactions.sql")),
+    (6, include_str!("../../sql/006_forwarding.sql")),
 ];
 
 /// The schema version this binary expects.

@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::StoreError;
 use crate::model::{
-    Event, FileMeta, GROUP_PARTICIPANTS_SHOWN, Message, MessageId, MessageType, Reaction, ReadState, ReplyTo, Room,
-    RoomId, RoomView, User, UserId,
+    Event, FileMeta, ForwardedFrom, GROUP_PARTICIPANTS_SHOWN, Message, MessageId, MessageType, Reaction, ReadState,
+    ReplyTo, Room, RoomId, RoomView, User, UserId,
 };
 
 const USER_COLS: &str = "u.id, u.name, u.email, u.avatar_url, COALESCE(p.is_online, 0)";
@@ -227,13 +227,15 @@ pub struct MessageRow {
     pub reply_to_id: Option<MessageId>,
     /// Whether the viewer of the query liked it.
     pub liked: bool,
+    pub forwarded_from: Option<ForwardedFrom>,
 }
 
 /// Columns for `message_from_row`; `?1` of the query must be the viewer.
 pub(super) const MESSAGE_COLS: &str =
     "m.id, m.room_id, m.sender_id, m.receiver_id, m.message_type, m.content, m.files_data,
     m.duration, m.local_temp_id, m.created_at, m.edited_at, m.reply_to_id, m.is_deleted, m.like_count,
-    EXISTS (SELECT 1 FROM message_likes l WHERE l.message_id = m.id AND l.user_id = ?1)";
+    EXISTS (SELECT 1 FROM message_likes l WHERE l.message_id = m.id AND l.user_id = ?1),
+    m.forwarded_from_id, m.forwarded_from_name";
 
 pub(super) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
     let kind: String = row.get(4)?;
@@ -254,6 +256,10 @@ pub(super) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
         is_deleted: row.get(12)?,
         like_count: row.get(13)?,
         liked: row.get(14)?,
+        forwarded_from: match (row.get(15)?, row.get::<_, Option<String>>(16)?) {
+            (Some(message_id), name) => Some(ForwardedFrom { message_id, sender_name: name.unwrap_or_default() }),
+            (None, _) => None,
+        },
     })
 }
 
@@ -292,6 +298,7 @@ impl MessageRow {
             like_count: self.like_count,
             reply_to: self.reply_to_id.and_then(|id| replies.get(&id).cloned()),
             reactions: reactions.remove(&self.id).unwrap_or_default(),
+            forwarded_from: self.forwarded_from,
         };
         (message, self.liked)
     }

@@ -18,8 +18,8 @@ use super::StoreError;
 use super::reads::{self, MessageRow};
 use super::search::Poke;
 use crate::model::{
-    Envelope, Event, FileMeta, GROUP, MAX_REACTIONS, Message, MessageId, MessageType, Reaction, Revocation, RoomId,
-    User, UserId,
+    Envelope, Event, FileMeta, ForwardedFrom, GROUP, MAX_REACTIONS, Message, MessageId, MessageType, Reaction,
+    Revocation, RoomId, User, UserId,
 };
 use crate::time::now_ms;
 
@@ -62,6 +62,9 @@ pub struct NewMessage {
     pub duration: Option<f64>,
     /// A message of the same room this one answers.
     pub reply_to_id: Option<MessageId>,
+    /// Set by `forward` only: the copy's origin. A copy's files are already
+    /// on disk and counted against whoever uploaded them.
+    pub forwarded_from: Option<ForwardedFrom>,
 }
 
 #[derive(Debug)]
@@ -162,6 +165,12 @@ enum Command {
         emoji: String,
         add: bool,
         reply: Reply<Vec<Reaction>>,
+    },
+    Forward {
+        user: UserId,
+        id: MessageId,
+        room_ids: Vec<RoomId>,
+        reply: Reply<Vec<(Message, bool)>>,
     },
     MarkRead {
         user: UserId,
@@ -301,6 +310,17 @@ impl WriterHandle {
         add: bool,
     ) -> Result<Vec<Reaction>, StoreError> {
         self.request(|reply| Command::React { user, id, emoji, add, reply }).await
+    }
+
+    /// Copies message `id` into each of `room_ids` (distinct, all the
+    /// user's) as the user's messages: all of them or none.
+    pub async fn forward(
+        &self,
+        user: UserId,
+        id: MessageId,
+        room_ids: Vec<RoomId>,
+    ) -> Result<Vec<(Message, bool)>, StoreError> {
+        self.request(|reply| Command::Forward { user, id, room_ids, reply }).await
     }
 
     pub async fn mark_read(&self, user: UserId, room_id: RoomId) -> Result<i64, StoreError> {
@@ -519,6 +539,7 @@ fn fail(cmd: Command, error: StoreError) -> Finish {
         Command::Delete { reply, .. } => finish(reply, Err(error)),
         Command::Like { reply, .. } => finish(reply, Err(error)),
         Command::React { reply, .. } => finish(reply, Err(error)),
+        Command::Forward { reply, .. } => finish(reply, Err(error)),
         Command::MarkRead { reply, .. } => finish(reply, Err(error)),
         Command::ChangePassword { reply, .. } => finish(reply, Err(error)),
         Command::RevokeToken { reply, .. } => finish(reply, Err(error)),
@@ -562,6 +583,9 @@ fn apply(
         Command::Delete { user, id, reply } => done(reply, delete(tx, cache, user, id, events)),
         Command::Like { user, id, like, reply } => done(reply, like_message(tx, cache, user, id, like, events)),
         Command::React { user, id, emoji, add, reply } => done(reply, react(tx, cache, user, id, emoji, add, events)),
+        Command::Forward { user, id, room_ids, reply } => {
+            done(reply, forward(tx, cache, options, user, id, room_ids, events))
+        }
         Command::MarkRead { user, room_id, reply } => done(reply, mark_read(tx, cache, user, room_id, events)),
         Command::ChangePassword { user, password_hash, reply } => {
             done(reply, change_password(tx, user, password_hash, events))
@@ -1042,8 +1066,9 @@ fn send_message(
     let inserted = tx
         .prepare_cached(
             "INSERT INTO chat_messages (room_id, sender_id, receiver_id, message_type, content, file_name, file_path,
-                 file_size, mime_type, files_data, duration, local_temp_id, created_at, reply_to_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT DO NOTHING",
+                 file_size, mime_type, files_data, duration, local_temp_id, created_at, reply_to_id,
+                 forwarded_from_id, forwarded_from_name)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT DO NOTHING",
         )?
         .execute(params![
             m.room_id,
@@ -1060,6 +1085,8 @@ fn send_message(
             m.local_temp_id,
             now,
             m.reply_to_id,
+            m.forwarded_from.as_ref().map(|f| f.message_id),
+            m.forwarded_from.as_ref().map(|f| &f.sender_name),
         ])?;
     if inserted == 0 {
         let temp_id = m.local_temp_id.as_deref().unwrap_or_default();
@@ -1067,7 +1094,7 @@ fn send_message(
         return Ok(SendOutcome::Duplicate(Box::new(message_from(tx, cache, row)?.0)));
     }
     let id = tx.last_insert_rowid();
-    if let Some(files) = &m.files {
+    if let Some(files) = m.files.as_ref().filter(|_| m.forwarded_from.is_none()) {
         // Inside the command's savepoint: over the quota, the insert above
         // is rolled back with it.
         let bytes: u64 = files.iter().map(|f| f.file_size).sum();
@@ -1103,6 +1130,7 @@ fn send_message(
         like_count: 0,
         reply_to,
         reactions: Vec::new(),
+        forwarded_from: m.forwarded_from,
     };
     let data = serde_json::json!({"message_id": id});
     emit(tx, events, Scope::Room(m.room_id), room.members, Event::NewMessage(message), data)?;
@@ -1173,7 +1201,9 @@ fn delete(
     let room_id = row.room_id;
     let already = row.is_deleted;
     let files: Vec<String> = row.files.iter().flatten().map(|f| f.file_path.clone()).collect();
-    let bytes: u64 = row.files.iter().flatten().map(|f| f.file_size).sum();
+    // A forwarded copy's files count against whoever uploaded them.
+    let bytes: u64 =
+        if row.forwarded_from.is_some() { 0 } else { row.files.iter().flatten().map(|f| f.file_size).sum() };
     let (mut message, _) = message_from(tx, cache, row)?;
     if !already && bytes > 0 {
         tx.prepare_cached("UPDATE users SET storage_bytes = max(storage_bytes - ?1, 0) WHERE id = ?2")?
@@ -1193,7 +1223,84 @@ fn delete(
     message.duration = None;
     message.is_deleted = true;
     message.local_temp_id = None;
-    Ok((message, liked, if already { Vec::new() } else { files }))
+    let unused = if already { Vec::new() } else { release_files(tx, files)? };
+    Ok((message, liked, unused))
+}
+
+/// A deleted message lets go of its files; returns those no message uses
+/// any more (the caller removes them from disk after the commit).
+fn release_files(tx: &Connection, files: Vec<String>) -> Result<Vec<String>, StoreError> {
+    let mut unused = Vec::new();
+    for path in files {
+        let left: Option<i64> = tx
+            .prepare_cached("UPDATE file_refs SET refs = refs - 1 WHERE file_path = ?1 RETURNING refs")?
+            .query_row([&path], |r| r.get(0))
+            .optional()?;
+        match left {
+            // Still shared; with one user left it goes back to having no row.
+            Some(left) => {
+                if left <= 1 {
+                    tx.prepare_cached("DELETE FROM file_refs WHERE file_path = ?1")?.execute([&path])?;
+                }
+            }
+            None => unused.push(path),
+        }
+    }
+    Ok(unused)
+}
+
+/// Copies a message the user can see into rooms of theirs (SPEC section
+/// 10): each copy is the user's new message, with the original's text and
+/// files (shared on disk, counted in `file_refs`) and `forwarded_from`
+/// naming the first original.
+fn forward(
+    tx: &Connection,
+    cache: &mut Cache,
+    options: &WriterOptions,
+    user: UserId,
+    id: MessageId,
+    room_ids: Vec<RoomId>,
+    events: &mut Vec<Envelope>,
+) -> Result<Vec<(Message, bool)>, StoreError> {
+    let (row, _) = visible_message(tx, cache, user, id)?;
+    if row.is_deleted {
+        return Err(StoreError::Invalid("A deleted message cannot be forwarded"));
+    }
+    let origin = match &row.forwarded_from {
+        Some(first) => first.clone(),
+        None => {
+            let sender = user_or_placeholder(tx, cache, row.sender_id)?;
+            ForwardedFrom { message_id: row.id, sender_name: sender.name.clone() }
+        }
+    };
+    let mut copies = Vec::with_capacity(room_ids.len());
+    for room_id in room_ids {
+        let copy = NewMessage {
+            sender: user,
+            room_id,
+            receiver_id: None,
+            message_type: row.message_type,
+            content: row.content.clone(),
+            local_temp_id: None,
+            files: row.files.clone(),
+            duration: row.duration,
+            reply_to_id: None,
+            forwarded_from: Some(origin.clone()),
+        };
+        let SendOutcome::Stored(copy_id) = send_message(tx, cache, options, copy, events)? else {
+            return Err(StoreError::Conflict("Duplicate message"));
+        };
+        for file in row.files.iter().flatten() {
+            tx.prepare_cached(
+                "INSERT INTO file_refs (file_path, refs) VALUES (?1, 2)
+                 ON CONFLICT (file_path) DO UPDATE SET refs = refs + 1",
+            )?
+            .execute([&file.file_path])?;
+        }
+        let stored = reads::message_row(tx, user, copy_id)?.ok_or(StoreError::NotFound("Message not found"))?;
+        copies.push(message_from(tx, cache, stored)?);
+    }
+    Ok(copies)
 }
 
 fn like_message(

@@ -581,6 +581,7 @@ impl Reader {
             files: None,
             duration: None,
             reply_to_id: m.reply_to_id,
+            forwarded_from: None,
         };
         let mut stored: Vec<String> = Vec::new();
         if !m.files.is_empty() {

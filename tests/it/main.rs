@@ -5,6 +5,7 @@ mod abuse;
 mod attachments;
 mod auth;
 mod durability;
+mod forwarding;
 mod groups;
 mod messages;
 mod metrics;

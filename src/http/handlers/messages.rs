@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::error::ApiError;
 use crate::http::Body;
 use crate::http::util::{int_param, is_form, json, pairs, parse_json, query, read_body, user_of};
-use crate::model::{MessageId, MessageJson, RoomId, TempId, is_emoji, reactions_json};
+use crate::model::{MAX_FORWARD_ROOMS, MessageId, MessageJson, RoomId, TempId, is_emoji, reactions_json};
 use crate::state::AppState;
 use crate::store::reads::PageQuery;
 use crate::ws::protocol::MAX_TEXT_CHARS;
@@ -133,6 +133,29 @@ pub async fn react(
     }
     let reactions = state.writer.react(user, id, emoji, add).await?;
     json(StatusCode::OK, &serde_json::json!({"id": id, "reactions": reactions_json(&reactions, user)}))
+}
+
+#[derive(Deserialize)]
+struct ForwardBody {
+    room_ids: Vec<RoomId>,
+}
+
+/// `POST /messages/{id}/forward` `{"room_ids"}`: a copy in each room (1..10
+/// of the caller's; duplicates count once), all or none; 201 `{"messages"}`.
+pub async fn forward(state: &Arc<AppState>, req: Request<Incoming>, id: MessageId) -> Result<Response<Body>, ApiError> {
+    let user = user_of(state, &req).await?;
+    let (_, bytes) = read_body(state, req).await?;
+    let mut room_ids = parse_json::<ForwardBody>(&bytes)?.room_ids;
+    let mut seen = std::collections::HashSet::new();
+    room_ids.retain(|room| seen.insert(*room));
+    if room_ids.is_empty() || room_ids.len() > MAX_FORWARD_ROOMS {
+        return Err(ApiError::unprocessable(format!("room_ids must name 1..{MAX_FORWARD_ROOMS} rooms")));
+    }
+    let copies = state.writer.forward(user, id, room_ids).await?;
+    let base = &state.base_url;
+    let messages: Vec<MessageJson<'_>> =
+        copies.iter().map(|(message, liked)| message.json(user, *liked, base, TempId::Hide)).collect();
+    json(StatusCode::CREATED, &serde_json::json!({"messages": messages}))
 }
 
 /// `GET /api/chat/search?q=&room_id=&before_id=&limit=20`: newest first,
