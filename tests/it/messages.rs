@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::support::{TestServer, Ws};
 
-const MESSAGE_KEYS: [&str; 19] = [
+const MESSAGE_KEYS: [&str; 20] = [
     "id",
     "room_id",
     "content",
@@ -26,6 +26,7 @@ const MESSAGE_KEYS: [&str; 19] = [
     "receiver_details",
     "reply_to",
     "reactions",
+    "forwarded_from",
 ];
 
 pub fn assert_message_shape(m: &Value) {
