@@ -84,6 +84,7 @@ async fn send_batch(f: &mut Fixture, batch: usize) -> Duration {
             duration: None,
             reply_to_id: None,
             forwarded_from: None,
+            files_counted: false,
         };
         answers.push(f.writer.submit_message(message).await.expect("writer running"));
     }

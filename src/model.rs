@@ -102,6 +102,40 @@ pub struct ForwardedFrom {
     pub sender_name: String,
 }
 
+/// A message waiting for its `send_at` (SPEC section 10).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scheduled {
+    /// Numbers the scheduled item, not a message.
+    pub id: i64,
+    pub room_id: RoomId,
+    pub message_type: MessageType,
+    pub content: String,
+    /// Milliseconds since the epoch.
+    pub send_at: i64,
+    pub local_temp_id: Option<String>,
+}
+
+impl Scheduled {
+    /// The `message_scheduled` event's data.
+    pub fn event_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id, "room_id": self.room_id, "send_at": rfc3339_ms(self.send_at),
+            "local_temp_id": self.local_temp_id,
+        })
+    }
+
+    /// An entry of `GET /api/chat/scheduled`.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id, "room_id": self.room_id, "message_type": self.message_type.as_str(),
+            "content": self.content, "send_at": rfc3339_ms(self.send_at), "local_temp_id": self.local_temp_id,
+        })
+    }
+}
+
+/// How far ahead a message may be scheduled.
+pub const MAX_SCHEDULE_AHEAD_MS: i64 = 366 * 24 * 3600 * 1000;
+
 /// Rooms one forward may copy a message into.
 pub const MAX_FORWARD_ROOMS: usize = 10;
 
@@ -391,6 +425,8 @@ pub enum Event {
     RoomRemoved {
         room_id: RoomId,
     },
+    /// To the sender only.
+    MessageScheduled(Scheduled),
     /// Tokens of the audience's one user were revoked: the hub closes the
     /// connections opened with them (1008). Never rendered to a client.
     TokensRevoked(Revocation),
@@ -525,6 +561,7 @@ impl Event {
                 frame("member_removed", serde_json::json!({"room_id": room_id, "user_id": user_id, "by": by}))
             }
             Event::RoomRemoved { room_id } => frame("room_removed", serde_json::json!({"room_id": room_id})),
+            Event::MessageScheduled(item) => frame("message_scheduled", item.event_json()),
             Event::TokensRevoked(_) => String::new(),
         }
     }

@@ -80,6 +80,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         }
     });
     spawn_event_retention(writer.clone(), config.event_retention);
+    spawn_scheduler(writer.clone(), config.static_dir.clone());
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hasher = crate::auth::password::HashPool::start(cores, 64).map_err(StartError::Hasher)?;
     let revoked = reader.revoked_tokens_blocking(crate::auth::jwt::unix_now())?;
@@ -125,6 +126,55 @@ fn spawn_event_retention(writer: store::WriterHandle, retention: Duration) {
                 }
                 // Let other writes between the batches.
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+}
+
+/// Posts scheduled messages when they fall due: sleeps until the soonest
+/// pending `send_at`, or until the schedule changes (an item added or
+/// cancelled), never polling. Items due while the server was down go out
+/// at start. Ends with the writer.
+fn spawn_scheduler(writer: store::WriterHandle, static_dir: std::path::PathBuf) {
+    let changed = writer.schedule_changes();
+    tokio::spawn(async move {
+        loop {
+            let wait = match writer.deliver_due(crate::time::now_ms()).await {
+                Ok(due) => {
+                    if due.delivered > 0 {
+                        tracing::debug!(delivered = due.delivered, "scheduled messages sent");
+                    }
+                    if !due.unused_files.is_empty() {
+                        let dir = static_dir.clone();
+                        let files = due.unused_files;
+                        let _ = tokio::task::spawn_blocking(move || {
+                            let paths: Vec<&str> = files.iter().map(String::as_str).collect();
+                            crate::attach::remove_stored(&dir, &paths);
+                        })
+                        .await;
+                    }
+                    match (due.more, due.next) {
+                        (true, _) => Some(Duration::ZERO),
+                        (false, Some(at)) => {
+                            Some(Duration::from_millis(at.saturating_sub(crate::time::now_ms()).max(0) as u64))
+                        }
+                        (false, None) => None,
+                    }
+                }
+                Err(store::StoreError::Unavailable) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot send scheduled messages; trying again in 5 s");
+                    Some(Duration::from_secs(5))
+                }
+            };
+            match wait {
+                Some(wait) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = changed.notified() => {}
+                    }
+                }
+                None => changed.notified().await,
             }
         }
     });

@@ -88,5 +88,7 @@ async fn dispatch(
         Endpoint::RemoveReaction(id) => messages::react(state, req, id, false).await,
         Endpoint::Search => messages::search(state, req).await,
         Endpoint::Forward(id) => messages::forward(state, req, id).await,
+        Endpoint::Scheduled => messages::scheduled(state, req).await,
+        Endpoint::CancelScheduled(id) => messages::cancel_scheduled(state, req, id).await,
     }
 }

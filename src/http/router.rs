@@ -41,6 +41,8 @@ pub enum Endpoint {
     RemoveReaction(MessageId),
     Search,
     Forward(MessageId),
+    Scheduled,
+    CancelScheduled(i64),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +90,8 @@ pub const ROUTE_NAMES: &[&str] = &[
     "remove_reaction",
     "search",
     "forward",
+    "scheduled",
+    "cancel_scheduled",
     "not_found",
 ];
 
@@ -126,6 +130,8 @@ impl Endpoint {
             Endpoint::RemoveReaction(_) => 29,
             Endpoint::Search => 30,
             Endpoint::Forward(_) => 31,
+            Endpoint::Scheduled => 32,
+            Endpoint::CancelScheduled(_) => 33,
         }
     }
 }
@@ -255,6 +261,11 @@ pub fn route(method: &Method, path: &str) -> Route {
                 Ok(m) => post(Endpoint::Forward(m)),
                 Err(bad) => bad,
             },
+            ["scheduled"] => get(Endpoint::Scheduled),
+            ["scheduled", item] => match id(item, "scheduled_id") {
+                Ok(s) => pick(method, &[(Method::DELETE, Endpoint::CancelScheduled(s))], "DELETE"),
+                Err(bad) => bad,
+            },
 
             ["unread-count"] => get(Endpoint::UnreadCount),
             ["online-users"] => get(Endpoint::OnlineUsers),
@@ -287,6 +298,7 @@ fn id_route_accepts(method: &Method, segments: &[&str]) -> bool {
         ["api", "chat", "messages", _, "reactions"] => method == Method::POST,
         ["api", "chat", "messages", _, "reactions", _] => method == Method::DELETE,
         ["api", "chat", "messages", _, "forward"] => method == Method::POST,
+        ["api", "chat", "scheduled", _] => method == Method::DELETE,
         _ => false,
     }
 }
@@ -336,6 +348,9 @@ mod tests {
         check(Method::GET, "/api/chat/search", found(Search));
         check(Method::DELETE, "/api/chat/messages/7/reactions/%F0%9F%91%8D", found(RemoveReaction(7)));
         check(Method::POST, "/api/chat/messages/7/forward", found(Forward(7)));
+        check(Method::GET, "/api/chat/scheduled", found(Scheduled));
+        check(Method::DELETE, "/api/chat/scheduled/3", found(CancelScheduled(3)));
+        check(Method::GET, "/api/chat/scheduled/3", Route::MethodNotAllowed { allow: "DELETE" });
 
         check(Method::GET, "/static/a/b/c/d/e/f/g.png", found(Static));
     }
@@ -376,6 +391,8 @@ mod tests {
             RemoveReaction(1),
             Search,
             Forward(1),
+            Scheduled,
+            CancelScheduled(1),
         ];
         let mut seen: Vec<usize> = all.iter().map(|e| e.index()).collect();
         seen.sort_unstable();

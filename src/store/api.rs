@@ -6,7 +6,7 @@
 use super::reads::{self, Credentials, Member, MessagePage, PageQuery};
 use super::search;
 use super::{Reader, StoreError};
-use crate::model::{Cursor, MessageId, Room, RoomId, User, UserId};
+use crate::model::{Cursor, MessageId, Room, RoomId, Scheduled, User, UserId};
 
 /// A page of the event stream, rendered for one user.
 pub struct EventsPage {
@@ -138,6 +138,11 @@ impl Reader {
         temp_id: String,
     ) -> Result<Option<MessageId>, StoreError> {
         self.run(move |c| Ok(reads::message_by_temp_id(c, sender, &temp_id)?.map(|row| row.id))).await
+    }
+
+    /// The user's pending scheduled messages, soonest first.
+    pub async fn scheduled(&self, user: UserId) -> Result<Vec<Scheduled>, StoreError> {
+        self.run(move |c| reads::scheduled_of(c, user)).await
     }
 
     /// Messages of the viewer's rooms containing `query`, newest first.

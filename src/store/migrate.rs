@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../sql/004_replies.sql")),
     (5, include_str!("../../sql/005_reactions.sql")),
     (6, include_str!("../../sql/006_forwarding.sql")),
+    (7, include_str!("../../sql/007_scheduled.sql")),
 ];
 
 /// The schema version this binary expects.

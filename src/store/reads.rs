@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::StoreError;
 use crate::model::{
     Event, FileMeta, ForwardedFrom, GROUP_PARTICIPANTS_SHOWN, Message, MessageId, MessageType, Reaction, ReadState,
-    ReplyTo, Room, RoomId, RoomView, User, UserId,
+    ReplyTo, Room, RoomId, RoomView, Scheduled, User, UserId,
 };
 
 const USER_COLS: &str = "u.id, u.name, u.email, u.avatar_url, COALESCE(p.is_online, 0)";
@@ -620,6 +620,34 @@ pub fn unread_counts(conn: &Connection, user: UserId) -> Result<Vec<(RoomId, i64
     Ok(stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?)
 }
 
+const SCHEDULED_COLS: &str = "id, room_id, message_type, content, send_at, local_temp_id";
+
+fn scheduled_from_row(r: &Row<'_>) -> rusqlite::Result<Scheduled> {
+    let kind: String = r.get(2)?;
+    Ok(Scheduled {
+        id: r.get(0)?,
+        room_id: r.get(1)?,
+        message_type: MessageType::parse(&kind).unwrap_or(MessageType::Text),
+        content: r.get(3)?,
+        send_at: r.get(4)?,
+        local_temp_id: r.get(5)?,
+    })
+}
+
+/// `user`'s pending scheduled messages, soonest first.
+pub fn scheduled_of(conn: &Connection, user: UserId) -> Result<Vec<Scheduled>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SCHEDULED_COLS} FROM scheduled_messages WHERE sender_id = ?1 ORDER BY send_at, id"
+    ))?;
+    Ok(stmt.query_map([user], scheduled_from_row)?.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn scheduled_item(conn: &Connection, user: UserId, id: i64) -> Result<Option<Scheduled>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {SCHEDULED_COLS} FROM scheduled_messages WHERE id = ?1 AND sender_id = ?2"))?;
+    Ok(stmt.query_row(params![id, user], scheduled_from_row).optional()?)
+}
+
 /// A stored event as the replay reads it.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
@@ -754,6 +782,11 @@ fn event_with(
         }
         "member_removed" => Event::MemberRemoved { room_id, user_id: id("user_id"), by: id("by") },
         "room_removed" => Event::RoomRemoved { room_id },
+        // Only while the item is pending: once sent, its new_message follows.
+        "message_scheduled" => match scheduled_item(conn, viewer, id("scheduled_id"))? {
+            Some(item) => Event::MessageScheduled(item),
+            None => return Ok(None),
+        },
         _ => return Ok(None),
     };
     Ok(Some(event))

@@ -19,7 +19,7 @@ use super::reads::{self, MessageRow};
 use super::search::Poke;
 use crate::model::{
     Envelope, Event, FileMeta, ForwardedFrom, GROUP, MAX_REACTIONS, Message, MessageId, MessageType, Reaction,
-    Revocation, RoomId, User, UserId,
+    Revocation, RoomId, Scheduled, User, UserId,
 };
 use crate::time::now_ms;
 
@@ -62,9 +62,11 @@ pub struct NewMessage {
     pub duration: Option<f64>,
     /// A message of the same room this one answers.
     pub reply_to_id: Option<MessageId>,
-    /// Set by `forward` only: the copy's origin. A copy's files are already
-    /// on disk and counted against whoever uploaded them.
+    /// Set by `forward` only: the copy's origin.
     pub forwarded_from: Option<ForwardedFrom>,
+    /// The files are already counted against whoever uploaded them (a
+    /// forwarded copy, a scheduled message being delivered).
+    pub files_counted: bool,
 }
 
 #[derive(Debug)]
@@ -172,6 +174,20 @@ enum Command {
         room_ids: Vec<RoomId>,
         reply: Reply<Vec<(Message, bool)>>,
     },
+    Schedule {
+        message: Box<NewMessage>,
+        send_at: i64,
+        reply: Reply<Scheduled>,
+    },
+    CancelScheduled {
+        user: UserId,
+        id: i64,
+        reply: Reply<Vec<String>>,
+    },
+    DeliverDue {
+        now: i64,
+        reply: Reply<Due>,
+    },
     MarkRead {
         user: UserId,
         room_id: RoomId,
@@ -201,6 +217,19 @@ enum Command {
 pub struct WriterHandle {
     tx: mpsc::Sender<Command>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    schedule_changed: Arc<tokio::sync::Notify>,
+}
+
+/// What one delivery round did, and when the next item is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub delivered: usize,
+    /// Files of dropped items, which nothing uses now (the caller removes them).
+    pub unused_files: Vec<String>,
+    /// More items were due than one round takes.
+    pub more: bool,
+    /// The soonest pending `send_at` (ms), if any.
+    pub next: Option<i64>,
 }
 
 /// Commands that may wait for the writer; senders wait (backpressure) beyond it.
@@ -220,7 +249,11 @@ pub fn spawn(
         .name("chatd-writer".into())
         .spawn(move || writer.run(rx))
         .map_err(|e| StoreError::CommitFailed(format!("cannot start the writer thread: {e}")))?;
-    Ok(WriterHandle { tx, thread: Arc::new(Mutex::new(Some(thread))) })
+    Ok(WriterHandle {
+        tx,
+        thread: Arc::new(Mutex::new(Some(thread))),
+        schedule_changed: Arc::new(tokio::sync::Notify::new()),
+    })
 }
 
 impl WriterHandle {
@@ -310,6 +343,32 @@ impl WriterHandle {
         add: bool,
     ) -> Result<Vec<Reaction>, StoreError> {
         self.request(|reply| Command::React { user, id, emoji, add, reply }).await
+    }
+
+    /// Stores `message` to be sent at `send_at` (ms), its files already on
+    /// disk; the scheduler is woken to look at the new soonest item.
+    pub async fn schedule(&self, message: NewMessage, send_at: i64) -> Result<Scheduled, StoreError> {
+        let item = self.request(|reply| Command::Schedule { message: Box::new(message), send_at, reply }).await?;
+        self.schedule_changed.notify_one();
+        Ok(item)
+    }
+
+    /// Cancels one of the user's pending items; returns its files, which no
+    /// message uses (the caller removes them).
+    pub async fn cancel_scheduled(&self, user: UserId, id: i64) -> Result<Vec<String>, StoreError> {
+        let files = self.request(|reply| Command::CancelScheduled { user, id, reply }).await?;
+        self.schedule_changed.notify_one();
+        Ok(files)
+    }
+
+    /// Posts the items due at `now` (a batch at a time).
+    pub async fn deliver_due(&self, now: i64) -> Result<Due, StoreError> {
+        self.request(|reply| Command::DeliverDue { now, reply }).await
+    }
+
+    /// Notified whenever the schedule changes (the scheduler's wake-up).
+    pub fn schedule_changes(&self) -> Arc<tokio::sync::Notify> {
+        self.schedule_changed.clone()
     }
 
     /// Copies message `id` into each of `room_ids` (distinct, all the
@@ -540,6 +599,9 @@ fn fail(cmd: Command, error: StoreError) -> Finish {
         Command::Like { reply, .. } => finish(reply, Err(error)),
         Command::React { reply, .. } => finish(reply, Err(error)),
         Command::Forward { reply, .. } => finish(reply, Err(error)),
+        Command::Schedule { reply, .. } => finish(reply, Err(error)),
+        Command::CancelScheduled { reply, .. } => finish(reply, Err(error)),
+        Command::DeliverDue { reply, .. } => finish(reply, Err(error)),
         Command::MarkRead { reply, .. } => finish(reply, Err(error)),
         Command::ChangePassword { reply, .. } => finish(reply, Err(error)),
         Command::RevokeToken { reply, .. } => finish(reply, Err(error)),
@@ -586,6 +648,11 @@ fn apply(
         Command::Forward { user, id, room_ids, reply } => {
             done(reply, forward(tx, cache, options, user, id, room_ids, events))
         }
+        Command::Schedule { message, send_at, reply } => {
+            done(reply, schedule(tx, cache, options, *message, send_at, events))
+        }
+        Command::CancelScheduled { user, id, reply } => done(reply, cancel_scheduled(tx, user, id)),
+        Command::DeliverDue { now, reply } => done(reply, deliver_due(tx, cache, options, now, events)),
         Command::MarkRead { user, room_id, reply } => done(reply, mark_read(tx, cache, user, room_id, events)),
         Command::ChangePassword { user, password_hash, reply } => {
             done(reply, change_password(tx, user, password_hash, events))
@@ -728,6 +795,7 @@ fn event_kind(event: &Event) -> &'static str {
         Event::MemberAdded { .. } => "member_added",
         Event::MemberRemoved { .. } => "member_removed",
         Event::RoomRemoved { .. } => "room_removed",
+        Event::MessageScheduled(_) => "message_scheduled",
         Event::Typing { .. } | Event::Presence { .. } | Event::TokensRevoked(_) => "ephemeral",
     }
 }
@@ -1026,32 +1094,10 @@ fn send_message(
     m: NewMessage,
     events: &mut Vec<Envelope>,
 ) -> Result<SendOutcome, StoreError> {
-    let Some(room) = room_of_member(tx, cache, m.room_id, m.sender)? else {
-        return Err(StoreError::NotFound("Room not found"));
-    };
-    // A direct room's receiver is the other person; a group has none (a
-    // receiver_id sent for a group is ignored).
-    let receiver = if room.group {
-        None
-    } else {
-        let other = room.members.iter().copied().find(|u| *u != m.sender).unwrap_or(m.sender);
-        if m.receiver_id.is_some_and(|r| r != other) {
-            return Err(StoreError::Invalid("receiver_id is not the other participant of this room"));
-        }
-        Some(other)
-    };
+    let (room, receiver) = addressed(tx, cache, &m)?;
     let reply_to = match m.reply_to_id {
         None => None,
-        Some(id) => {
-            let room: Option<RoomId> = tx
-                .prepare_cached("SELECT room_id FROM chat_messages WHERE id = ?1")?
-                .query_row([id], |r| r.get(0))
-                .optional()?;
-            if room != Some(m.room_id) {
-                return Err(StoreError::Invalid("reply_to_id must be a message of the same room"));
-            }
-            reads::reply_to(tx, id)?
-        }
+        Some(id) => reads::reply_to(tx, id)?,
     };
     let files_json = match &m.files {
         Some(files) => {
@@ -1094,20 +1140,10 @@ fn send_message(
         return Ok(SendOutcome::Duplicate(Box::new(message_from(tx, cache, row)?.0)));
     }
     let id = tx.last_insert_rowid();
-    if let Some(files) = m.files.as_ref().filter(|_| m.forwarded_from.is_none()) {
+    if let Some(files) = m.files.as_ref().filter(|_| !m.files_counted) {
         // Inside the command's savepoint: over the quota, the insert above
         // is rolled back with it.
-        let bytes: u64 = files.iter().map(|f| f.file_size).sum();
-        let used: i64 = tx
-            .prepare_cached(
-                "UPDATE users SET storage_bytes = storage_bytes + ?1 WHERE id = ?2 RETURNING storage_bytes",
-            )?
-            .query_row(params![bytes as i64, m.sender], |r| r.get(0))?;
-        if let Some(quota) = options.user_quota_bytes
-            && used.max(0) as u64 > quota
-        {
-            return Err(StoreError::QuotaExceeded(quota));
-        }
+        charge_files(tx, options, m.sender, files)?;
     }
     let message = Message {
         id,
@@ -1135,6 +1171,218 @@ fn send_message(
     let data = serde_json::json!({"message_id": id});
     emit(tx, events, Scope::Room(m.room_id), room.members, Event::NewMessage(message), data)?;
     Ok(SendOutcome::Stored(id))
+}
+
+/// Where a new message goes: its room (the sender must be a member) and,
+/// in a direct room, the other person; a reply must answer a message of
+/// the same room.
+fn addressed(tx: &Connection, cache: &mut Cache, m: &NewMessage) -> Result<(RoomInfo, Option<UserId>), StoreError> {
+    let Some(room) = room_of_member(tx, cache, m.room_id, m.sender)? else {
+        return Err(StoreError::NotFound("Room not found"));
+    };
+    // A direct room's receiver is the other person; a group has none (a
+    // receiver_id sent for a group is ignored).
+    let receiver = if room.group {
+        None
+    } else {
+        let other = room.members.iter().copied().find(|u| *u != m.sender).unwrap_or(m.sender);
+        if m.receiver_id.is_some_and(|r| r != other) {
+            return Err(StoreError::Invalid("receiver_id is not the other participant of this room"));
+        }
+        Some(other)
+    };
+    if let Some(id) = m.reply_to_id {
+        let room: Option<RoomId> = tx
+            .prepare_cached("SELECT room_id FROM chat_messages WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        if room != Some(m.room_id) {
+            return Err(StoreError::Invalid("reply_to_id must be a message of the same room"));
+        }
+    }
+    Ok((room, receiver))
+}
+
+/// Counts files against their uploader's quota (inside the command's
+/// savepoint: over the quota, the command is rolled back whole).
+fn charge_files(tx: &Connection, options: &WriterOptions, user: UserId, files: &[FileMeta]) -> Result<(), StoreError> {
+    let bytes: u64 = files.iter().map(|f| f.file_size).sum();
+    let used: i64 = tx
+        .prepare_cached("UPDATE users SET storage_bytes = storage_bytes + ?1 WHERE id = ?2 RETURNING storage_bytes")?
+        .query_row(params![bytes as i64, user], |r| r.get(0))?;
+    match options.user_quota_bytes {
+        Some(quota) if used.max(0) as u64 > quota => Err(StoreError::QuotaExceeded(quota)),
+        _ => Ok(()),
+    }
+}
+
+/// Stores a message to be posted at `send_at` (SPEC section 10), checked as
+/// a message sent now would be (room, receiver, reply, quota), and tells
+/// the sender's connections with `message_scheduled`.
+fn schedule(
+    tx: &Connection,
+    cache: &mut Cache,
+    options: &WriterOptions,
+    m: NewMessage,
+    send_at: i64,
+    events: &mut Vec<Envelope>,
+) -> Result<Scheduled, StoreError> {
+    let (_, receiver) = addressed(tx, cache, &m)?;
+    if let Some(files) = &m.files {
+        charge_files(tx, options, m.sender, files)?;
+    }
+    let files_json = match &m.files {
+        Some(files) => {
+            Some(serde_json::to_string(files).map_err(|_| StoreError::Invalid("files_data cannot be stored"))?)
+        }
+        None => None,
+    };
+    tx.prepare_cached(
+        "INSERT INTO scheduled_messages (sender_id, room_id, receiver_id, message_type, content, files_data, duration,
+             reply_to_id, local_temp_id, send_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        m.sender,
+        m.room_id,
+        receiver,
+        m.message_type.as_str(),
+        m.content,
+        files_json,
+        m.duration,
+        m.reply_to_id,
+        m.local_temp_id,
+        send_at,
+        now_ms()
+    ])?;
+    let item = Scheduled {
+        id: tx.last_insert_rowid(),
+        room_id: m.room_id,
+        message_type: m.message_type,
+        content: m.content,
+        send_at,
+        local_temp_id: m.local_temp_id,
+    };
+    let data = serde_json::json!({"scheduled_id": item.id});
+    emit(tx, events, Scope::User(m.sender), vec![m.sender], Event::MessageScheduled(item.clone()), data)?;
+    Ok(item)
+}
+
+/// Removes one of `user`'s pending items and gives its files' bytes back;
+/// returns the files (only the item used them).
+fn cancel_scheduled(tx: &Connection, user: UserId, id: i64) -> Result<Vec<String>, StoreError> {
+    let files: Option<Option<String>> = tx
+        .prepare_cached("DELETE FROM scheduled_messages WHERE id = ?1 AND sender_id = ?2 RETURNING files_data")?
+        .query_row(params![id, user], |r| r.get(0))
+        .optional()?;
+    let Some(files) = files else { return Err(StoreError::NotFound("Scheduled message not found")) };
+    let files: Vec<FileMeta> = files.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default();
+    let bytes: u64 = files.iter().map(|f| f.file_size).sum();
+    if bytes > 0 {
+        tx.prepare_cached("UPDATE users SET storage_bytes = max(storage_bytes - ?1, 0) WHERE id = ?2")?
+            .execute(params![bytes as i64, user])?;
+    }
+    Ok(files.into_iter().map(|f| f.file_path).collect())
+}
+
+/// Items one delivery round posts at most.
+const DELIVERY_ROUND: usize = 256;
+
+/// Posts the items due at `now`, soonest first, each as a normal message
+/// (`new_message` with its `local_temp_id`) and removes them, in the same
+/// transaction: delivered exactly once, even across a crash. An item that
+/// can no longer be sent (its sender left the room, ...) is dropped and
+/// logged, so it cannot block the ones behind it.
+fn deliver_due(
+    tx: &Connection,
+    cache: &mut Cache,
+    options: &WriterOptions,
+    now: i64,
+    events: &mut Vec<Envelope>,
+) -> Result<Due, StoreError> {
+    type Row = (
+        i64,
+        UserId,
+        RoomId,
+        Option<UserId>,
+        String,
+        String,
+        Option<String>,
+        Option<f64>,
+        Option<MessageId>,
+        Option<String>,
+    );
+    let due: Vec<Row> = tx
+        .prepare_cached(
+            "SELECT id, sender_id, room_id, receiver_id, message_type, content, files_data, duration, reply_to_id,
+                 local_temp_id FROM scheduled_messages WHERE send_at <= ?1 ORDER BY send_at, id LIMIT ?2",
+        )?
+        .query_map(params![now, DELIVERY_ROUND as i64 + 1], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let more = due.len() > DELIVERY_ROUND;
+    let (mut delivered, mut unused_files) = (0, Vec::new());
+    for (id, sender, room_id, receiver_id, kind, content, files, duration, reply_to_id, local_temp_id) in
+        due.into_iter().take(DELIVERY_ROUND)
+    {
+        let files: Option<Vec<FileMeta>> = files.and_then(|json| serde_json::from_str(&json).ok());
+        let message = NewMessage {
+            sender,
+            room_id,
+            receiver_id,
+            message_type: MessageType::parse(&kind).unwrap_or(MessageType::Text),
+            content,
+            local_temp_id,
+            files: files.clone(),
+            duration,
+            reply_to_id,
+            forwarded_from: None,
+            files_counted: true,
+        };
+        run_cached(tx, "SAVEPOINT item")?;
+        let mut posted = Vec::new();
+        let refused = match send_message(tx, cache, options, message, &mut posted) {
+            Ok(SendOutcome::Stored(_)) => None,
+            Ok(SendOutcome::Duplicate(_)) => {
+                Some(StoreError::Conflict("its local_temp_id was used by another message"))
+            }
+            Err(e) => Some(e),
+        };
+        match refused {
+            None => {
+                run_cached(tx, "RELEASE item")?;
+                events.append(&mut posted);
+                delivered += 1;
+            }
+            Some(e) => {
+                run_cached(tx, "ROLLBACK TO item")?;
+                run_cached(tx, "RELEASE item")?;
+                tracing::warn!(item = id, error = %e, "a scheduled message could not be sent; dropped");
+                let files = files.unwrap_or_default();
+                let bytes: u64 = files.iter().map(|f| f.file_size).sum();
+                if bytes > 0 {
+                    tx.prepare_cached("UPDATE users SET storage_bytes = max(storage_bytes - ?1, 0) WHERE id = ?2")?
+                        .execute(params![bytes as i64, sender])?;
+                }
+                unused_files.extend(files.into_iter().map(|f| f.file_path));
+            }
+        }
+        tx.prepare_cached("DELETE FROM scheduled_messages WHERE id = ?1")?.execute([id])?;
+    }
+    let next: Option<i64> = tx.query_row("SELECT MIN(send_at) FROM scheduled_messages", [], |r| r.get(0))?;
+    Ok(Due { delivered, unused_files, more, next })
 }
 
 /// The message `user` may act on, with its room's members.
@@ -1286,6 +1534,7 @@ fn forward(
             duration: row.duration,
             reply_to_id: None,
             forwarded_from: Some(origin.clone()),
+            files_counted: true,
         };
         let SendOutcome::Stored(copy_id) = send_message(tx, cache, options, copy, events)? else {
             return Err(StoreError::Conflict("Duplicate message"));

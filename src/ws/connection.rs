@@ -31,7 +31,8 @@ use crate::hub::{CatchUp, CloseReason, ConnId, ConnectionEntry, Outgoing};
 use crate::limits::{Meter, retry_after_secs};
 use crate::metrics::Limit;
 use crate::model::{
-    Cursor, Envelope, Event, FileMeta, MessageType, RESYNC_REQUIRED, RoomId, TempId, UserId, error_frame, synced_frame,
+    Cursor, Envelope, Event, FileMeta, MAX_SCHEDULE_AHEAD_MS, MessageType, RESYNC_REQUIRED, RoomId, TempId, UserId,
+    error_frame, synced_frame,
 };
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -571,6 +572,15 @@ impl Reader {
 
     async fn send_message(&mut self, frame: &Utf8Bytes, m: SendMessage<'_>) -> Result<Pending, String> {
         let room_id = self.room_or_current(m.room_id).ok_or("room_id is required")?;
+        if let Some(at) = m.send_at {
+            let now = crate::time::now_ms();
+            if at <= now {
+                return Err("send_at must be in the future".into());
+            }
+            if at > now + MAX_SCHEDULE_AHEAD_MS {
+                return Err("send_at may be at most one year ahead".into());
+            }
+        }
         let mut new = NewMessage {
             sender: self.session.user,
             room_id,
@@ -582,6 +592,7 @@ impl Reader {
             duration: None,
             reply_to_id: m.reply_to_id,
             forwarded_from: None,
+            files_counted: false,
         };
         let mut stored: Vec<String> = Vec::new();
         if !m.files.is_empty() {
@@ -606,7 +617,22 @@ impl Reader {
             self.state.metrics.attachment_bytes.fetch_add(bytes, Ordering::Relaxed);
             new.files = Some(files.into_iter().map(file_meta).collect());
         }
-        self.submit(new, stored).await
+        match m.send_at {
+            Some(at) => self.schedule(new, at, stored).await,
+            None => self.submit(new, stored).await,
+        }
+    }
+
+    /// Hands a message with `send_at` to the writer; `message_scheduled`
+    /// reaches the sender's connections through the hub.
+    async fn schedule(&self, message: NewMessage, send_at: i64, stored: Vec<String>) -> Result<Pending, String> {
+        match self.state.writer.schedule(message, send_at).await {
+            Ok(_) => Ok(Box::pin(std::future::ready(None))),
+            Err(e) => {
+                remove_files(&self.state, stored).await;
+                Err(store_message(&e))
+            }
+        }
     }
 
     /// Hands the message to the writer; the returned future yields the frame

@@ -38,6 +38,8 @@ pub struct SendMessage<'a> {
     pub files: Vec<FileIn<'a>>,
     /// The message of the same room this one answers.
     pub reply_to_id: Option<MessageId>,
+    /// When to post it (ms since the epoch), if not now.
+    pub send_at: Option<i64>,
 }
 
 /// One entry of `files_data` as sent.
@@ -91,6 +93,8 @@ struct SendData<'a> {
     files_data: Option<Vec<FileIn<'a>>>,
     #[serde(default)]
     reply_to_id: Option<MessageId>,
+    #[serde(borrow, default)]
+    send_at: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +205,13 @@ fn parse_send(data: Option<&str>) -> Result<ClientCommand<'_>, ProtocolError> {
     if d.reply_to_id.is_some_and(|id| id <= 0) {
         return Err(ProtocolError::new("reply_to_id must be positive", temp));
     }
+    let send_at = match d.send_at.as_deref() {
+        None => None,
+        Some(text) => Some(
+            crate::time::parse_rfc3339_ms(text)
+                .ok_or_else(|| ProtocolError::new("send_at must be an RFC 3339 date-time", temp))?,
+        ),
+    };
     Ok(ClientCommand::SendMessage(SendMessage {
         room_id: d.room_id,
         receiver_id: d.receiver_id,
@@ -209,6 +220,7 @@ fn parse_send(data: Option<&str>) -> Result<ClientCommand<'_>, ProtocolError> {
         local_temp_id: d.local_temp_id,
         files,
         reply_to_id: d.reply_to_id,
+        send_at,
     }))
 }
 

@@ -12,6 +12,7 @@ mod metrics;
 mod reactions;
 mod replies;
 mod rooms;
+mod scheduled;
 mod search;
 mod static_files;
 mod stream;

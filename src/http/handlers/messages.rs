@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::error::ApiError;
 use crate::http::Body;
 use crate::http::util::{int_param, is_form, json, pairs, parse_json, query, read_body, user_of};
-use crate::model::{MAX_FORWARD_ROOMS, MessageId, MessageJson, RoomId, TempId, is_emoji, reactions_json};
+use crate::model::{MAX_FORWARD_ROOMS, MessageId, MessageJson, RoomId, Scheduled, TempId, is_emoji, reactions_json};
 use crate::state::AppState;
 use crate::store::reads::PageQuery;
 use crate::ws::protocol::MAX_TEXT_CHARS;
@@ -156,6 +156,35 @@ pub async fn forward(state: &Arc<AppState>, req: Request<Incoming>, id: MessageI
     let messages: Vec<MessageJson<'_>> =
         copies.iter().map(|(message, liked)| message.json(user, *liked, base, TempId::Hide)).collect();
     json(StatusCode::CREATED, &serde_json::json!({"messages": messages}))
+}
+
+/// `GET /api/chat/scheduled`: the caller's pending items, soonest first.
+pub async fn scheduled(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let user = user_of(state, &req).await?;
+    let items = state.reader.scheduled(user).await?;
+    let items: Vec<serde_json::Value> = items.iter().map(Scheduled::json).collect();
+    json(StatusCode::OK, &serde_json::json!({"scheduled": items}))
+}
+
+/// `DELETE /api/chat/scheduled/{id}`: cancels one of the caller's items;
+/// its files, which no message uses, are removed.
+pub async fn cancel_scheduled(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    id: i64,
+) -> Result<Response<Body>, ApiError> {
+    let user = user_of(state, &req).await?;
+    let files = state.writer.cancel_scheduled(user, id).await?;
+    if !files.is_empty() {
+        let static_dir = state.config.static_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let paths: Vec<&str> = files.iter().map(String::as_str).collect();
+            crate::attach::remove_stored(&static_dir, &paths);
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    json(StatusCode::OK, &serde_json::json!({"id": id}))
 }
 
 /// `GET /api/chat/search?q=&room_id=&before_id=&limit=20`: newest first,
