@@ -36,6 +36,8 @@ async fn search_finds_substrings_in_every_script_only_in_the_callers_rooms() {
     let del = s.raw(Method::DELETE, &format!("/api/chat/messages/{id}"), Some(&ann.token), None, Vec::new()).await;
     assert_eq!(del.status, StatusCode::OK);
 
+    // Through the index (the unit tests cover the unindexed tail).
+    wait_for_indexer(&s).await;
     let find = |q: &str| {
         let path = format!("/api/chat/search?q={}", encode(q));
         let token = ann.token.clone();
@@ -50,6 +52,7 @@ async fn search_finds_substrings_in_every_script_only_in_the_callers_rooms() {
     );
     assert_eq!(contents(&find("一起吃").await.json), ["我们明天一起吃午饭吧"], "Chinese");
     assert_eq!(contents(&find("🎉").await.json), ["party 🎉 tonight"], "one emoji: the short-query scan");
+    assert_eq!(contents(&find("y 🎉 t").await.json), ["party 🎉 tonight"], "emoji inside a trigram");
     assert_eq!(contents(&find("明天").await.json), ["我们明天一起吃午饭吧"], "two characters");
     let escaped = find("you").await;
     assert_eq!(escaped.json["results"][0]["highlight"], "see &lt;<mark>you</mark>&gt; &amp; me");
