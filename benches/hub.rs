@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use chatd::config::Config;
 use chatd::http::router::ROUTE_NAMES;
 use chatd::hub::{ConnectionEntry, HubHandle};
+use chatd::links::Links;
 use chatd::metrics::Metrics;
 use chatd::model::{Envelope, Event, Message, MessageType, User, UserId};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -94,8 +95,9 @@ fn bench_hub(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = Config::for_tests(dir.path());
     // Presence changes come out here; the bench only keeps the channel open.
-    let (hub, _presence) = runtime
-        .block_on(async { HubHandle::start(config.hub_shards, BASE_URL.into(), Arc::new(Metrics::new(ROUTE_NAMES))) });
+    let (hub, _presence) = runtime.block_on(async {
+        HubHandle::start(config.hub_shards, Arc::new(Links::public(BASE_URL)), Arc::new(Metrics::new(ROUTE_NAMES)))
+    });
 
     let mut next_user: UserId = 1000;
     for (group_name, event) in [("hub_presence", Arc::new(presence())), ("hub_new_message", Arc::new(new_message()))] {

@@ -6,6 +6,7 @@
 
 use std::hint::black_box;
 
+use chatd::links::{Links, Signer};
 use chatd::model::{Event, FileMeta, Message, MessageType, TempId, User};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -57,17 +58,19 @@ fn message(files: usize) -> Message {
 }
 
 fn bench_serialize(c: &mut Criterion) {
+    // Signed file links, as a server renders them by default.
+    let links = Links::new(BASE_URL, Some(Signer::derive(b"a benchmark secret of enough length")), 86_400);
     let mut group = c.benchmark_group("serialize");
     for (name, files) in [("text", 0), ("10_files", 10)] {
         let event = Event::NewMessage(message(files));
-        let frame = event.render(7, BASE_URL, Some(1_234_567));
+        let frame = event.render(7, &links, Some(1_234_567));
         group.throughput(Throughput::Bytes(frame.len() as u64));
         group.bench_function(format!("render_new_message/{name}"), |b| {
-            b.iter(|| black_box(&event).render(black_box(7), BASE_URL, Some(1_234_567)))
+            b.iter(|| black_box(&event).render(black_box(7), &links, Some(1_234_567)))
         });
         let Event::NewMessage(m) = &event else { unreachable!() };
         group.bench_function(format!("message_json/{name}"), |b| {
-            b.iter(|| serde_json::to_string(&black_box(m).json(black_box(7), false, BASE_URL, TempId::Hide)))
+            b.iter(|| serde_json::to_string(&black_box(m).json(black_box(7), false, &links, TempId::Hide)))
         });
     }
     group.finish();

@@ -105,8 +105,22 @@ pub struct Settings {
     /// Days stored events are kept for replay; older cursors must resync.
     #[arg(long, env = "CHAT_EVENT_RETENTION_DAYS", default_value_t = 30, global = true)]
     pub event_retention_days: u64,
+    /// File links: `signed` (expiring, per render) or `public` (Part I's plain paths).
+    #[arg(long, env = "CHAT_FILE_LINKS", value_enum, default_value = "signed", global = true)]
+    pub file_links: FileLinks,
+    /// The least lifetime of a signed file link, in seconds.
+    #[arg(long, env = "CHAT_FILE_LINK_TTL_SECS", default_value_t = 86_400, global = true)]
+    pub file_link_ttl_secs: u64,
     #[command(flatten)]
     pub limits: LimitSettings,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FileLinks {
+    /// `?exp=&sig=` on every file URL; the file is served only with a valid one.
+    Signed,
+    /// Anyone with the path gets the file.
+    Public,
 }
 
 /// Whether the rate limits, throttles and per-IP/per-user caps apply.
@@ -205,6 +219,8 @@ pub struct Config {
     pub max_group_members: usize,
     /// How long stored events are kept for replay.
     pub event_retention: Duration,
+    pub file_links: FileLinks,
+    pub file_link_ttl_secs: u64,
     pub limits: Limits,
 }
 
@@ -328,6 +344,9 @@ impl Config {
         if s.max_group_members < 2 {
             return Err(ConfigError("CHAT_MAX_GROUP_MEMBERS must be at least 2".into()));
         }
+        if !(60..=31_536_000).contains(&s.file_link_ttl_secs) {
+            return Err(ConfigError("CHAT_FILE_LINK_TTL_SECS must be in 60..=31536000".into()));
+        }
         if !(1..=3650).contains(&s.event_retention_days) {
             return Err(ConfigError("CHAT_EVENT_RETENTION_DAYS must be in 1..=3650".into()));
         }
@@ -353,6 +372,8 @@ impl Config {
             read_pool_size: (cores as u32).clamp(2, 16),
             max_group_members: s.max_group_members,
             event_retention: Duration::from_secs(s.event_retention_days.saturating_mul(86_400)),
+            file_links: s.file_links,
+            file_link_ttl_secs: s.file_link_ttl_secs,
             limits,
         })
     }
@@ -395,6 +416,8 @@ impl Settings {
             hub_shards: Some(4),
             max_group_members: 1000,
             event_retention_days: 30,
+            file_links: FileLinks::Signed,
+            file_link_ttl_secs: 86_400,
             limits: LimitSettings {
                 rate_limits: Switch::Off,
                 header_timeout_secs: 10,

@@ -21,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod links;
 pub mod metrics;
 pub mod model;
 pub mod server;

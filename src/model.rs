@@ -1,6 +1,7 @@
 //! The objects of the API (User, Message, Room, events) and their JSON.
 //! Rendering is here so REST, the hub and the writer produce the same shapes.
 
+use crate::links::Links;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -270,7 +271,7 @@ pub enum TempId {
 }
 
 impl Message {
-    pub fn json<'a>(&'a self, viewer: UserId, is_liked: bool, base_url: &str, temp_id: TempId) -> MessageJson<'a> {
+    pub fn json<'a>(&'a self, viewer: UserId, is_liked: bool, links: &Links, temp_id: TempId) -> MessageJson<'a> {
         MessageJson {
             id: self.id,
             room_id: self.room_id,
@@ -285,7 +286,7 @@ impl Message {
                     .iter()
                     .map(|f| FileJson {
                         file_name: &f.file_name,
-                        file_path: format!("{base_url}/static/{}", f.file_path),
+                        file_path: links.file_url(&f.file_path),
                         file_size: f.file_size,
                         mime_type: &f.mime_type,
                         duration: f.duration,
@@ -341,7 +342,7 @@ impl Room {
         self.room_type == GROUP
     }
 
-    pub fn json(&self, viewer: UserId, base_url: &str) -> serde_json::Value {
+    pub fn json(&self, viewer: UserId, links: &Links) -> serde_json::Value {
         let other = if self.is_group() {
             None
         } else {
@@ -358,7 +359,7 @@ impl Room {
             "is_active": self.is_active,
             "participants": self.participants,
             "other_user": other,
-            "last_message": self.last_message.as_ref().map(|(m, liked)| m.json(viewer, *liked, base_url, TempId::Hide)),
+            "last_message": self.last_message.as_ref().map(|(m, liked)| m.json(viewer, *liked, links, TempId::Hide)),
             "unread_count": self.unread_count,
             "member_count": self.member_count,
             "role": role,
@@ -440,8 +441,8 @@ pub struct RoomView {
 }
 
 impl RoomView {
-    pub fn json(&self, viewer: UserId, base_url: &str) -> serde_json::Value {
-        let mut value = self.room.json(viewer, base_url);
+    pub fn json(&self, viewer: UserId, links: &Links) -> serde_json::Value {
+        let mut value = self.room.json(viewer, links);
         let unread = self.unread.iter().find(|(u, _)| *u == viewer).map_or(0, |(_, n)| *n);
         value["unread_count"] = unread.into();
         value
@@ -513,16 +514,16 @@ impl Event {
     }
 
     /// The frame text of this event for `viewer`, with its cursor if stored.
-    pub fn render(&self, viewer: UserId, base_url: &str, position: Option<i64>) -> String {
+    pub fn render(&self, viewer: UserId, links: &Links, position: Option<i64>) -> String {
         let cursor = position.map(Cursor);
         let frame = |kind: &str, data: serde_json::Value| Frame { kind, data, cursor }.to_json();
         match self {
             Event::NewMessage(m) => {
-                Frame { kind: "new_message", data: m.json(viewer, false, base_url, TempId::Show), cursor }.to_json()
+                Frame { kind: "new_message", data: m.json(viewer, false, links, TempId::Show), cursor }.to_json()
             }
             Event::MessageUpdate { message, liked_by } => Frame {
                 kind: "message_update",
-                data: message.json(viewer, liked_by.contains(&viewer), base_url, TempId::Hide),
+                data: message.json(viewer, liked_by.contains(&viewer), links, TempId::Hide),
                 cursor,
             }
             .to_json(),
@@ -552,8 +553,8 @@ impl Event {
                 "message_read",
                 serde_json::json!({"room_id": room_id, "user_id": user_id, "user_name": user_name, "last_read_id": last_read_id}),
             ),
-            Event::RoomCreated(view) => frame("room_created", view.json(viewer, base_url)),
-            Event::RoomUpdated(view) => frame("room_updated", view.json(viewer, base_url)),
+            Event::RoomCreated(view) => frame("room_created", view.json(viewer, links)),
+            Event::RoomUpdated(view) => frame("room_updated", view.json(viewer, links)),
             Event::MemberAdded { room_id, users, by } => {
                 frame("member_added", serde_json::json!({"room_id": room_id, "users": users, "by": by}))
             }

@@ -4,6 +4,7 @@
 //! hyper-util's graceful shutdown, WebSockets closed with 1001 after what was
 //! committed is sent, the writer finished and the WAL checkpointed.
 
+use crate::links::Links;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,7 +19,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Keys, TokenState};
-use crate::config::Config;
+use crate::config::{Config, FileLinks};
 use crate::http::router::ROUTE_NAMES;
 use crate::hub::{Fanout, HubHandle};
 use crate::limits::Limiter;
@@ -62,12 +63,13 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     let keys =
         Keys::load(config.jwt_secret.as_deref(), &config.data_dir, config.token_ttl).map_err(StartError::Secret)?;
     let metrics = Arc::new(Metrics::new(ROUTE_NAMES));
-    let base_url: Arc<str> = config.base_url.as_str().into();
+    let signer = (config.file_links == FileLinks::Signed).then(|| keys.file_signer());
+    let links = Arc::new(Links::new(&config.base_url, signer, config.file_link_ttl_secs));
     // The hub starts first; the writer publishes what it commits into it,
     // and the presence changes the hub sees come back to the writer through
     // one ordered forwarding task (so a quick reconnect can never store
     // "offline" after "online"). Neither knows the other.
-    let (hub, mut presence) = HubHandle::start(config.hub_shards, base_url.clone(), metrics.clone());
+    let (hub, mut presence) = HubHandle::start(config.hub_shards, links.clone(), metrics.clone());
     let fanout: Arc<dyn Fanout> = Arc::new(hub.clone());
     let sink = HubSink { fanout: fanout.clone(), metrics: metrics.clone() };
     let (reader, writer) = store::open(&config, Box::new(sink), store::Opener::Server)?;
@@ -97,7 +99,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         dummy_hash: tokio::sync::OnceCell::new(),
         ws_tasks: TaskTracker::new(),
         shutting_down,
-        base_url,
+        links,
         hasher,
         tokens: TokenState::new(revoked),
         limiter,

@@ -1,6 +1,7 @@
 //! `AppState`: everything a request or a connection needs, built once in
 //! `server::start` and shared behind an `Arc`. No globals.
 
+use crate::links::Links;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -39,5 +40,5 @@ pub struct AppState {
     /// Rate limits, caps and the frame budget.
     pub limiter: Limiter,
     /// The base URL as a shared string for renderers.
-    pub base_url: Arc<str>,
+    pub links: Arc<Links>,
 }

@@ -62,6 +62,7 @@ pub struct Keys {
     decoding: DecodingKey,
     validation: Validation,
     ttl: Duration,
+    files: crate::links::Signer,
 }
 
 impl Keys {
@@ -72,7 +73,13 @@ impl Keys {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = 0;
-        Keys { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation, ttl }
+        Keys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl,
+            files: crate::links::Signer::derive(secret),
+        }
     }
 
     /// The secret from `CHAT_JWT_SECRET`, else the one kept in the data
@@ -97,6 +104,11 @@ impl Keys {
 
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+
+    /// The key of signed file links, derived from the same secret.
+    pub fn file_signer(&self) -> crate::links::Signer {
+        self.files.clone()
     }
 
     /// A token for `user` at token version `version`, valid for the

@@ -89,6 +89,7 @@ async fn dispatch(
         Endpoint::Search => messages::search(state, req).await,
         Endpoint::Forward(id) => messages::forward(state, req, id).await,
         Endpoint::Scheduled => messages::scheduled(state, req).await,
+        Endpoint::ShareFile(id, index) => messages::share_file(state, req, id, index).await,
         Endpoint::CancelScheduled(id) => messages::cancel_scheduled(state, req, id).await,
     }
 }

@@ -43,6 +43,8 @@ pub enum Endpoint {
     Forward(MessageId),
     Scheduled,
     CancelScheduled(i64),
+    /// A message's file, by its index in `files_data`.
+    ShareFile(MessageId, usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +94,7 @@ pub const ROUTE_NAMES: &[&str] = &[
     "forward",
     "scheduled",
     "cancel_scheduled",
+    "share_file",
     "not_found",
 ];
 
@@ -132,6 +135,7 @@ impl Endpoint {
             Endpoint::Forward(_) => 31,
             Endpoint::Scheduled => 32,
             Endpoint::CancelScheduled(_) => 33,
+            Endpoint::ShareFile(..) => 34,
         }
     }
 }
@@ -169,7 +173,7 @@ fn pick(method: &Method, options: &[(Method, Endpoint)], allow: &'static str) ->
 pub fn route(method: &Method, path: &str) -> Route {
     let trimmed = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
     let Some(rest) = trimmed.strip_prefix('/') else { return Route::NotFound };
-    let mut segments = [""; 6];
+    let mut segments = [""; 7];
     let mut count = 0;
     for segment in rest.split('/') {
         if count == segments.len() {
@@ -261,6 +265,11 @@ pub fn route(method: &Method, path: &str) -> Route {
                 Ok(m) => post(Endpoint::Forward(m)),
                 Err(bad) => bad,
             },
+            ["messages", message, "files", index, "share"] => match (id(message, "message_id"), index.parse()) {
+                (Ok(m), Ok(i)) if index.bytes().all(|b| b.is_ascii_digit()) => post(Endpoint::ShareFile(m, i)),
+                (Err(bad), _) => bad,
+                _ => Route::BadId("index"),
+            },
             ["scheduled"] => get(Endpoint::Scheduled),
             ["scheduled", item] => match id(item, "scheduled_id") {
                 Ok(s) => pick(method, &[(Method::DELETE, Endpoint::CancelScheduled(s))], "DELETE"),
@@ -299,6 +308,7 @@ fn id_route_accepts(method: &Method, segments: &[&str]) -> bool {
         ["api", "chat", "messages", _, "reactions", _] => method == Method::DELETE,
         ["api", "chat", "messages", _, "forward"] => method == Method::POST,
         ["api", "chat", "scheduled", _] => method == Method::DELETE,
+        ["api", "chat", "messages", _, "files", _, "share"] => method == Method::POST,
         _ => false,
     }
 }
@@ -349,6 +359,8 @@ mod tests {
         check(Method::DELETE, "/api/chat/messages/7/reactions/%F0%9F%91%8D", found(RemoveReaction(7)));
         check(Method::POST, "/api/chat/messages/7/forward", found(Forward(7)));
         check(Method::GET, "/api/chat/scheduled", found(Scheduled));
+        check(Method::POST, "/api/chat/messages/4/files/0/share", found(ShareFile(4, 0)));
+        check(Method::POST, "/api/chat/messages/4/files/x/share", Route::BadId("index"));
         check(Method::DELETE, "/api/chat/scheduled/3", found(CancelScheduled(3)));
         check(Method::GET, "/api/chat/scheduled/3", Route::MethodNotAllowed { allow: "DELETE" });
 
@@ -393,6 +405,7 @@ mod tests {
             Forward(1),
             Scheduled,
             CancelScheduled(1),
+            ShareFile(1, 0),
         ];
         let mut seen: Vec<usize> = all.iter().map(|e| e.index()).collect();
         seen.sort_unstable();

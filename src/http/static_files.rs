@@ -411,7 +411,7 @@ fn open_failed(path: &Path, error: io::Error) -> Response<Body> {
     }
 }
 
-fn not_found() -> Response<Body> {
+pub fn not_found() -> Response<Body> {
     json_error(StatusCode::NOT_FOUND, "Not found")
 }
 

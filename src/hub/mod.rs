@@ -6,6 +6,7 @@
 
 mod shard;
 
+use crate::links::Links;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
@@ -139,7 +140,7 @@ impl HubHandle {
     /// never touches the database.
     pub fn start(
         shards: usize,
-        base_url: Arc<str>,
+        links: Arc<Links>,
         metrics: Arc<Metrics>,
     ) -> (HubHandle, mpsc::UnboundedReceiver<(UserId, bool)>) {
         let shards = shards.max(1).next_power_of_two();
@@ -147,7 +148,7 @@ impl HubHandle {
         let senders: Vec<_> = (0..shards)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(shard::run(rx, base_url.clone(), presence_tx.clone(), metrics.clone()));
+                tokio::spawn(shard::run(rx, links.clone(), presence_tx.clone(), metrics.clone()));
                 tx
             })
             .collect();

@@ -3,6 +3,7 @@
 //! bytes) and `try_send`s the shared frame to each outbox; a full outbox is a
 //! slow consumer, which is told to close and forgotten, never waited for.
 
+use crate::links::Links;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,7 +18,7 @@ use crate::model::{Envelope, Event, Revocation, UserId};
 
 pub(super) async fn run(
     mut rx: mpsc::UnboundedReceiver<ShardCommand>,
-    base_url: Arc<str>,
+    links: Arc<Links>,
     presence: mpsc::UnboundedSender<(UserId, bool)>,
     metrics: Arc<Metrics>,
 ) {
@@ -46,7 +47,7 @@ pub(super) async fn run(
                     }
                 }
             }
-            ShardCommand::Deliver(envelope) => deliver(&mut users, &envelope, &base_url, &presence, &metrics),
+            ShardCommand::Deliver(envelope) => deliver(&mut users, &envelope, &links, &presence, &metrics),
             ShardCommand::Shutdown => {
                 for (_, conns) in users.drain() {
                     for conn in conns {
@@ -66,7 +67,7 @@ fn went_offline(user: UserId, presence: &mpsc::UnboundedSender<(UserId, bool)>, 
 fn deliver(
     users: &mut HashMap<UserId, Vec<ConnectionEntry>>,
     envelope: &Envelope,
-    base_url: &str,
+    links: &Links,
     presence: &mpsc::UnboundedSender<(UserId, bool)>,
     metrics: &Metrics,
 ) {
@@ -86,9 +87,9 @@ fn deliver(
         let Some(conns) = users.get_mut(user) else { continue };
         let position = envelope.position;
         let frame = if event.same_for_everyone() {
-            shared.get_or_insert_with(|| Utf8Bytes::from(event.render(*user, base_url, position))).clone()
+            shared.get_or_insert_with(|| Utf8Bytes::from(event.render(*user, links, position))).clone()
         } else {
-            Utf8Bytes::from(event.render(*user, base_url, position))
+            Utf8Bytes::from(event.render(*user, links, position))
         };
         let mut i = 0;
         while i < conns.len() {
@@ -215,15 +216,15 @@ mod tests {
         // Typing is queued while at least half the outbox is free: three
         // of four slots, then skipped.
         for _ in 0..10 {
-            deliver(&mut users, &typing(), "http://x", &presence, &metrics);
+            deliver(&mut users, &typing(), &Links::public("http://x"), &presence, &metrics);
         }
         assert_eq!(metrics.typing_dropped.load(Relaxed), 7);
         assert_eq!(metrics.slow_consumers_closed.load(Relaxed), 0);
         assert!(killed.try_recv().is_err(), "typing never closes a connection");
         // A stored event takes the last slot; one more is a slow consumer.
-        deliver(&mut users, &message(), "http://x", &presence, &metrics);
+        deliver(&mut users, &message(), &Links::public("http://x"), &presence, &metrics);
         assert!(killed.try_recv().is_err());
-        deliver(&mut users, &message(), "http://x", &presence, &metrics);
+        deliver(&mut users, &message(), &Links::public("http://x"), &presence, &metrics);
         assert_eq!(killed.try_recv().ok(), Some(CloseReason::SlowConsumer));
         assert!(users.is_empty());
     }
@@ -237,7 +238,7 @@ mod tests {
         let catch_up = conn.catch_up.clone();
         let mut users = HashMap::from([(7, vec![conn])]);
         for _ in 0..3 {
-            deliver(&mut users, &message(), "http://x", &presence, &metrics);
+            deliver(&mut users, &message(), &Links::public("http://x"), &presence, &metrics);
         }
         assert!(killed.try_recv().is_err());
         assert_eq!(users.get(&7).map(Vec::len), Some(1));
@@ -245,7 +246,7 @@ mod tests {
         assert!(catch_up.finish_replay(), "then the replay may end");
         assert!(catch_up.is_live());
         // Live, a full outbox is a slow consumer again.
-        deliver(&mut users, &message(), "http://x", &presence, &metrics);
+        deliver(&mut users, &message(), &Links::public("http://x"), &presence, &metrics);
         assert_eq!(killed.try_recv().ok(), Some(CloseReason::SlowConsumer));
     }
 }

@@ -6,7 +6,8 @@
 use super::reads::{self, Credentials, Member, MessagePage, PageQuery};
 use super::search;
 use super::{Reader, StoreError};
-use crate::model::{Cursor, MessageId, Room, RoomId, Scheduled, User, UserId};
+use crate::links::Links;
+use crate::model::{Cursor, FileMeta, MessageId, Room, RoomId, Scheduled, User, UserId};
 
 /// A page of the event stream, rendered for one user.
 pub struct EventsPage {
@@ -140,6 +141,19 @@ impl Reader {
         self.run(move |c| Ok(reads::message_by_temp_id(c, sender, &temp_id)?.map(|row| row.id))).await
     }
 
+    /// The files of a message `viewer` can see now (`None`: no such message
+    /// for it: unknown, deleted, or in a room it is not in).
+    pub async fn message_files(&self, viewer: UserId, id: MessageId) -> Result<Option<Vec<FileMeta>>, StoreError> {
+        self.run(move |c| {
+            let Some(row) = reads::message_row(c, viewer, id)? else { return Ok(None) };
+            if row.is_deleted || !reads::is_participant(c, row.room_id, viewer)? {
+                return Ok(None);
+            }
+            Ok(Some(row.files.unwrap_or_default()))
+        })
+        .await
+    }
+
     /// The user's pending scheduled messages, soonest first.
     pub async fn scheduled(&self, user: UserId) -> Result<Vec<Scheduled>, StoreError> {
         self.run(move |c| reads::scheduled_of(c, user)).await
@@ -162,16 +176,16 @@ impl Reader {
     }
 
     /// Up to `limit` events after position `after` that `user` may see,
-    /// rendered for it with `base_url`.
+    /// rendered for it with `links`.
     pub async fn events_after(
         &self,
         user: UserId,
         after: i64,
         limit: u32,
-        base_url: std::sync::Arc<str>,
+        links: std::sync::Arc<Links>,
     ) -> Result<EventsPage, StoreError> {
         self.run(move |c| {
-            let (frames, through, has_more) = reads::replay_page(c, user, after, limit, &base_url)?;
+            let (frames, through, has_more) = reads::replay_page(c, user, after, limit, &links)?;
             Ok(EventsPage { frames, through, has_more })
         })
         .await

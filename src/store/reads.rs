@@ -2,6 +2,7 @@
 //! writer (inside its transaction) share them. Every query here is served by
 //! an index of `sql/001_init.sql`.
 
+use crate::links::Links;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -799,7 +800,7 @@ pub fn replay_page(
     user: UserId,
     after: i64,
     limit: u32,
-    base_url: &str,
+    links: &Links,
 ) -> Result<(Vec<String>, i64, bool), StoreError> {
     let events = events_after(conn, user, after, limit)?;
     let full = events.len() == limit as usize;
@@ -809,7 +810,7 @@ pub fn replay_page(
     for stored in &events {
         last = stored.position;
         if let Some(event) = event_with(conn, user, stored, &mut cache)? {
-            frames.push(event.render(user, base_url, Some(stored.position)));
+            frames.push(event.render(user, links, Some(stored.position)));
         }
     }
     Ok((frames, last, full))

@@ -104,8 +104,8 @@ impl Replay {
         }
         loop {
             loop {
-                let (user, after, base_url) = (self.user, sent, self.state.base_url.clone());
-                let page = match self.state.reader.events_after(user, after, REPLAY_PAGE, base_url).await {
+                let (user, after, links) = (self.user, sent, self.state.links.clone());
+                let page = match self.state.reader.events_after(user, after, REPLAY_PAGE, links).await {
                     Ok(page) => page,
                     Err(e) => {
                         // Never skip a gap: the client resumes from its cursor.
@@ -654,7 +654,7 @@ impl Reader {
                 Ok(SendOutcome::Stored(_)) => None,
                 Ok(SendOutcome::Duplicate(original)) => {
                     remove_files(&state, stored).await;
-                    let data = original.json(viewer, false, &state.base_url, TempId::Show);
+                    let data = original.json(viewer, false, &state.links, TempId::Show);
                     Some(crate::model::Frame { kind: "new_message", data, cursor: None }.to_json())
                 }
                 Err(e) => {

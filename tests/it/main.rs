@@ -5,6 +5,7 @@ mod abuse;
 mod attachments;
 mod auth;
 mod durability;
+mod file_links;
 mod forwarding;
 mod groups;
 mod messages;

@@ -20,7 +20,8 @@ async fn serves_files_with_caching_and_ranges() {
     assert!(index.headers["content-type"].to_str().unwrap().starts_with("text/html"));
     assert!(index.text().contains("chatd"));
 
-    let path = "/static/chat_files/files/user_1_20240101_120000_0_doc.pdf";
+    let link = s.file_link("chat_files/files/user_1_20240101_120000_0_doc.pdf");
+    let path = link.as_str();
     let full = s.raw(Method::GET, path, None, None, Vec::new()).await;
     assert_eq!((full.status, full.body.to_vec()), (StatusCode::OK, body.clone()));
     let h = &full.headers;
@@ -108,8 +109,8 @@ async fn the_web_client_is_served_with_csp_referrer_and_frame_headers() {
     // Stored files keep their sandbox and get the referrer policy too.
     let stored = s.static_dir().join("chat_files/images/user_1_20240101_120000_0_a.png");
     std::fs::write(&stored, b"\x89PNG\r\n\x1a\n").unwrap();
-    let path = "/static/chat_files/images/user_1_20240101_120000_0_a.png";
-    let r = s.raw(Method::GET, path, None, None, Vec::new()).await;
+    let path = s.file_link("chat_files/images/user_1_20240101_120000_0_a.png");
+    let r = s.raw(Method::GET, &path, None, None, Vec::new()).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["content-security-policy"], "default-src 'none'; sandbox");
     assert_eq!(r.headers["referrer-policy"], "no-referrer");

@@ -96,6 +96,12 @@ impl TestServer {
     }
 
     #[allow(dead_code)]
+    /// The signed link (path and query) of a stored file, as a render now gives it.
+    pub fn file_link(&self, rel_path: &str) -> String {
+        let url = self.state.links.file_url(rel_path);
+        url.strip_prefix(self.state.links.base_url()).unwrap_or(&url).to_owned()
+    }
+
     pub fn static_dir(&self) -> std::path::PathBuf {
         self.state.config.static_dir.clone()
     }

@@ -25,7 +25,7 @@ pub async fn page(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Respo
     let (frames, last, more) = match cursor {
         None => (Vec::new(), bounds.head, false),
         Some(cursor) if bounds.serves(cursor) => {
-            let page = state.reader.events_after(user, cursor.0, limit, state.base_url.clone()).await?;
+            let page = state.reader.events_after(user, cursor.0, limit, state.links.clone()).await?;
             (page.frames, page.through, page.has_more)
         }
         Some(_) => return Err(ApiError::Gone("Cursor expired: reload and resync")),

@@ -42,7 +42,7 @@ pub async fn page(state: &Arc<AppState>, req: Request<Incoming>, room_id: RoomId
     };
     let page = state.reader.messages_page(user, room_id, query).await?;
     let page = page.ok_or(ApiError::NotFound("Room not found"))?;
-    let base = &state.base_url;
+    let base = &state.links;
     let messages: Vec<_> = page.messages.iter().map(|(m, liked)| m.json(user, *liked, base, TempId::Hide)).collect();
     json(
         StatusCode::OK,
@@ -86,7 +86,7 @@ pub async fn edit(state: &Arc<AppState>, req: Request<Incoming>, id: MessageId) 
         return Err(ApiError::unprocessable(format!("content must be 1..{MAX_TEXT_CHARS} characters")));
     }
     let (message, liked) = state.writer.edit(user, id, content).await?;
-    json(StatusCode::OK, &message.json(user, liked, &state.base_url, TempId::Hide))
+    json(StatusCode::OK, &message.json(user, liked, &state.links, TempId::Hide))
 }
 
 pub async fn delete(state: &Arc<AppState>, req: Request<Incoming>, id: MessageId) -> Result<Response<Body>, ApiError> {
@@ -101,7 +101,7 @@ pub async fn delete(state: &Arc<AppState>, req: Request<Incoming>, id: MessageId
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     }
-    json(StatusCode::OK, &message.json(user, liked, &state.base_url, TempId::Hide))
+    json(StatusCode::OK, &message.json(user, liked, &state.links, TempId::Hide))
 }
 
 #[derive(Deserialize)]
@@ -152,10 +152,42 @@ pub async fn forward(state: &Arc<AppState>, req: Request<Incoming>, id: MessageI
         return Err(ApiError::unprocessable(format!("room_ids must name 1..{MAX_FORWARD_ROOMS} rooms")));
     }
     let copies = state.writer.forward(user, id, room_ids).await?;
-    let base = &state.base_url;
+    let base = &state.links;
     let messages: Vec<MessageJson<'_>> =
         copies.iter().map(|(message, liked)| message.json(user, *liked, base, TempId::Hide)).collect();
     json(StatusCode::CREATED, &serde_json::json!({"messages": messages}))
+}
+
+#[derive(Deserialize)]
+struct ShareBody {
+    ttl_secs: u64,
+}
+
+/// Lifetimes a share link may have: a minute to a week.
+const SHARE_TTL_SECS: std::ops::RangeInclusive<u64> = 60..=604_800;
+
+/// `POST /messages/{id}/files/{index}/share` `{"ttl_secs"}`: a signed link
+/// to one file of a message the caller can see, for someone outside;
+/// 201 `{"url", "expires_at"}`.
+pub async fn share_file(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    id: MessageId,
+    index: usize,
+) -> Result<Response<Body>, ApiError> {
+    let user = user_of(state, &req).await?;
+    let (_, bytes) = read_body(state, req).await?;
+    let ttl = parse_json::<ShareBody>(&bytes)?.ttl_secs;
+    if !SHARE_TTL_SECS.contains(&ttl) {
+        return Err(ApiError::unprocessable("ttl_secs must be in 60..=604800"));
+    }
+    let files = state.reader.message_files(user, id).await?.ok_or(ApiError::NotFound("Message not found"))?;
+    let file = files.get(index).ok_or(ApiError::NotFound("File not found"))?;
+    let (url, expires_at) = state.links.share_url(&file.file_path, ttl);
+    json(
+        StatusCode::CREATED,
+        &serde_json::json!({"url": url, "expires_at": crate::time::rfc3339_ms(expires_at as i64 * 1000)}),
+    )
 }
 
 /// `GET /api/chat/scheduled`: the caller's pending items, soonest first.
@@ -206,7 +238,7 @@ pub async fn search(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Res
         return Err(ApiError::NotFound("Room not found"));
     }
     let (found, next) = state.reader.search(user, q, room, before, limit).await?;
-    let base = &state.base_url;
+    let base = &state.links;
     let results: Vec<_> = found
         .iter()
         .map(|f| serde_json::json!({"message": f.message.json(user, f.liked, base, TempId::Hide), "highlight": f.highlight}))

@@ -27,8 +27,22 @@ pub fn metrics(state: &Arc<AppState>) -> Response<Body> {
     response
 }
 
+/// A stored file (`chat_files/`) needs a valid, unexpired link signature
+/// unless links are public (SPEC section 11); without one it does not exist.
 pub async fn static_file(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
-    static_files::serve(&state.config.static_dir, req.uri().path(), req.method(), req.headers()).await
+    let path = req.uri().path();
+    if state.links.signed()
+        && let Some(rest) = path.strip_prefix(static_files::STATIC_PREFIX)
+        && rest.starts_with("chat_files/")
+    {
+        let params = query(&req);
+        let rel = percent_encoding::percent_decode_str(rest).decode_utf8();
+        let param = |name: &str| params.get(name).map(String::as_str);
+        if !rel.is_ok_and(|rel| state.links.allows(&rel, param("exp"), param("sig"))) {
+            return static_files::not_found();
+        }
+    }
+    static_files::serve(&state.config.static_dir, path, req.method(), req.headers()).await
 }
 
 /// Shorter searches would let anyone list the whole user directory.

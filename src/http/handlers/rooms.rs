@@ -69,7 +69,7 @@ pub async fn create(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Res
     let room = state.reader.room(user, room_id).await?;
     let room = room.ok_or(ApiError::Internal("a created room is missing".into()))?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    json(status, &room.json(user, &state.base_url))
+    json(status, &room.json(user, &state.links))
 }
 
 /// The Room as `user` sees it, with `status`.
@@ -81,7 +81,7 @@ async fn room_answer(
 ) -> Result<Response<Body>, ApiError> {
     let room = state.reader.room(user, room_id).await?;
     let room = room.ok_or(ApiError::NotFound("Room not found"))?;
-    json(status, &room.json(user, &state.base_url))
+    json(status, &room.json(user, &state.links))
 }
 
 /// `PATCH /rooms/{id}` `{"name"}`: admins rename a group.
@@ -160,7 +160,7 @@ pub async fn set_role(
 pub async fn list(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
     let rooms = state.reader.rooms(user).await?;
-    let rendered: Vec<_> = rooms.iter().map(|r| r.json(user, &state.base_url)).collect();
+    let rendered: Vec<_> = rooms.iter().map(|r| r.json(user, &state.links)).collect();
     json(StatusCode::OK, &serde_json::json!({"total": rendered.len(), "rooms": rendered}))
 }
 
@@ -168,7 +168,7 @@ pub async fn get(state: &Arc<AppState>, req: Request<Incoming>, room_id: RoomId)
     let user = user_of(state, &req).await?;
     let room = state.reader.room(user, room_id).await?;
     let room = room.ok_or(ApiError::NotFound("Room not found"))?;
-    json(StatusCode::OK, &room.json(user, &state.base_url))
+    json(StatusCode::OK, &room.json(user, &state.links))
 }
 
 pub async fn mark_read(
