@@ -32,6 +32,7 @@ fn message(files: usize) -> Message {
                 file_size: 734_003 + i as u64,
                 mime_type: "image/jpeg".to_owned(),
                 duration: None,
+                thumbnail_path: Some(format!("chat_files/thumbnails/user_3_{NOW_MS}_{i:08x}.jpg.jpg")),
             })
             .collect()
     });

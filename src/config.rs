@@ -108,6 +108,9 @@ pub struct Settings {
     /// File links: `signed` (expiring, per render) or `public` (Part I's plain paths).
     #[arg(long, env = "CHAT_FILE_LINKS", value_enum, default_value = "signed", global = true)]
     pub file_links: FileLinks,
+    /// Thumbnails made at once (each on a blocking thread).
+    #[arg(long, env = "CHAT_THUMBNAIL_WORKERS", default_value_t = 1, global = true)]
+    pub thumbnail_workers: usize,
     /// Seconds an upload waits for a message to use it before it is removed.
     #[arg(long, env = "CHAT_UPLOAD_TTL_SECS", default_value_t = 3600, global = true)]
     pub upload_ttl_secs: u64,
@@ -225,6 +228,7 @@ pub struct Config {
     pub file_links: FileLinks,
     pub file_link_ttl_secs: u64,
     pub upload_ttl: Duration,
+    pub thumbnail_workers: usize,
     pub limits: Limits,
 }
 
@@ -348,6 +352,9 @@ impl Config {
         if s.max_group_members < 2 {
             return Err(ConfigError("CHAT_MAX_GROUP_MEMBERS must be at least 2".into()));
         }
+        if !(1..=16).contains(&s.thumbnail_workers) {
+            return Err(ConfigError("CHAT_THUMBNAIL_WORKERS must be in 1..=16".into()));
+        }
         if !(1..=604_800).contains(&s.upload_ttl_secs) {
             return Err(ConfigError("CHAT_UPLOAD_TTL_SECS must be in 1..=604800".into()));
         }
@@ -382,6 +389,7 @@ impl Config {
             file_links: s.file_links,
             file_link_ttl_secs: s.file_link_ttl_secs,
             upload_ttl: Duration::from_secs(s.upload_ttl_secs),
+            thumbnail_workers: s.thumbnail_workers,
             limits,
         })
     }
@@ -427,6 +435,7 @@ impl Settings {
             file_links: FileLinks::Signed,
             file_link_ttl_secs: 86_400,
             upload_ttl_secs: 3600,
+            thumbnail_workers: 1,
             limits: LimitSettings {
                 rate_limits: Switch::Off,
                 header_timeout_secs: 10,

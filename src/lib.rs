@@ -27,5 +27,6 @@ pub mod model;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod thumbnails;
 pub mod time;
 pub mod ws;

@@ -62,6 +62,16 @@ pub struct FileMeta {
     pub file_size: u64,
     pub mime_type: String,
     pub duration: Option<f64>,
+    /// `chat_files/thumbnails/...` once made (images only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail_path: Option<String>,
+}
+
+impl FileMeta {
+    /// An image that has no thumbnail yet.
+    pub fn wants_thumbnail(&self) -> bool {
+        self.thumbnail_path.is_none() && self.file_path.starts_with("chat_files/images/")
+    }
 }
 
 /// A message with its people, as every reader sees it (viewer-dependent
@@ -235,6 +245,8 @@ struct FileJson<'a> {
     file_size: u64,
     mime_type: &'a str,
     duration: Option<f64>,
+    /// Signed like `file_path`; null for non-images and until it exists.
+    thumbnail_path: Option<String>,
 }
 
 /// The Message object of SPEC section 0, for one viewer.
@@ -290,6 +302,7 @@ impl Message {
                         file_size: f.file_size,
                         mime_type: &f.mime_type,
                         duration: f.duration,
+                        thumbnail_path: f.thumbnail_path.as_deref().map(|t| links.file_url(t)),
                     })
                     .collect()
             }),

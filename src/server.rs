@@ -71,7 +71,8 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     // "offline" after "online"). Neither knows the other.
     let (hub, mut presence) = HubHandle::start(config.hub_shards, links.clone(), metrics.clone());
     let fanout: Arc<dyn Fanout> = Arc::new(hub.clone());
-    let sink = HubSink { fanout: fanout.clone(), metrics: metrics.clone() };
+    let (thumbnail_queue, thumbnail_jobs) = crate::thumbnails::queue();
+    let sink = HubSink { fanout: fanout.clone(), metrics: metrics.clone(), thumbnails: thumbnail_queue };
     let (reader, writer) = store::open(&config, Box::new(sink), store::Opener::Server)?;
     let presence_writer = writer.clone();
     tokio::spawn(async move {
@@ -83,6 +84,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     });
     spawn_event_retention(writer.clone(), config.event_retention);
     spawn_scheduler(writer.clone(), config.static_dir.clone());
+    crate::thumbnails::spawn(thumbnail_jobs, writer.clone(), config.static_dir.clone(), config.thumbnail_workers);
     sweep_orphan_uploads(&reader, &config.data_dir);
     spawn_upload_expiry(writer.clone(), config.data_dir.clone(), config.upload_ttl.min(Duration::from_secs(60)));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -240,12 +242,14 @@ fn spawn_scheduler(writer: store::WriterHandle, static_dir: std::path::PathBuf) 
 struct HubSink {
     fanout: Arc<dyn Fanout>,
     metrics: Arc<Metrics>,
+    thumbnails: crate::thumbnails::Queue,
 }
 
 impl store::EventSink for HubSink {
     fn publish(&mut self, envelope: crate::model::Envelope) {
         if let crate::model::Event::NewMessage(m) = envelope.event.as_ref() {
             self.metrics.message_stored(m.message_type);
+            self.thumbnails.offer(m);
         }
         self.fanout.publish(envelope);
     }

@@ -10,6 +10,7 @@ pub mod fuzz;
 #[cfg(test)]
 mod samples;
 mod store;
+pub mod thumbnail;
 pub mod upload;
 pub mod validate;
 

@@ -80,3 +80,31 @@ pub fn incoming(files: &[Declared]) -> Vec<IncomingFile<'_>> {
 pub fn encode(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
+
+/// A valid PNG header that claims `width` × `height` 8-bit grey pixels,
+/// then a few bytes of compressed zeros: a decompression bomb's shape.
+pub fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 0, 0, 0, 0]);
+    for (kind, data) in [(b"IHDR", ihdr.as_slice()), (b"IDAT", &[0x78, 0x9C, 0x63, 0, 0, 0, 1, 0, 1]), (b"IEND", &[])] {
+        png.extend((data.len() as u32).to_be_bytes());
+        let start = png.len();
+        png.extend(kind);
+        png.extend(data);
+        let crc = crc32(&png[start..]);
+        png.extend(crc.to_be_bytes());
+    }
+    png
+}

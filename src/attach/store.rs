@@ -78,11 +78,15 @@ pub fn remove_stored(static_dir: &Path, rel_paths: &[&str]) {
             tracing::warn!(rel_path, "refusing to remove a path outside chat_files");
             continue;
         };
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "could not remove a stored file")
+        // An image's thumbnail goes with it.
+        let thumbnail = super::thumbnail::thumbnail_rel_path(rel_path).map(|t| static_dir.join(t));
+        for path in std::iter::once(path).chain(thumbnail) {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "could not remove a stored file")
+                }
             }
         }
     }

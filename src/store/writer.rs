@@ -189,6 +189,12 @@ enum Command {
         reply: Reply<Vec<(Message, bool)>>,
     },
     CreateUpload(NewUpload, Reply<()>),
+    /// Thumbnails made for a message's images: `(file_path, thumbnail_path)`.
+    SetThumbnails {
+        message_id: MessageId,
+        thumbnails: Vec<(String, String)>,
+        reply: Reply<bool>,
+    },
     /// Marks an upload checked (`true`) or removes it (`false`).
     FinishUpload {
         id: String,
@@ -369,6 +375,16 @@ impl WriterHandle {
         add: bool,
     ) -> Result<Vec<Reaction>, StoreError> {
         self.request(|reply| Command::React { user, id, emoji, add, reply }).await
+    }
+
+    /// Records thumbnails made for a message's images and sends
+    /// `message_update`; `false` when the message is gone or deleted.
+    pub async fn set_thumbnails(
+        &self,
+        message_id: MessageId,
+        thumbnails: Vec<(String, String)>,
+    ) -> Result<bool, StoreError> {
+        self.request(|reply| Command::SetThumbnails { message_id, thumbnails, reply }).await
     }
 
     /// Records a new upload, if the user's quota has room for it beside
@@ -643,6 +659,7 @@ fn fail(cmd: Command, error: StoreError) -> Finish {
         Command::Forward { reply, .. } => finish(reply, Err(error)),
         Command::Schedule { reply, .. } => finish(reply, Err(error)),
         Command::CreateUpload(_, reply) => finish(reply, Err(error)),
+        Command::SetThumbnails { reply, .. } => finish(reply, Err(error)),
         Command::FinishUpload { reply, .. } => finish(reply, Err(error)),
         Command::ExpireUploads { reply, .. } => finish(reply, Err(error)),
         Command::CancelScheduled { reply, .. } => finish(reply, Err(error)),
@@ -694,6 +711,9 @@ fn apply(
             done(reply, forward(tx, cache, options, user, id, room_ids, events))
         }
         Command::CreateUpload(upload, reply) => done(reply, create_upload(tx, options, upload)),
+        Command::SetThumbnails { message_id, thumbnails, reply } => {
+            done(reply, set_thumbnails(tx, cache, message_id, thumbnails, events))
+        }
         Command::FinishUpload { id, passed, reply } => done(reply, finish_upload(tx, &id, passed)),
         Command::ExpireUploads { now, reply } => done(reply, expire_uploads(tx, now)),
         Command::Schedule { message, send_at, reply } => {
@@ -1220,6 +1240,47 @@ fn send_message(
     let data = serde_json::json!({"message_id": id});
     emit(tx, events, Scope::Room(m.room_id), room.members, Event::NewMessage(message), data)?;
     Ok(SendOutcome::Stored(id))
+}
+
+/// Sets `thumbnail_path` on the message's files that have one now, and
+/// tells the room with `message_update` (rendered from the stored message).
+fn set_thumbnails(
+    tx: &Connection,
+    cache: &mut Cache,
+    message_id: MessageId,
+    thumbnails: Vec<(String, String)>,
+    events: &mut Vec<Envelope>,
+) -> Result<bool, StoreError> {
+    let stored: Option<(RoomId, Option<String>)> = tx
+        .prepare_cached("SELECT room_id, files_data FROM chat_messages WHERE id = ?1 AND is_deleted = 0")?
+        .query_row([message_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((room_id, Some(json))) = stored else { return Ok(false) };
+    let mut files: Vec<FileMeta> =
+        serde_json::from_str(&json).map_err(|_| StoreError::Invalid("files_data cannot be read"))?;
+    let mut changed = false;
+    for file in &mut files {
+        if let Some((_, thumb)) = thumbnails.iter().find(|(path, _)| *path == file.file_path)
+            && file.thumbnail_path.as_ref() != Some(thumb)
+        {
+            file.thumbnail_path = Some(thumb.clone());
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(false);
+    }
+    let json = serde_json::to_string(&files).map_err(|_| StoreError::Invalid("files_data cannot be stored"))?;
+    tx.prepare_cached("UPDATE chat_messages SET files_data = ?1 WHERE id = ?2")?.execute(params![json, message_id])?;
+    let Some(room) = room_info(tx, cache, room_id)? else { return Ok(false) };
+    // Rendered as everyone else reads it: no viewer's like.
+    let row = reads::message_row(tx, 0, message_id)?.ok_or(StoreError::NotFound("Message not found"))?;
+    let liked_by = likers(tx, message_id)?;
+    let (mut message, _) = message_from(tx, cache, row)?;
+    message.local_temp_id = None;
+    let event = Event::MessageUpdate { message, liked_by };
+    emit(tx, events, Scope::Room(room_id), room.members, event, serde_json::json!({"message_id": message_id}))?;
+    Ok(true)
 }
 
 /// Deletes the rows of the uploads a message uses: each finished upload of

@@ -815,6 +815,7 @@ fn file_meta(f: StoredFile) -> FileMeta {
         file_size: f.file_size,
         mime_type: f.mime_type,
         duration: f.duration,
+        thumbnail_path: None,
     }
 }
 

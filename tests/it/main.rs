@@ -18,5 +18,6 @@ mod search;
 mod static_files;
 mod stream;
 mod support;
+mod thumbnails;
 mod uploads;
 mod ws;
