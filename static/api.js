@@ -1,5 +1,5 @@
-// REST client for chatd (SPEC sections 1 and 2). Holds the token; every
-// call answers parsed JSON or throws an ApiError with the server's detail.
+// REST client for chatd (SPEC sections 1, 2, 8 and 10). Holds the token;
+// every call answers parsed JSON or throws an ApiError with the server's detail.
 
 const TOKEN_KEY = 'chatd.token';
 
@@ -126,4 +126,10 @@ export const api = {
 
   like: (messageId) => request('POST', `/api/chat/messages/${encodeURIComponent(messageId)}/like`),
   unlike: (messageId) => request('DELETE', `/api/chat/messages/${encodeURIComponent(messageId)}/like`),
+
+  // Messages people expect (SPEC section 10).
+  react: (messageId, emoji) =>
+    request('POST', `/api/chat/messages/${encodeURIComponent(messageId)}/reactions`, { emoji }),
+  unreact: (messageId, emoji) =>
+    request('DELETE', `/api/chat/messages/${encodeURIComponent(messageId)}/reactions/${encodeURIComponent(emoji)}`),
 };

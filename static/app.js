@@ -43,6 +43,7 @@ import {
   updatePendingStatus,
   updateStickiness,
 } from './render.js';
+import { applyReactionEvent, initReactions, togglePicker } from './reactions.js';
 import { ChatSocket } from './socket.js';
 import {
   isGroup,
@@ -409,6 +410,7 @@ async function openRoom(roomId) {
     state.currentRoomId = roomId;
     state.editingId = null;
     state.confirmDeleteId = null;
+    state.reactingId = null;
     clearMessageList();
     restoreDraft(roomId);
     socket.send('join_room', { room_id: roomId });
@@ -437,6 +439,7 @@ function closeRoom() {
   state.currentRoomId = null;
   state.editingId = null;
   state.confirmDeleteId = null;
+  state.reactingId = null;
   clearMessageList();
   history.replaceState(null, '', location.pathname);
   renderConversationHeader();
@@ -731,6 +734,9 @@ function dispatch(event) {
     case 'message_like':
       onMessageLike(data);
       break;
+    case 'message_reaction':
+      applyReactionEvent(data);
+      break;
     case 'message_read':
       onMessageRead(data);
       break;
@@ -900,6 +906,7 @@ function onMessageDelete(data) {
   patchMessage(data.room_id, data.id, { content: '', files_data: null, is_deleted: true });
   if (state.editingId === data.id) state.editingId = null;
   if (state.confirmDeleteId === data.id) state.confirmDeleteId = null;
+  if (state.reactingId === data.id) state.reactingId = null;
   renderRoomList();
   if (data.room_id === state.currentRoomId) renderMessages();
 }
@@ -1255,6 +1262,7 @@ setActions({
   retryPending,
   discardPending,
   loadOlder,
+  togglePicker,
   retryHistory: () => {
     const roomId = state.currentRoomId;
     const conv = state.convs.get(roomId);
@@ -1296,6 +1304,10 @@ function wire() {
     }
   });
   initComposer({ submit: submitMessage, socket, getRoomId: () => state.currentRoomId });
+  const redraw = (roomId) => {
+    if (roomId === state.currentRoomId) renderMessages();
+  };
+  initReactions({ changed: redraw, showError: showComposerError });
   initGroups({
     upsertRoom: (room) => upsertRoom(room),
     dropRoom: (roomId, notice) => dropRoom(roomId, notice),

@@ -3,6 +3,7 @@
 
 import { icon } from './icons.js';
 import { $, el, fillAvatar, formatDay, formatDuration, formatSize, formatStamp, formatTime, hueFor, safeUrl } from './dom.js';
+import { reactionChips, reactionPicker, reactionsSignature } from './reactions.js';
 import {
   isGroup,
   isOwn,
@@ -328,16 +329,18 @@ function messageEntry(message, { group = false, showSender = false } = {}) {
   const filesSig = filesSignature(message.files_data);
   const read = group && isOwn(message) ? readInfo(message) : null;
   const sender = showSender && message.sender_details ? message.sender_details : null;
+  const reacting = state.reactingId === message.id;
   const sig = JSON.stringify([
     message.content, message.edited_at, message.is_deleted, message.is_read, message.is_liked,
     message.like_count, filesSig, editing, confirming, message.created_at, read,
     sender ? [sender.id, sender.name] : null,
+    reactionsSignature(message), reacting,
   ]);
   return {
     key: `m:${message.id}`,
     sig,
     filesSig,
-    build: (previous) => buildMessage(message, { editing, confirming, previous, filesSig, read, sender }),
+    build: (previous) => buildMessage(message, { editing, confirming, previous, filesSig, read, sender, reacting }),
   };
 }
 
@@ -363,7 +366,7 @@ function statusNode(message, read) {
   });
 }
 
-function buildMessage(message, { editing, confirming, previous, filesSig, read, sender }) {
+function buildMessage(message, { editing, confirming, previous, filesSig, read, sender, reacting }) {
   const own = isOwn(message);
   const deleted = Boolean(message.is_deleted);
   const classes = ['msg', own ? 'own' : 'theirs', `type-${message.message_type}`];
@@ -418,6 +421,12 @@ function buildMessage(message, { editing, confirming, previous, filesSig, read, 
     if (own && message.message_type === 'text' && !editing) {
       tools.append(el('button', { type: 'button', class: 'tool', testid: 'edit-button', title: 'Edit', 'aria-label': 'Edit message', onclick: () => actions.startEdit(message.id) }, icon('edit', { size: 16 })));
     }
+    tools.append(
+      el('button', {
+        type: 'button', class: 'tool', testid: 'react-button', title: 'React', 'aria-label': 'Add a reaction',
+        'aria-expanded': String(reacting), onclick: () => actions.togglePicker(message),
+      }, icon('smile', { size: 16 })),
+    );
     if (own) {
       tools.append(el('button', { type: 'button', class: 'tool', testid: 'delete-button', title: 'Delete', 'aria-label': 'Delete message', onclick: () => actions.askDelete(message.id) }, icon('trash', { size: 16 })));
     }
@@ -435,6 +444,11 @@ function buildMessage(message, { editing, confirming, previous, filesSig, read, 
       senderId: message.sender_details ? String(message.sender_details.id) : '',
     },
   }, row);
+  if (!deleted) {
+    const chips = reactionChips(message);
+    if (chips) item.append(chips);
+    if (reacting) item.append(reactionPicker(message));
+  }
   // Without hover (phones) a tap on the bubble shows or hides the tools.
   bubble.addEventListener('click', (event) => {
     if (!window.matchMedia('(hover: none)').matches || event.target.closest('a, button, audio, textarea')) return;

@@ -24,6 +24,8 @@ export const state = {
   /** id of the message being edited inline, and of the one asking to be deleted */
   editingId: null,
   confirmDeleteId: null,
+  /** id of the message whose reaction picker is open */
+  reactingId: null,
   connection: 'connecting',
 };
 
@@ -43,6 +45,7 @@ export function resetState() {
   state.drafts = new Map();
   state.editingId = null;
   state.confirmDeleteId = null;
+  state.reactingId = null;
   state.connection = 'connecting';
 }
 
