@@ -44,6 +44,7 @@ import {
   updateStickiness,
 } from './render.js';
 import { applyReactionEvent, initReactions, togglePicker } from './reactions.js';
+import { initReplies, refreshQuotes, startReply } from './replies.js';
 import { ChatSocket } from './socket.js';
 import {
   isGroup,
@@ -62,6 +63,11 @@ import {
 const TYPING_SHOWN_MS = 6000;
 const AUTH_EXPIRED_TEXT = 'Your session has expired. Please log in again.';
 const NOTICE_MS = 8000;
+/** How long a message jumped to stays highlighted. */
+const FLASH_MS = 2500;
+/** How far back a jump to a message loads history (pages of JUMP_PAGE) before it gives up. */
+const JUMP_PAGES = 20;
+const JUMP_PAGE = 100;
 
 /** The cursor this connection was opened with (null: none, a plain connection). */
 let connectCursor = null;
@@ -366,6 +372,7 @@ function dropRoom(roomId, notice) {
   state.rooms.delete(roomId);
   state.convs.delete(roomId);
   state.drafts.delete(roomId);
+  state.replyTo.delete(roomId);
   clearTyping(roomId);
   for (const [tempId, pending] of state.pending) {
     if (pending.roomId === roomId) {
@@ -411,6 +418,7 @@ async function openRoom(roomId) {
     state.editingId = null;
     state.confirmDeleteId = null;
     state.reactingId = null;
+    state.flashId = null;
     clearMessageList();
     restoreDraft(roomId);
     socket.send('join_room', { room_id: roomId });
@@ -440,14 +448,25 @@ function closeRoom() {
   state.editingId = null;
   state.confirmDeleteId = null;
   state.reactingId = null;
+  state.flashId = null;
   clearMessageList();
   history.replaceState(null, '', location.pathname);
   renderConversationHeader();
   renderRoomList();
 }
 
-async function loadFirstPage(roomId) {
+/** The newest page of a room; a load already under way is shared. */
+function loadFirstPage(roomId) {
   const conv = state.convs.get(roomId);
+  if (!conv.firstLoad) {
+    conv.firstLoad = fetchFirstPage(roomId, conv).finally(() => {
+      conv.firstLoad = null;
+    });
+  }
+  return conv.firstLoad;
+}
+
+async function fetchFirstPage(roomId, conv) {
   conv.loading = true;
   conv.error = null;
   if (state.currentRoomId === roomId) renderMessages('bottom');
@@ -474,19 +493,34 @@ function fillViewport() {
   if (conv && conv.loaded && conv.hasOlder && scroller.scrollHeight <= scroller.clientHeight + 10) loadOlder();
 }
 
-async function loadOlder() {
+/**
+ * One page of older messages of the open room; a load already under way is
+ * shared. Answers false when it failed.
+ */
+function loadOlder(limit = 50) {
   const roomId = state.currentRoomId;
   const conv = state.convs.get(roomId);
-  if (!conv || !conv.loaded || !conv.hasOlder || conv.loadingOlder) return;
+  if (!conv || !conv.loaded || !conv.hasOlder) return Promise.resolve(true);
+  if (!conv.olderLoad) {
+    conv.olderLoad = fetchOlder(roomId, conv, limit).finally(() => {
+      conv.olderLoad = null;
+    });
+  }
+  return conv.olderLoad;
+}
+
+async function fetchOlder(roomId, conv, limit) {
   const before = oldestId(conv);
-  if (before === null) return;
+  if (before === null) return true;
+  let ok = true;
   conv.loadingOlder = true;
   renderMessages('prepend');
   try {
-    const page = await api.messagesBefore(roomId, before, 50);
+    const page = await api.messagesBefore(roomId, before, limit);
     for (const message of page.messages || []) upsertMessage(message);
     conv.hasOlder = Boolean(page.has_more) && (page.messages || []).length > 0;
   } catch (error) {
+    ok = false;
     showComposerError(`Could not load older messages: ${error.message}`);
   } finally {
     conv.loadingOlder = false;
@@ -495,6 +529,46 @@ async function loadOlder() {
     renderMessages('prepend');
     fillViewport();
   }
+  return ok;
+}
+
+/** Bumped by every jump, so that an older one gives up when a newer one starts. */
+let jumpSerial = 0;
+let flashTimer = null;
+
+/**
+ * Open a room and bring one of its messages into view, highlighted for a
+ * moment (a reply's quote, a search result). Older history is loaded until
+ * the message is there, JUMP_PAGES pages at most. Answers whether it was.
+ */
+async function jumpTo(roomId, messageId) {
+  const mine = ++jumpSerial;
+  if (state.currentRoomId !== roomId) await openRoom(roomId);
+  const still = () => mine === jumpSerial && state.currentRoomId === roomId;
+  const conv = state.convs.get(roomId);
+  if (!still() || !conv) return false;
+  if (!conv.loaded) await loadFirstPage(roomId);
+  for (let page = 0; page < JUMP_PAGES && still() && conv.loaded && !conv.messages.has(messageId); page += 1) {
+    const oldest = oldestId(conv);
+    if (!conv.hasOlder || (oldest !== null && oldest < messageId)) break;
+    if (!(await loadOlder(JUMP_PAGE))) break;
+  }
+  if (!still()) return false;
+  if (!conv.messages.has(messageId)) {
+    showComposerError('That message could not be found in this conversation.');
+    return false;
+  }
+  clearTimeout(flashTimer);
+  state.flashId = messageId;
+  renderMessages();
+  const node = document.querySelector(`[data-testid="message"][data-id="${messageId}"]`);
+  if (node) node.scrollIntoView({ block: 'center' });
+  flashTimer = setTimeout(() => {
+    if (state.flashId !== messageId) return;
+    state.flashId = null;
+    renderMessages();
+  }, FLASH_MS);
+  return true;
 }
 
 function markReadIfViewing(roomId) {
@@ -898,12 +972,14 @@ function onMessageUpdate(message) {
     // The sender's own view of these stays what it was.
     local_temp_id: current.local_temp_id ?? null,
   }));
+  refreshQuotes(message.room_id, message.id, message);
   renderRoomList();
   if (message.room_id === state.currentRoomId) renderMessages();
 }
 
 function onMessageDelete(data) {
   patchMessage(data.room_id, data.id, { content: '', files_data: null, is_deleted: true });
+  refreshQuotes(data.room_id, data.id, { is_deleted: true });
   if (state.editingId === data.id) state.editingId = null;
   if (state.confirmDeleteId === data.id) state.confirmDeleteId = null;
   if (state.reactingId === data.id) state.reactingId = null;
@@ -1011,8 +1087,12 @@ function onServerError(event) {
 
 // ------------------------------------------------------------- sending
 
-/** Called by the composer with what to send; shows it as pending at once. */
-async function submitMessage({ roomId, content, items }) {
+/**
+ * Called by the composer with what to send; shows it as pending at once.
+ * `replyTo` is the `reply_to` shape of the answered message.
+ * is the `reply_to` shape of the answered message, `sendAt` an RFC 3339 time.
+ */
+async function submitMessage({ roomId, content, items, replyTo = null }) {
   const room = state.rooms.get(roomId);
   if (!room) return;
   const tempId = newTempId();
@@ -1022,6 +1102,7 @@ async function submitMessage({ roomId, content, items }) {
     roomId,
     content,
     messageType,
+    replyTo,
     createdAt: Date.now(),
     status: 'sending',
     stage: items.length > 0 ? 'preparing' : 'queued',
@@ -1071,6 +1152,7 @@ async function submitMessage({ roomId, content, items }) {
     local_temp_id: tempId,
     files_data: filesData,
   };
+  if (replyTo) pending.data.reply_to_id = replyTo.id;
   pending.stage = 'queued';
   transmit(pending);
 }
@@ -1185,6 +1267,7 @@ async function saveEdit(messageId, text) {
   try {
     const message = await api.editMessage(messageId, content);
     patchMessage(message.room_id, message.id, { ...message, local_temp_id: null });
+    refreshQuotes(message.room_id, message.id, message);
     if (state.editingId === messageId) state.editingId = null;
     hideComposerError();
     renderRoomList();
@@ -1210,6 +1293,7 @@ async function confirmDelete(messageId) {
   try {
     const message = await api.deleteMessage(messageId);
     patchMessage(message.room_id, message.id, { content: '', files_data: null, is_deleted: true });
+    refreshQuotes(message.room_id, message.id, { is_deleted: true });
     state.confirmDeleteId = null;
     renderRoomList();
     if (message.room_id === state.currentRoomId) renderMessages();
@@ -1261,8 +1345,9 @@ setActions({
   confirmDelete,
   retryPending,
   discardPending,
-  loadOlder,
+  loadOlder: () => loadOlder(),
   togglePicker,
+  startReply,
   retryHistory: () => {
     const roomId = state.currentRoomId;
     const conv = state.convs.get(roomId);
@@ -1308,6 +1393,7 @@ function wire() {
     if (roomId === state.currentRoomId) renderMessages();
   };
   initReactions({ changed: redraw, showError: showComposerError });
+  initReplies({ jumpTo: (roomId, messageId) => jumpTo(roomId, messageId) });
   initGroups({
     upsertRoom: (room) => upsertRoom(room),
     dropRoom: (roomId, notice) => dropRoom(roomId, notice),

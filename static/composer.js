@@ -4,6 +4,7 @@
 import { $, el, formatDuration, formatSize } from './dom.js';
 import { icon } from './icons.js';
 import { audioDuration, canRecord, describeFile, MAX_FILES, VoiceRecorder } from './files.js';
+import { cancelReply, renderReplyBar, replyFor } from './replies.js';
 import { state } from './state.js';
 
 const TYPING_IDLE_MS = 3000;
@@ -36,6 +37,11 @@ export function initComposer(dependencies) {
     if (event.key === 'Enter' && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
       event.preventDefault();
       submit();
+    } else if (event.key === 'Escape' && replyFor(deps.getRoomId())) {
+      // Escape undoes the reply.
+      event.preventDefault();
+      event.stopPropagation();
+      cancelReply(deps.getRoomId());
     }
   });
   input.addEventListener('input', () => {
@@ -89,6 +95,7 @@ export function restoreDraft(roomId) {
   $('composer-input').value = draft ? draft.text : '';
   attachments = draft ? draft.attachments : [];
   renderChips();
+  renderReplyBar();
   autosize();
   hideComposerError();
 }
@@ -101,6 +108,7 @@ export function clearComposer() {
   $('composer-input').value = '';
   attachments = [];
   renderChips();
+  renderReplyBar();
   autosize();
   hideComposerError();
   setProgress(null);
@@ -301,7 +309,9 @@ async function submit() {
   renderChips();
   autosize();
   stopTyping();
-  deps.submit({ roomId, content, items });
+  const replyTo = replyFor(roomId);
+  cancelReply(roomId);
+  deps.submit({ roomId, content, items, replyTo });
 }
 
 // ----------------------------------------------------------- errors, progress

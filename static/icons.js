@@ -12,6 +12,7 @@ const PATHS = {
   image: ['M3.5 5h17v14h-17z', 'M3.5 16l5-5 4 4 2.5-2.5 5 5', 'M15.5 9.2a.1.1 0 1 0 0 .1'],
   back: ['M15 5l-7 7 7 7'],
   smile: ['M12 21a9 9 0 1 0 0-18 9 9 0 0 0 0 18z', 'M8.5 14.5s1.3 1.8 3.5 1.8 3.5-1.8 3.5-1.8', 'M9 9.8v.1', 'M15 9.8v.1'],
+  reply: ['M9.5 14.5L4.5 9.5l5-5', 'M4.5 9.5h10a5 5 0 0 1 0 10H12'],
 };
 
 /** An icon element; `filled` fills the shape (a liked heart). */

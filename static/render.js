@@ -4,6 +4,7 @@
 import { icon } from './icons.js';
 import { $, el, fillAvatar, formatDay, formatDuration, formatSize, formatStamp, formatTime, hueFor, safeUrl } from './dom.js';
 import { reactionChips, reactionPicker, reactionsSignature } from './reactions.js';
+import { quoteNode } from './replies.js';
 import {
   isGroup,
   isOwn,
@@ -330,17 +331,18 @@ function messageEntry(message, { group = false, showSender = false } = {}) {
   const read = group && isOwn(message) ? readInfo(message) : null;
   const sender = showSender && message.sender_details ? message.sender_details : null;
   const reacting = state.reactingId === message.id;
+  const flash = state.flashId === message.id;
   const sig = JSON.stringify([
     message.content, message.edited_at, message.is_deleted, message.is_read, message.is_liked,
     message.like_count, filesSig, editing, confirming, message.created_at, read,
     sender ? [sender.id, sender.name] : null,
-    reactionsSignature(message), reacting,
+    reactionsSignature(message), message.reply_to || null, reacting, flash,
   ]);
   return {
     key: `m:${message.id}`,
     sig,
     filesSig,
-    build: (previous) => buildMessage(message, { editing, confirming, previous, filesSig, read, sender, reacting }),
+    build: (previous) => buildMessage(message, { editing, confirming, previous, filesSig, read, sender, reacting, flash }),
   };
 }
 
@@ -366,17 +368,19 @@ function statusNode(message, read) {
   });
 }
 
-function buildMessage(message, { editing, confirming, previous, filesSig, read, sender, reacting }) {
+function buildMessage(message, { editing, confirming, previous, filesSig, read, sender, reacting, flash }) {
   const own = isOwn(message);
   const deleted = Boolean(message.is_deleted);
   const classes = ['msg', own ? 'own' : 'theirs', `type-${message.message_type}`];
   if (deleted) classes.push('deleted');
+  if (flash) classes.push('flash');
   const bubble = el('div', { class: 'bubble' });
   if (sender) {
     const name = el('div', { class: 'sender-name', testid: 'message-sender', text: sender.name || 'Someone' });
     name.style.setProperty('--hue', String(hueFor(sender.id)));
     bubble.append(name);
   }
+  if (message.reply_to && !deleted) bubble.append(quoteNode(message.reply_to, message.room_id));
 
   if (!deleted && Array.isArray(message.files_data) && message.files_data.length > 0) {
     // Reuse the attachment nodes when the files did not change, so that an
@@ -426,6 +430,7 @@ function buildMessage(message, { editing, confirming, previous, filesSig, read, 
         type: 'button', class: 'tool', testid: 'react-button', title: 'React', 'aria-label': 'Add a reaction',
         'aria-expanded': String(reacting), onclick: () => actions.togglePicker(message),
       }, icon('smile', { size: 16 })),
+      el('button', { type: 'button', class: 'tool', testid: 'reply-button', title: 'Reply', 'aria-label': 'Reply to this message', onclick: () => actions.startReply(message) }, icon('reply', { size: 16 })),
     );
     if (own) {
       tools.append(el('button', { type: 'button', class: 'tool', testid: 'delete-button', title: 'Delete', 'aria-label': 'Delete message', onclick: () => actions.askDelete(message.id) }, icon('trash', { size: 16 })));
@@ -556,6 +561,7 @@ function pendingEntry(pending) {
 
 function buildPending(pending) {
   const bubble = el('div', { class: 'bubble' });
+  if (pending.replyTo) bubble.append(quoteNode(pending.replyTo));
   if (pending.previews && pending.previews.length > 0) {
     const wrap = el('div', { class: `attachments${pending.previews.length > 1 ? ' multi' : ''}` });
     for (const f of pending.previews) {

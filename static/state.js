@@ -26,6 +26,10 @@ export const state = {
   confirmDeleteId: null,
   /** id of the message whose reaction picker is open */
   reactingId: null,
+  /** room id → the `reply_to` shape of the message the composer answers */
+  replyTo: new Map(),
+  /** id of the message briefly highlighted after a jump to it */
+  flashId: null,
   connection: 'connecting',
 };
 
@@ -46,6 +50,8 @@ export function resetState() {
   state.editingId = null;
   state.confirmDeleteId = null;
   state.reactingId = null;
+  state.replyTo = new Map();
+  state.flashId = null;
   state.connection = 'connecting';
 }
 
@@ -64,6 +70,9 @@ export function newConversation() {
     /** Older messages exist on the server (before the oldest loaded). */
     hasOlder: false,
     loadingOlder: false,
+    /** The loads under way (promises), shared by whoever waits for them. */
+    firstLoad: null,
+    olderLoad: null,
     error: null,
   };
 }
