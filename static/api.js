@@ -132,4 +132,6 @@ export const api = {
     request('POST', `/api/chat/messages/${encodeURIComponent(messageId)}/reactions`, { emoji }),
   unreact: (messageId, emoji) =>
     request('DELETE', `/api/chat/messages/${encodeURIComponent(messageId)}/reactions/${encodeURIComponent(emoji)}`),
+  forward: (messageId, roomIds) =>
+    request('POST', `/api/chat/messages/${encodeURIComponent(messageId)}/forward`, { room_ids: roomIds }),
 };

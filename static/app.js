@@ -16,6 +16,7 @@ import {
 } from './composer.js';
 import { $, fillAvatar, newTempId } from './dom.js';
 import { chooseMessageType, readAsBase64 } from './files.js';
+import { closeForwardDialog, initForward, isForwardOpen, openForwardDialog } from './forward.js';
 import {
   applyMemberAdded,
   applyMemberRemoved,
@@ -210,6 +211,7 @@ function logout(message) {
   resetLiveState();
   clearMessageList();
   clearComposer();
+  closeForwardDialog();
   history.replaceState(null, '', location.pathname);
   showAuth(message);
   selectAuthTab('login');
@@ -1348,6 +1350,7 @@ setActions({
   loadOlder: () => loadOlder(),
   togglePicker,
   startReply,
+  openForward: (message) => openForwardDialog(message),
   retryHistory: () => {
     const roomId = state.currentRoomId;
     const conv = state.convs.get(roomId);
@@ -1384,7 +1387,7 @@ function wire() {
     if (event.key === 'Escape' && state.editingId === null && state.confirmDeleteId === null
         && window.matchMedia('(max-width: 759px)').matches && state.currentRoomId !== null
         && document.activeElement !== $('search-input')
-        && !$('new-group-dialog').open && panelRoomId() === null) {
+        && !$('new-group-dialog').open && !isForwardOpen() && panelRoomId() === null) {
       closeRoom();
     }
   });
@@ -1394,6 +1397,7 @@ function wire() {
   };
   initReactions({ changed: redraw, showError: showComposerError });
   initReplies({ jumpTo: (roomId, messageId) => jumpTo(roomId, messageId) });
+  initForward({ arrived: (message) => onNewMessage(message), notice: showNotice });
   initGroups({
     upsertRoom: (room) => upsertRoom(room),
     dropRoom: (roomId, notice) => dropRoom(roomId, notice),

@@ -336,7 +336,7 @@ function messageEntry(message, { group = false, showSender = false } = {}) {
     message.content, message.edited_at, message.is_deleted, message.is_read, message.is_liked,
     message.like_count, filesSig, editing, confirming, message.created_at, read,
     sender ? [sender.id, sender.name] : null,
-    reactionsSignature(message), message.reply_to || null, reacting, flash,
+    reactionsSignature(message), message.reply_to || null, message.forwarded_from || null, reacting, flash,
   ]);
   return {
     key: `m:${message.id}`,
@@ -379,6 +379,11 @@ function buildMessage(message, { editing, confirming, previous, filesSig, read, 
     const name = el('div', { class: 'sender-name', testid: 'message-sender', text: sender.name || 'Someone' });
     name.style.setProperty('--hue', String(hueFor(sender.id)));
     bubble.append(name);
+  }
+  const forwarded = message.forwarded_from;
+  if (forwarded && !deleted) {
+    bubble.append(el('div', { class: 'forwarded', testid: 'forwarded-from' },
+      icon('forward', { size: 14 }), `Forwarded from ${forwarded.sender_name || 'someone'}`));
   }
   if (message.reply_to && !deleted) bubble.append(quoteNode(message.reply_to, message.room_id));
 
@@ -431,6 +436,7 @@ function buildMessage(message, { editing, confirming, previous, filesSig, read, 
         'aria-expanded': String(reacting), onclick: () => actions.togglePicker(message),
       }, icon('smile', { size: 16 })),
       el('button', { type: 'button', class: 'tool', testid: 'reply-button', title: 'Reply', 'aria-label': 'Reply to this message', onclick: () => actions.startReply(message) }, icon('reply', { size: 16 })),
+      el('button', { type: 'button', class: 'tool', testid: 'forward-button', title: 'Forward', 'aria-label': 'Forward this message', onclick: () => actions.openForward(message) }, icon('forward', { size: 16 })),
     );
     if (own) {
       tools.append(el('button', { type: 'button', class: 'tool', testid: 'delete-button', title: 'Delete', 'aria-label': 'Delete message', onclick: () => actions.askDelete(message.id) }, icon('trash', { size: 16 })));
