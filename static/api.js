@@ -134,4 +134,7 @@ export const api = {
     request('DELETE', `/api/chat/messages/${encodeURIComponent(messageId)}/reactions/${encodeURIComponent(emoji)}`),
   forward: (messageId, roomIds) =>
     request('POST', `/api/chat/messages/${encodeURIComponent(messageId)}/forward`, { room_ids: roomIds }),
+  /** {results: [{message, highlight}], next_before_id}, newest first. */
+  searchMessages: (text, { roomId, beforeId, limit = 20 } = {}) =>
+    request('GET', `/api/chat/search?${q({ q: text, room_id: roomId, before_id: beforeId, limit })}`),
 };

@@ -46,6 +46,7 @@ import {
 } from './render.js';
 import { applyReactionEvent, initReactions, togglePicker } from './reactions.js';
 import { initReplies, refreshQuotes, startReply } from './replies.js';
+import { clearSearch, initSearch, renderSearchScope } from './search.js';
 import { ChatSocket } from './socket.js';
 import {
   isGroup,
@@ -189,6 +190,8 @@ function enterChat(user) {
   fillAvatar($('me-avatar'), user);
   renderSearchResults(null);
   $('search-input').value = '';
+  $('message-search-input').value = '';
+  clearSearch();
   renderConversationHeader();
   renderConnection();
   renderRoomList();
@@ -212,6 +215,8 @@ function logout(message) {
   clearMessageList();
   clearComposer();
   closeForwardDialog();
+  $('message-search-input').value = '';
+  clearSearch();
   history.replaceState(null, '', location.pathname);
   showAuth(message);
   selectAuthTab('login');
@@ -429,6 +434,7 @@ async function openRoom(roomId) {
   renderConversationHeader();
   renderRoomList();
   renderTyping();
+  renderSearchScope();
   let conv = state.convs.get(roomId);
   if (!conv) {
     conv = newConversation();
@@ -455,6 +461,7 @@ function closeRoom() {
   history.replaceState(null, '', location.pathname);
   renderConversationHeader();
   renderRoomList();
+  renderSearchScope();
 }
 
 /** The newest page of a room; a load already under way is shared. */
@@ -1398,6 +1405,7 @@ function wire() {
   initReactions({ changed: redraw, showError: showComposerError });
   initReplies({ jumpTo: (roomId, messageId) => jumpTo(roomId, messageId) });
   initForward({ arrived: (message) => onNewMessage(message), notice: showNotice });
+  initSearch({ openMessage: (roomId, messageId) => jumpTo(roomId, messageId) });
   initGroups({
     upsertRoom: (room) => upsertRoom(room),
     dropRoom: (roomId, notice) => dropRoom(roomId, notice),

@@ -32,7 +32,8 @@ export function renderRoomList() {
   const rooms = sortedRooms();
   const items = rooms.map((room) => roomItem(room));
   list.replaceChildren(...items);
-  $('rooms-empty').hidden = !state.roomsLoaded || rooms.length > 0;
+  // While a message search is on, its results stand in the list's place.
+  $('rooms-empty').hidden = !state.roomsLoaded || rooms.length > 0 || !$('message-search-panel').hidden;
   const unread = totalUnread();
   document.title = unread > 0 ? `(${unread}) chatd` : 'chatd';
 }
