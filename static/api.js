@@ -137,4 +137,6 @@ export const api = {
   /** {results: [{message, highlight}], next_before_id}, newest first. */
   searchMessages: (text, { roomId, beforeId, limit = 20 } = {}) =>
     request('GET', `/api/chat/search?${q({ q: text, room_id: roomId, before_id: beforeId, limit })}`),
+  scheduled: () => request('GET', '/api/chat/scheduled'),
+  cancelScheduled: (id) => request('DELETE', `/api/chat/scheduled/${encodeURIComponent(id)}`),
 };

@@ -1,6 +1,8 @@
 // chatd web client: boot, sign-in, the live link and what its events do to
 // the state, rooms and conversations. Rendering lives in render.js, the
-// composer in composer.js, attachments in files.js.
+// composer in composer.js, attachments in files.js, groups in groups.js;
+// reactions, replies, forwarding, search and scheduling (SPEC section 10)
+// in reactions.js, replies.js, forward.js, search.js and schedule.js.
 
 import { api, ApiError, getToken, setToken, setUnauthorizedHandler } from './api.js';
 import {
@@ -46,6 +48,7 @@ import {
 } from './render.js';
 import { applyReactionEvent, initReactions, togglePicker } from './reactions.js';
 import { initReplies, refreshQuotes, startReply } from './replies.js';
+import { initSchedule, loadScheduled, onDelivered, onMessageScheduled, renderScheduled } from './schedule.js';
 import { clearSearch, initSearch, renderSearchScope } from './search.js';
 import { ChatSocket } from './socket.js';
 import {
@@ -380,6 +383,7 @@ function dropRoom(roomId, notice) {
   state.convs.delete(roomId);
   state.drafts.delete(roomId);
   state.replyTo.delete(roomId);
+  for (const [id, item] of state.scheduled) if (item.room_id === roomId) state.scheduled.delete(id);
   clearTyping(roomId);
   for (const [tempId, pending] of state.pending) {
     if (pending.roomId === roomId) {
@@ -434,6 +438,7 @@ async function openRoom(roomId) {
   renderConversationHeader();
   renderRoomList();
   renderTyping();
+  renderScheduled();
   renderSearchScope();
   let conv = state.convs.get(roomId);
   if (!conv) {
@@ -461,6 +466,7 @@ function closeRoom() {
   history.replaceState(null, '', location.pathname);
   renderConversationHeader();
   renderRoomList();
+  renderScheduled();
   renderSearchScope();
 }
 
@@ -657,6 +663,8 @@ function onSynced(data) {
   if (typeof data.cursor === 'string' && data.cursor) saveCursor(data.cursor);
   const replayed = state.syncing;
   state.syncing = false;
+  // Scheduled items are not events: what came due or was cancelled meanwhile shows in the list.
+  loadScheduled();
   if (resyncAsked || resyncOwed) {
     resyncAsked = false;
     resync();
@@ -820,6 +828,9 @@ function dispatch(event) {
     case 'message_reaction':
       applyReactionEvent(data);
       break;
+    case 'message_scheduled':
+      onScheduled(data);
+      break;
     case 'message_read':
       onMessageRead(data);
       break;
@@ -944,7 +955,10 @@ function onNewMessage(message) {
     state.pending.delete(message.local_temp_id);
     revokePreviews(pending);
     updateProgress();
+    // A server that does not schedule posts it at once.
+    if (pending.sendAt) renderScheduled();
   }
+  if (own) onDelivered(message);
   const conv = state.convs.get(roomId);
   const known = conv && conv.messages.has(message.id);
   upsertMessage(message);
@@ -1084,24 +1098,37 @@ function onServerError(event) {
   const text = event.message || (event.data && event.data.message) || 'The server refused the request';
   const tempId = event.local_temp_id ?? (event.data && event.data.local_temp_id) ?? null;
   const pending = tempId ? state.pending.get(tempId) : null;
-  if (pending) {
+  if (pending && pending.sendAt) {
+    // Not scheduled: the text goes back into an empty composer rather than being lost.
+    state.pending.delete(tempId);
+    if (pending.roomId === state.currentRoomId && !$('composer-input').value) $('composer-input').value = pending.content;
+    renderScheduled();
+  } else if (pending) {
     pending.status = 'failed';
     pending.error = text;
     pending.stage = null;
     updateProgress();
     if (pending.roomId === state.currentRoomId) renderMessages();
   }
-  showComposerError(text);
+  showComposerError(pending && pending.sendAt ? `Not scheduled: ${text}` : text);
+}
+
+/** `message_scheduled`: the message waits on the server now; it leaves the pending ones. */
+function onScheduled(data) {
+  const tempId = data.local_temp_id;
+  const pending = tempId ? state.pending.get(tempId) : null;
+  if (pending) state.pending.delete(tempId);
+  onMessageScheduled(data, pending);
 }
 
 // ------------------------------------------------------------- sending
 
 /**
- * Called by the composer with what to send; shows it as pending at once.
- * `replyTo` is the `reply_to` shape of the answered message.
+ * Called by the composer with what to send; shows it as pending at once (a
+ * scheduled one in the composer's list of scheduled messages). `replyTo`
  * is the `reply_to` shape of the answered message, `sendAt` an RFC 3339 time.
  */
-async function submitMessage({ roomId, content, items, replyTo = null }) {
+async function submitMessage({ roomId, content, items, replyTo = null, sendAt = null }) {
   const room = state.rooms.get(roomId);
   if (!room) return;
   const tempId = newTempId();
@@ -1112,6 +1139,7 @@ async function submitMessage({ roomId, content, items, replyTo = null }) {
     content,
     messageType,
     replyTo,
+    sendAt,
     createdAt: Date.now(),
     status: 'sending',
     stage: items.length > 0 ? 'preparing' : 'queued',
@@ -1127,7 +1155,8 @@ async function submitMessage({ roomId, content, items, replyTo = null }) {
     })),
   };
   state.pending.set(tempId, pending);
-  if (roomId === state.currentRoomId) renderMessages('bottom');
+  if (sendAt) renderScheduled();
+  else if (roomId === state.currentRoomId) renderMessages('bottom');
 
   let filesData = null;
   if (items.length > 0) {
@@ -1162,6 +1191,7 @@ async function submitMessage({ roomId, content, items, replyTo = null }) {
     files_data: filesData,
   };
   if (replyTo) pending.data.reply_to_id = replyTo.id;
+  if (sendAt) pending.data.send_at = sendAt;
   pending.stage = 'queued';
   transmit(pending);
 }
@@ -1406,6 +1436,7 @@ function wire() {
   initReplies({ jumpTo: (roomId, messageId) => jumpTo(roomId, messageId) });
   initForward({ arrived: (message) => onNewMessage(message), notice: showNotice });
   initSearch({ openMessage: (roomId, messageId) => jumpTo(roomId, messageId) });
+  initSchedule({ showError: showComposerError });
   initGroups({
     upsertRoom: (room) => upsertRoom(room),
     dropRoom: (roomId, notice) => dropRoom(roomId, notice),

@@ -14,6 +14,7 @@ const PATHS = {
   smile: ['M12 21a9 9 0 1 0 0-18 9 9 0 0 0 0 18z', 'M8.5 14.5s1.3 1.8 3.5 1.8 3.5-1.8 3.5-1.8', 'M9 9.8v.1', 'M15 9.8v.1'],
   reply: ['M9.5 14.5L4.5 9.5l5-5', 'M4.5 9.5h10a5 5 0 0 1 0 10H12'],
   forward: ['M14.5 14.5l5-5-5-5', 'M19.5 9.5h-10a5 5 0 0 0 0 10H12'],
+  clock: ['M12 21a9 9 0 1 0 0-18 9 9 0 0 0 0 18z', 'M12 7.5V12l3 2'],
 };
 
 /** An icon element; `filled` fills the shape (a liked heart). */

@@ -247,8 +247,9 @@ export function renderMessages(mode) {
       lastSender = senderId;
       wanted.push(messageEntry(message, { group, showSender }));
     }
+    // Scheduled ones wait in the composer's list (schedule.js), not here.
     const pendings = Array.from(state.pending.values())
-      .filter((p) => p.roomId === state.currentRoomId)
+      .filter((p) => p.roomId === state.currentRoomId && !p.sendAt)
       .sort((a, b) => a.createdAt - b.createdAt);
     for (const pending of pendings) wanted.push(pendingEntry(pending));
   }
@@ -297,7 +298,7 @@ function renderHistoryStatus(conv) {
       type: 'button', class: 'link', testid: 'load-older', text: 'Load earlier messages',
       onclick: () => actions.loadOlder(),
     }));
-  } else if (conv.messages.size === 0 && !Array.from(state.pending.values()).some((p) => p.roomId === state.currentRoomId)) {
+  } else if (conv.messages.size === 0 && !Array.from(state.pending.values()).some((p) => p.roomId === state.currentRoomId && !p.sendAt)) {
     node.append(el('span', { class: 'muted', testid: 'conv-empty', text: 'No messages yet. Say hello!' }));
   } else {
     node.append(el('span', { class: 'muted', text: 'Beginning of the conversation' }));

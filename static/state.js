@@ -30,6 +30,8 @@ export const state = {
   replyTo: new Map(),
   /** id of the message briefly highlighted after a jump to it */
   flashId: null,
+  /** scheduled item id → {id, room_id, message_type, content, send_at, local_temp_id} (SPEC section 10) */
+  scheduled: new Map(),
   connection: 'connecting',
 };
 
@@ -52,6 +54,7 @@ export function resetState() {
   state.reactingId = null;
   state.replyTo = new Map();
   state.flashId = null;
+  state.scheduled = new Map();
   state.connection = 'connecting';
 }
 
