@@ -85,6 +85,7 @@ async fn send_batch(f: &mut Fixture, batch: usize) -> Duration {
             reply_to_id: None,
             forwarded_from: None,
             files_counted: false,
+            uploads: Vec::new(),
         };
         answers.push(f.writer.submit_message(message).await.expect("writer running"));
     }

@@ -108,6 +108,9 @@ pub struct Settings {
     /// File links: `signed` (expiring, per render) or `public` (Part I's plain paths).
     #[arg(long, env = "CHAT_FILE_LINKS", value_enum, default_value = "signed", global = true)]
     pub file_links: FileLinks,
+    /// Seconds an upload waits for a message to use it before it is removed.
+    #[arg(long, env = "CHAT_UPLOAD_TTL_SECS", default_value_t = 3600, global = true)]
+    pub upload_ttl_secs: u64,
     /// The least lifetime of a signed file link, in seconds.
     #[arg(long, env = "CHAT_FILE_LINK_TTL_SECS", default_value_t = 86_400, global = true)]
     pub file_link_ttl_secs: u64,
@@ -221,6 +224,7 @@ pub struct Config {
     pub event_retention: Duration,
     pub file_links: FileLinks,
     pub file_link_ttl_secs: u64,
+    pub upload_ttl: Duration,
     pub limits: Limits,
 }
 
@@ -344,6 +348,9 @@ impl Config {
         if s.max_group_members < 2 {
             return Err(ConfigError("CHAT_MAX_GROUP_MEMBERS must be at least 2".into()));
         }
+        if !(1..=604_800).contains(&s.upload_ttl_secs) {
+            return Err(ConfigError("CHAT_UPLOAD_TTL_SECS must be in 1..=604800".into()));
+        }
         if !(60..=31_536_000).contains(&s.file_link_ttl_secs) {
             return Err(ConfigError("CHAT_FILE_LINK_TTL_SECS must be in 60..=31536000".into()));
         }
@@ -374,6 +381,7 @@ impl Config {
             event_retention: Duration::from_secs(s.event_retention_days.saturating_mul(86_400)),
             file_links: s.file_links,
             file_link_ttl_secs: s.file_link_ttl_secs,
+            upload_ttl: Duration::from_secs(s.upload_ttl_secs),
             limits,
         })
     }
@@ -418,6 +426,7 @@ impl Settings {
             event_retention_days: 30,
             file_links: FileLinks::Signed,
             file_link_ttl_secs: 86_400,
+            upload_ttl_secs: 3600,
             limits: LimitSettings {
                 rate_limits: Switch::Off,
                 header_timeout_secs: 10,

@@ -25,7 +25,11 @@ pub enum ApiError {
     #[error("Request body too large")]
     PayloadTooLarge,
     #[error("{0}")]
-    UnsupportedMediaType(&'static str),
+    LengthRequired(&'static str),
+    #[error("{0}")]
+    PreconditionFailed(&'static str),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("{0}")]
     Unprocessable(String),
     #[error("{detail}")]
@@ -53,6 +57,8 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::LengthRequired(_) => StatusCode::LENGTH_REQUIRED,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -83,6 +83,8 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     });
     spawn_event_retention(writer.clone(), config.event_retention);
     spawn_scheduler(writer.clone(), config.static_dir.clone());
+    sweep_orphan_uploads(&reader, &config.data_dir);
+    spawn_upload_expiry(writer.clone(), config.data_dir.clone(), config.upload_ttl.min(Duration::from_secs(60)));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hasher = crate::auth::password::HashPool::start(cores, 64).map_err(StartError::Hasher)?;
     let revoked = reader.revoked_tokens_blocking(crate::auth::jwt::unix_now())?;
@@ -103,6 +105,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         hasher,
         tokens: TokenState::new(revoked),
         limiter,
+        uploads: Default::default(),
     });
     Ok(Server { state, shutdown_tx })
 }
@@ -128,6 +131,57 @@ fn spawn_event_retention(writer: store::WriterHandle, retention: Duration) {
                 }
                 // Let other writes between the batches.
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+}
+
+/// At start: removes upload files that have no row (a crash between the
+/// file and its row, or after the row's removal).
+fn sweep_orphan_uploads(reader: &store::Reader, data_dir: &std::path::Path) {
+    let dir = crate::attach::upload::uploads_dir(data_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    let known: std::collections::HashSet<String> = match reader.run_blocking(store::reads::upload_ids) {
+        Ok(ids) => ids.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list uploads; leaving their files");
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !known.contains(&name)
+            && entry.file_type().is_ok_and(|t| t.is_file())
+            && let Err(e) = std::fs::remove_file(entry.path())
+        {
+            tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove an orphan upload");
+        }
+    }
+}
+
+/// Removes uploads no message used within their lifetime, every `period`
+/// (a minute, or the lifetime when shorter). Ends with the writer.
+fn spawn_upload_expiry(writer: store::WriterHandle, data_dir: std::path::PathBuf, period: Duration) {
+    tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(period);
+        every_minute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every_minute.tick().await;
+            match writer.expire_uploads(crate::time::now_ms()).await {
+                Ok(ids) if ids.is_empty() => {}
+                Ok(ids) => {
+                    let dir = data_dir.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for id in ids {
+                            if let Some(path) = crate::attach::upload::upload_path(&dir, &id) {
+                                let _ = std::fs::remove_file(path);
+                            }
+                        }
+                    })
+                    .await;
+                }
+                Err(store::StoreError::Unavailable) => return,
+                Err(e) => tracing::warn!(error = %e, "cannot remove expired uploads"),
             }
         }
     });

@@ -39,6 +39,8 @@ pub struct AppState {
     pub tokens: TokenState,
     /// Rate limits, caps and the frame budget.
     pub limiter: Limiter,
-    /// The base URL as a shared string for renderers.
+    /// Renders file URLs (signed unless links are public).
     pub links: Arc<Links>,
+    /// Uploads receiving bytes now.
+    pub uploads: crate::http::UploadsInProgress,
 }

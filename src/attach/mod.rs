@@ -10,6 +10,7 @@ pub mod fuzz;
 #[cfg(test)]
 mod samples;
 mod store;
+pub mod upload;
 pub mod validate;
 
 pub use store::{prepare_dirs, remove_stored, store_files};

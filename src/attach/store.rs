@@ -107,7 +107,7 @@ pub fn prepare_dirs(static_dir: &Path) -> io::Result<usize> {
     Ok(removed)
 }
 
-fn folder_path(static_dir: &Path, category: Category) -> PathBuf {
+pub(super) fn folder_path(static_dir: &Path, category: Category) -> PathBuf {
     static_dir.join(CHAT_FILES_DIR).join(category.folder())
 }
 
@@ -163,7 +163,7 @@ fn create_temp(folder: &Path) -> io::Result<(PathBuf, File)> {
 
 /// Links `temp` to `base` in `folder`, or to `stem_1.ext`, `stem_2.ext`, ...
 /// when that exists. A hard link fails instead of replacing, unlike rename.
-fn link_no_clobber(temp: &Path, folder: &Path, base: &str) -> io::Result<String> {
+pub(super) fn link_no_clobber(temp: &Path, folder: &Path, base: &str) -> io::Result<String> {
     let (stem, ext) = match base.rsplit_once('.') {
         Some((stem, ext)) => (stem, format!(".{ext}")),
         None => (base, String::new()),
@@ -181,7 +181,7 @@ fn link_no_clobber(temp: &Path, folder: &Path, base: &str) -> io::Result<String>
 
 /// Makes the new directory entries durable. Best effort: some filesystems
 /// refuse to fsync a directory, and the data itself is already synced.
-fn sync_dir(folder: &Path) {
+pub(super) fn sync_dir(folder: &Path) {
     if let Err(error) = File::open(folder).and_then(|dir| dir.sync_all()) {
         tracing::debug!(folder = %folder.display(), %error, "could not fsync a directory");
     }

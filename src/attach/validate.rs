@@ -77,7 +77,7 @@ pub fn allowed_types_text(kind: FileMessageKind) -> String {
     FILE_TYPES.iter().filter(|t| kind_accepts(kind, t.category)).map(|t| t.mime).collect::<Vec<_>>().join(", ")
 }
 
-fn kind_accepts(kind: FileMessageKind, category: Category) -> bool {
+pub(super) fn kind_accepts(kind: FileMessageKind, category: Category) -> bool {
     match kind {
         FileMessageKind::Image => category == Category::Image,
         FileMessageKind::Voice => category == Category::Voice,
@@ -288,7 +288,7 @@ fn shorten_keeping_extension(name: &str, max_chars: usize) -> String {
 }
 
 /// The extension of a sanitised name, without the dot.
-fn extension_of(name: &str) -> Option<&str> {
+pub(super) fn extension_of(name: &str) -> Option<&str> {
     let (stem, ext) = name.rsplit_once('.')?;
     (!stem.is_empty() && !ext.is_empty()).then_some(ext)
 }

@@ -7,6 +7,7 @@ pub mod body;
 pub mod fuzz;
 mod handlers;
 pub use handlers::auth::normalize_email;
+pub use handlers::uploads::Busy as UploadsInProgress;
 pub mod router;
 pub mod static_files;
 pub mod upgrade;
@@ -55,7 +56,7 @@ async fn dispatch(
     endpoint: Endpoint,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    use handlers::{auth, events, messages, misc, rooms};
+    use handlers::{auth, events, messages, misc, rooms, uploads};
     match endpoint {
         Endpoint::Index | Endpoint::Static => Ok(misc::static_file(state, req).await),
         Endpoint::Healthz => misc::healthz(state).await,
@@ -89,6 +90,9 @@ async fn dispatch(
         Endpoint::Search => messages::search(state, req).await,
         Endpoint::Forward(id) => messages::forward(state, req, id).await,
         Endpoint::Scheduled => messages::scheduled(state, req).await,
+        Endpoint::CreateUpload => uploads::create(state, req).await,
+        Endpoint::UploadStatus => uploads::status(state, req).await,
+        Endpoint::UploadAppend => uploads::append_to(state, req).await,
         Endpoint::ShareFile(id, index) => messages::share_file(state, req, id, index).await,
         Endpoint::CancelScheduled(id) => messages::cancel_scheduled(state, req, id).await,
     }

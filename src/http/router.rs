@@ -45,6 +45,10 @@ pub enum Endpoint {
     CancelScheduled(i64),
     /// A message's file, by its index in `files_data`.
     ShareFile(MessageId, usize),
+    CreateUpload,
+    /// The upload id is the path's last segment.
+    UploadStatus,
+    UploadAppend,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +99,9 @@ pub const ROUTE_NAMES: &[&str] = &[
     "scheduled",
     "cancel_scheduled",
     "share_file",
+    "create_upload",
+    "upload_status",
+    "upload_append",
     "not_found",
 ];
 
@@ -136,6 +143,9 @@ impl Endpoint {
             Endpoint::Scheduled => 32,
             Endpoint::CancelScheduled(_) => 33,
             Endpoint::ShareFile(..) => 34,
+            Endpoint::CreateUpload => 35,
+            Endpoint::UploadStatus => 36,
+            Endpoint::UploadAppend => 37,
         }
     }
 }
@@ -270,6 +280,12 @@ pub fn route(method: &Method, path: &str) -> Route {
                 (Err(bad), _) => bad,
                 _ => Route::BadId("index"),
             },
+            ["uploads"] => post(Endpoint::CreateUpload),
+            ["uploads", upload] if !upload.is_empty() => pick(
+                method,
+                &[(Method::HEAD, Endpoint::UploadStatus), (Method::PATCH, Endpoint::UploadAppend)],
+                "HEAD, PATCH",
+            ),
             ["scheduled"] => get(Endpoint::Scheduled),
             ["scheduled", item] => match id(item, "scheduled_id") {
                 Ok(s) => pick(method, &[(Method::DELETE, Endpoint::CancelScheduled(s))], "DELETE"),
@@ -359,6 +375,10 @@ mod tests {
         check(Method::DELETE, "/api/chat/messages/7/reactions/%F0%9F%91%8D", found(RemoveReaction(7)));
         check(Method::POST, "/api/chat/messages/7/forward", found(Forward(7)));
         check(Method::GET, "/api/chat/scheduled", found(Scheduled));
+        check(Method::POST, "/api/chat/uploads", found(CreateUpload));
+        check(Method::HEAD, "/api/chat/uploads/abc", found(UploadStatus));
+        check(Method::PATCH, "/api/chat/uploads/abc", found(UploadAppend));
+        check(Method::GET, "/api/chat/uploads/abc", Route::MethodNotAllowed { allow: "HEAD, PATCH" });
         check(Method::POST, "/api/chat/messages/4/files/0/share", found(ShareFile(4, 0)));
         check(Method::POST, "/api/chat/messages/4/files/x/share", Route::BadId("index"));
         check(Method::DELETE, "/api/chat/scheduled/3", found(CancelScheduled(3)));
@@ -406,6 +426,9 @@ mod tests {
             Scheduled,
             CancelScheduled(1),
             ShareFile(1, 0),
+            CreateUpload,
+            UploadStatus,
+            UploadAppend,
         ];
         let mut seen: Vec<usize> = all.iter().map(|e| e.index()).collect();
         seen.sort_unstable();

@@ -141,6 +141,14 @@ impl Reader {
         self.run(move |c| Ok(reads::message_by_temp_id(c, sender, &temp_id)?.map(|row| row.id))).await
     }
 
+    pub async fn upload(&self, id: String) -> Result<Option<reads::Upload>, StoreError> {
+        self.run(move |c| reads::upload(c, &id)).await
+    }
+
+    pub async fn upload_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.run(reads::upload_ids).await
+    }
+
     /// The files of a message `viewer` can see now (`None`: no such message
     /// for it: unknown, deleted, or in a room it is not in).
     pub async fn message_files(&self, viewer: UserId, id: MessageId) -> Result<Option<Vec<FileMeta>>, StoreError> {

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../sql/005_reactions.sql")),
     (6, include_str!("../../sql/006_forwarding.sql")),
     (7, include_str!("../../sql/007_scheduled.sql")),
+    (8, include_str!("../../sql/008_uploads.sql")),
 ];
 
 /// The schema version this binary expects.

@@ -69,6 +69,44 @@ pub fn storage_bytes(conn: &Connection, id: UserId) -> Result<u64, StoreError> {
     Ok(stmt.query_row([id], |r| r.get::<_, i64>(0)).optional()?.unwrap_or(0).max(0) as u64)
 }
 
+/// An upload as stored (its bytes are in `<data dir>/uploads/<id>`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upload {
+    pub id: String,
+    pub user_id: UserId,
+    pub file_name: String,
+    pub mime_type: String,
+    pub length: u64,
+    pub complete: bool,
+    /// Milliseconds since the epoch.
+    pub expires_at: i64,
+}
+
+pub fn upload(conn: &Connection, id: &str) -> Result<Option<Upload>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, user_id, file_name, mime_type, length, complete, expires_at FROM uploads WHERE id = ?1",
+    )?;
+    Ok(stmt
+        .query_row([id], |r| {
+            Ok(Upload {
+                id: r.get(0)?,
+                user_id: r.get(1)?,
+                file_name: r.get(2)?,
+                mime_type: r.get(3)?,
+                length: r.get::<_, i64>(4)?.max(0) as u64,
+                complete: r.get(5)?,
+                expires_at: r.get(6)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Every upload id still stored (the start-up sweep keeps their files).
+pub fn upload_ids(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id FROM uploads")?;
+    Ok(stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?)
+}
+
 /// Token ids logged out and not yet expired, with their expiry (Unix seconds).
 pub fn revoked_tokens(conn: &Connection, now_secs: u64) -> Result<Vec<(String, u64)>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT token_id, expires_at FROM revoked_tokens WHERE expires_at > ?1")?;

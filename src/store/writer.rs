@@ -67,6 +67,20 @@ pub struct NewMessage {
     /// The files are already counted against whoever uploaded them (a
     /// forwarded copy, a scheduled message being delivered).
     pub files_counted: bool,
+    /// Uploads of the sender this message uses: consumed in its transaction,
+    /// so each is used once.
+    pub uploads: Vec<String>,
+}
+
+/// A new upload's row.
+pub struct NewUpload {
+    pub id: String,
+    pub user: UserId,
+    pub file_name: String,
+    pub mime_type: String,
+    pub length: u64,
+    /// Milliseconds since the epoch.
+    pub expires_at: i64,
 }
 
 #[derive(Debug)]
@@ -173,6 +187,18 @@ enum Command {
         id: MessageId,
         room_ids: Vec<RoomId>,
         reply: Reply<Vec<(Message, bool)>>,
+    },
+    CreateUpload(NewUpload, Reply<()>),
+    /// Marks an upload checked (`true`) or removes it (`false`).
+    FinishUpload {
+        id: String,
+        passed: bool,
+        reply: Reply<()>,
+    },
+    /// Removes the uploads expired at `now`; answers their ids.
+    ExpireUploads {
+        now: i64,
+        reply: Reply<Vec<String>>,
     },
     Schedule {
         message: Box<NewMessage>,
@@ -343,6 +369,22 @@ impl WriterHandle {
         add: bool,
     ) -> Result<Vec<Reaction>, StoreError> {
         self.request(|reply| Command::React { user, id, emoji, add, reply }).await
+    }
+
+    /// Records a new upload, if the user's quota has room for it beside
+    /// what they store and their other unused uploads.
+    pub async fn create_upload(&self, upload: NewUpload) -> Result<(), StoreError> {
+        self.request(|reply| Command::CreateUpload(upload, reply)).await
+    }
+
+    /// Marks an upload complete and checked, or removes it (failed checks).
+    pub async fn finish_upload(&self, id: String, passed: bool) -> Result<(), StoreError> {
+        self.request(|reply| Command::FinishUpload { id, passed, reply }).await
+    }
+
+    /// Removes the uploads expired at `now` (ms); answers their ids.
+    pub async fn expire_uploads(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        self.request(|reply| Command::ExpireUploads { now, reply }).await
     }
 
     /// Stores `message` to be sent at `send_at` (ms), its files already on
@@ -600,6 +642,9 @@ fn fail(cmd: Command, error: StoreError) -> Finish {
         Command::React { reply, .. } => finish(reply, Err(error)),
         Command::Forward { reply, .. } => finish(reply, Err(error)),
         Command::Schedule { reply, .. } => finish(reply, Err(error)),
+        Command::CreateUpload(_, reply) => finish(reply, Err(error)),
+        Command::FinishUpload { reply, .. } => finish(reply, Err(error)),
+        Command::ExpireUploads { reply, .. } => finish(reply, Err(error)),
         Command::CancelScheduled { reply, .. } => finish(reply, Err(error)),
         Command::DeliverDue { reply, .. } => finish(reply, Err(error)),
         Command::MarkRead { reply, .. } => finish(reply, Err(error)),
@@ -648,6 +693,9 @@ fn apply(
         Command::Forward { user, id, room_ids, reply } => {
             done(reply, forward(tx, cache, options, user, id, room_ids, events))
         }
+        Command::CreateUpload(upload, reply) => done(reply, create_upload(tx, options, upload)),
+        Command::FinishUpload { id, passed, reply } => done(reply, finish_upload(tx, &id, passed)),
+        Command::ExpireUploads { now, reply } => done(reply, expire_uploads(tx, now)),
         Command::Schedule { message, send_at, reply } => {
             done(reply, schedule(tx, cache, options, *message, send_at, events))
         }
@@ -1140,6 +1188,7 @@ fn send_message(
         return Ok(SendOutcome::Duplicate(Box::new(message_from(tx, cache, row)?.0)));
     }
     let id = tx.last_insert_rowid();
+    consume_uploads(tx, m.sender, &m.uploads)?;
     if let Some(files) = m.files.as_ref().filter(|_| !m.files_counted) {
         // Inside the command's savepoint: over the quota, the insert above
         // is rolled back with it.
@@ -1171,6 +1220,54 @@ fn send_message(
     let data = serde_json::json!({"message_id": id});
     emit(tx, events, Scope::Room(m.room_id), room.members, Event::NewMessage(message), data)?;
     Ok(SendOutcome::Stored(id))
+}
+
+/// Deletes the rows of the uploads a message uses: each finished upload of
+/// its sender, once.
+fn consume_uploads(tx: &Connection, sender: UserId, uploads: &[String]) -> Result<(), StoreError> {
+    for upload in uploads {
+        let used = tx
+            .prepare_cached("DELETE FROM uploads WHERE id = ?1 AND user_id = ?2 AND complete = 1")?
+            .execute(params![upload, sender])?;
+        if used == 0 {
+            return Err(StoreError::Invalid("upload_id is unknown, unfinished or already used"));
+        }
+    }
+    Ok(())
+}
+
+fn create_upload(tx: &Connection, options: &WriterOptions, u: NewUpload) -> Result<(), StoreError> {
+    if let Some(quota) = options.user_quota_bytes {
+        let (stored, pending): (i64, i64) = tx
+            .prepare_cached(
+                "SELECT storage_bytes, (SELECT COALESCE(SUM(length), 0) FROM uploads WHERE user_id = ?1)
+                 FROM users WHERE id = ?1",
+            )?
+            .query_row([u.user], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if stored.max(0) as u64 + pending.max(0) as u64 + u.length > quota {
+            return Err(StoreError::QuotaExceeded(quota));
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO uploads (id, user_id, file_name, mime_type, length, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![u.id, u.user, u.file_name, u.mime_type, u.length as i64, now_ms(), u.expires_at])?;
+    Ok(())
+}
+
+fn finish_upload(tx: &Connection, id: &str, passed: bool) -> Result<(), StoreError> {
+    let sql =
+        if passed { "UPDATE uploads SET complete = 1 WHERE id = ?1" } else { "DELETE FROM uploads WHERE id = ?1" };
+    match tx.prepare_cached(sql)?.execute([id])? {
+        0 => Err(StoreError::NotFound("Upload not found")),
+        _ => Ok(()),
+    }
+}
+
+fn expire_uploads(tx: &Connection, now: i64) -> Result<Vec<String>, StoreError> {
+    let mut stmt = tx.prepare_cached("DELETE FROM uploads WHERE expires_at <= ?1 RETURNING id")?;
+    Ok(stmt.query_map([now], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Where a new message goes: its room (the sender must be a member) and,
@@ -1228,6 +1325,7 @@ fn schedule(
     events: &mut Vec<Envelope>,
 ) -> Result<Scheduled, StoreError> {
     let (_, receiver) = addressed(tx, cache, &m)?;
+    consume_uploads(tx, m.sender, &m.uploads)?;
     if let Some(files) = &m.files {
         charge_files(tx, options, m.sender, files)?;
     }
@@ -1350,6 +1448,7 @@ fn deliver_due(
             reply_to_id,
             forwarded_from: None,
             files_counted: true,
+            uploads: Vec::new(),
         };
         run_cached(tx, "SAVEPOINT item")?;
         let mut posted = Vec::new();
@@ -1535,6 +1634,7 @@ fn forward(
             reply_to_id: None,
             forwarded_from: Some(origin.clone()),
             files_counted: true,
+            uploads: Vec::new(),
         };
         let SendOutcome::Stored(copy_id) = send_message(tx, cache, options, copy, events)? else {
             return Err(StoreError::Conflict("Duplicate message"));

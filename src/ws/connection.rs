@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 
 use super::metered::Metered;
-use super::protocol::{self, ClientCommand, FileIn, SendMessage};
+use super::protocol::{self, ClientCommand, FileIn, SendMessage, UploadRef};
 use crate::attach::{self, FileMessageKind, IncomingFile, StoredFile};
 use crate::hub::{CatchUp, CloseReason, ConnId, ConnectionEntry, Outgoing};
 use crate::limits::{Meter, retry_after_secs};
@@ -593,8 +593,16 @@ impl Reader {
             reply_to_id: m.reply_to_id,
             forwarded_from: None,
             files_counted: false,
+            uploads: Vec::new(),
         };
         let mut stored: Vec<String> = Vec::new();
+        if !m.uploads.is_empty() {
+            let files = self.place_uploads(new.message_type, &m.uploads).await?;
+            new.duration = voice_duration(new.message_type, &files);
+            stored = files.iter().map(|f| f.rel_path.clone()).collect();
+            new.files = Some(files.into_iter().map(file_meta).collect());
+            new.uploads = m.uploads.iter().map(|u| u.upload_id.clone().into_owned()).collect();
+        }
         if !m.files.is_empty() {
             let members = self.members_of(room_id).await.map_err(|e| store_message(&e))?;
             if members.is_none() {
@@ -623,11 +631,68 @@ impl Reader {
         }
     }
 
+    /// Links the caller's finished uploads into `chat_files/` under the
+    /// names of this message's files. Their own bytes stay until the
+    /// message commits (the writer consumes the upload rows in the same
+    /// transaction, so each is used once).
+    async fn place_uploads(&self, kind: MessageType, uploads: &[UploadRef<'_>]) -> Result<Vec<StoredFile>, String> {
+        let kind = match kind {
+            MessageType::Image => FileMessageKind::Image,
+            MessageType::Voice => FileMessageKind::Voice,
+            MessageType::File => FileMessageKind::File,
+            MessageType::Text => return Err("A text message cannot carry files_data".into()),
+        };
+        let mut planned = Vec::with_capacity(uploads.len());
+        for (index, upload) in uploads.iter().enumerate() {
+            let unknown = || format!("upload_id {} is unknown, unfinished or already used", upload.upload_id);
+            let path =
+                attach::upload::upload_path(&self.state.config.data_dir, &upload.upload_id).ok_or_else(unknown)?;
+            let row =
+                self.state.reader.upload(upload.upload_id.clone().into_owned()).await.map_err(|e| store_message(&e))?;
+            let row = row.filter(|u| u.user_id == self.session.user && u.complete).ok_or_else(unknown)?;
+            let plan =
+                attach::upload::plan_upload(&row.file_name, &row.mime_type, row.length).map_err(|e| e.to_string())?;
+            if !attach::upload::kind_accepts(kind, plan.category) {
+                return Err(format!(
+                    "{}: File type not allowed. Allowed types: {}",
+                    plan.sanitised,
+                    attach::validate::allowed_types_text(kind)
+                ));
+            }
+            if kind == FileMessageKind::Voice && !upload.duration.is_some_and(|d| d.is_finite() && d > 0.0) {
+                return Err(format!("{}: Duration must be a number of seconds greater than 0", plan.sanitised));
+            }
+            planned.push((index, path, plan, upload.duration));
+        }
+        let (static_dir, user) = (self.state.config.static_dir.clone(), self.session.user);
+        tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            let mut placed: Vec<StoredFile> = Vec::with_capacity(planned.len());
+            for (index, path, plan, duration) in &planned {
+                match attach::upload::place_upload(&static_dir, path, user, now, *index, plan, *duration) {
+                    Ok(file) => placed.push(file),
+                    Err(e) => {
+                        let paths: Vec<&str> = placed.iter().map(|f| f.rel_path.as_str()).collect();
+                        attach::remove_stored(&static_dir, &paths);
+                        return Err(e.to_string());
+                    }
+                }
+            }
+            Ok(placed)
+        })
+        .await
+        .map_err(|e| format!("could not store the files: {e}"))?
+    }
+
     /// Hands a message with `send_at` to the writer; `message_scheduled`
     /// reaches the sender's connections through the hub.
     async fn schedule(&self, message: NewMessage, send_at: i64, stored: Vec<String>) -> Result<Pending, String> {
+        let consumed = message.uploads.clone();
         match self.state.writer.schedule(message, send_at).await {
-            Ok(_) => Ok(Box::pin(std::future::ready(None))),
+            Ok(_) => {
+                remove_uploads(&self.state, consumed).await;
+                Ok(Box::pin(std::future::ready(None)))
+            }
             Err(e) => {
                 remove_files(&self.state, stored).await;
                 Err(store_message(&e))
@@ -639,6 +704,7 @@ impl Reader {
     /// to answer with (an error, or the original message of a retry), if any.
     async fn submit(&self, message: NewMessage, stored: Vec<String>) -> Result<Pending, String> {
         let temp = message.local_temp_id.clone();
+        let consumed = message.uploads.clone();
         let viewer = self.session.user;
         let state = self.state.clone();
         let answer = match self.state.writer.submit_message(message).await {
@@ -651,7 +717,10 @@ impl Reader {
         Ok(Box::pin(async move {
             let outcome = answer.await.unwrap_or(Err(StoreError::Unavailable));
             match outcome {
-                Ok(SendOutcome::Stored(_)) => None,
+                Ok(SendOutcome::Stored(_)) => {
+                    remove_uploads(&state, consumed).await;
+                    None
+                }
                 Ok(SendOutcome::Duplicate(original)) => {
                     remove_files(&state, stored).await;
                     let data = original.json(viewer, false, &state.links, TempId::Show);
@@ -747,6 +816,26 @@ fn file_meta(f: StoredFile) -> FileMeta {
         mime_type: f.mime_type,
         duration: f.duration,
     }
+}
+
+/// Removes the bytes of uploads a committed message used (its files are
+/// linked into `chat_files/` already).
+async fn remove_uploads(state: &AppState, ids: Vec<String>) {
+    if ids.is_empty() {
+        return;
+    }
+    let data_dir = state.config.data_dir.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for id in ids {
+            if let Some(path) = attach::upload::upload_path(&data_dir, &id)
+                && let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a used upload");
+            }
+        }
+    })
+    .await;
 }
 
 async fn remove_files(state: &AppState, paths: Vec<String>) {

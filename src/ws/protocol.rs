@@ -35,14 +35,49 @@ pub struct SendMessage<'a> {
     pub message_type: MessageType,
     pub content: Cow<'a, str>,
     pub local_temp_id: Option<Cow<'a, str>>,
+    /// Base64 files; or none when the files come as `uploads`.
     pub files: Vec<FileIn<'a>>,
+    /// Files uploaded over HTTP before (SPEC section 11).
+    pub uploads: Vec<UploadRef<'a>>,
     /// The message of the same room this one answers.
     pub reply_to_id: Option<MessageId>,
     /// When to post it (ms since the epoch), if not now.
     pub send_at: Option<i64>,
 }
 
-/// One entry of `files_data` as sent.
+/// An entry of `files_data` that names an upload instead of carrying base64.
+#[derive(Debug, PartialEq)]
+pub struct UploadRef<'a> {
+    pub upload_id: Cow<'a, str>,
+    /// Seconds, for voice.
+    pub duration: Option<f64>,
+}
+
+/// A string that stays borrowed from the frame inside an `Option` (serde
+/// borrows a bare `Cow` field, not one wrapped in `Option`): base64 data
+/// is never copied.
+#[derive(Deserialize)]
+struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// One entry of `files_data` as it arrives: base64 with its description,
+/// or an `upload_id`.
+#[derive(Deserialize)]
+struct FileEntry<'a> {
+    #[serde(borrow, default)]
+    upload_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    file_data: Option<Borrowed<'a>>,
+    #[serde(borrow, default)]
+    file_name: Option<Cow<'a, str>>,
+    #[serde(default)]
+    file_size: Option<i64>,
+    #[serde(borrow, default)]
+    mime_type: Option<Cow<'a, str>>,
+    #[serde(default)]
+    duration: Option<f64>,
+}
+
+/// One base64 entry of `files_data` as sent.
 #[derive(Debug, PartialEq, Deserialize)]
 pub struct FileIn<'a> {
     #[serde(borrow)]
@@ -90,7 +125,7 @@ struct SendData<'a> {
     #[serde(borrow, default)]
     local_temp_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    files_data: Option<Vec<FileIn<'a>>>,
+    files_data: Option<Vec<FileEntry<'a>>>,
     #[serde(default)]
     reply_to_id: Option<MessageId>,
     #[serde(borrow, default)]
@@ -180,23 +215,24 @@ fn parse_send(data: Option<&str>) -> Result<ClientCommand<'_>, ProtocolError> {
     }
     let content = d.content.unwrap_or(Cow::Borrowed(""));
     let chars = content.chars().count();
-    let files = d.files_data.unwrap_or_default();
+    let (files, uploads) = split_files(d.files_data.unwrap_or_default(), temp)?;
+    let count = files.len() + uploads.len();
     if chars > MAX_TEXT_CHARS {
         return Err(ProtocolError::new(format!("Message too long: at most {MAX_TEXT_CHARS} characters"), temp));
     }
     if message_type == MessageType::Text {
-        if !files.is_empty() {
+        if count > 0 {
             return Err(ProtocolError::new("A text message cannot carry files_data", temp));
         }
         if content.trim().is_empty() {
             return Err(ProtocolError::new("Message content is empty", temp));
         }
-    } else if files.is_empty() {
+    } else if count == 0 {
         return Err(ProtocolError::new(
             format!("A {} message needs 1..{MAX_FILES} files in files_data", message_type.as_str()),
             temp,
         ));
-    } else if files.len() > MAX_FILES {
+    } else if count > MAX_FILES {
         return Err(ProtocolError::new(format!("Too many files: at most {MAX_FILES} per message"), temp));
     }
     if d.room_id.is_some_and(|id| id <= 0) || d.receiver_id.is_some_and(|id| id <= 0) {
@@ -219,9 +255,39 @@ fn parse_send(data: Option<&str>) -> Result<ClientCommand<'_>, ProtocolError> {
         content,
         local_temp_id: d.local_temp_id,
         files,
+        uploads,
         reply_to_id: d.reply_to_id,
         send_at,
     }))
+}
+
+/// Sorts `files_data` into base64 entries and uploads; one message uses
+/// one kind. A base64 entry needs all four of its fields.
+fn split_files<'a>(
+    entries: Vec<FileEntry<'a>>,
+    temp: Option<&str>,
+) -> Result<(Vec<FileIn<'a>>, Vec<UploadRef<'a>>), ProtocolError> {
+    let (mut files, mut uploads) = (Vec::new(), Vec::new());
+    for entry in entries {
+        match entry.upload_id {
+            Some(upload_id) => uploads.push(UploadRef { upload_id, duration: entry.duration }),
+            None => {
+                let missing =
+                    |field: &str| ProtocolError::new(format!("Invalid send_message: missing field `{field}`"), temp);
+                files.push(FileIn {
+                    file_data: entry.file_data.ok_or_else(|| missing("file_data"))?.0,
+                    file_name: entry.file_name.ok_or_else(|| missing("file_name"))?,
+                    file_size: entry.file_size.ok_or_else(|| missing("file_size"))?,
+                    mime_type: entry.mime_type.ok_or_else(|| missing("mime_type"))?,
+                    duration: entry.duration,
+                });
+            }
+        }
+    }
+    if !files.is_empty() && !uploads.is_empty() {
+        return Err(ProtocolError::new("files_data must be all base64 or all upload_id entries", temp));
+    }
+    Ok((files, uploads))
 }
 
 fn fields<'a, T: Deserialize<'a>>(data: Option<&'a str>, kind: &str, temp: Option<&str>) -> Result<T, ProtocolError> {
@@ -292,6 +358,22 @@ mod tests {
         assert_eq!(m.files.len(), 1);
         assert!(matches!(m.files[0].file_data, Cow::Borrowed(_)));
         assert_eq!(m.content, "");
+    }
+
+    #[test]
+    fn files_may_name_uploads_but_not_mix_them_with_base64() {
+        let frame = r#"{"type":"send_message","data":{"room_id":1,"message_type":"voice","local_temp_id":"t","files_data":[{"upload_id":"abc","duration":2.5}]}}"#;
+        let ClientCommand::SendMessage(m) = parse(frame).unwrap() else { panic!() };
+        assert_eq!((m.files.len(), m.uploads.len()), (0, 1));
+        assert_eq!((m.uploads[0].upload_id.as_ref(), m.uploads[0].duration), ("abc", Some(2.5)));
+        let mixed = r#"{"type":"send_message","data":{"room_id":1,"message_type":"image","local_temp_id":"t","files_data":[{"upload_id":"abc"},{"file_data":"iVBORw0KGgo=","file_name":"a.png","file_size":8,"mime_type":"image/png"}]}}"#;
+        let e = parse(mixed).unwrap_err();
+        assert_eq!(
+            (e.message.as_str(), e.local_temp_id.as_deref()),
+            ("files_data must be all base64 or all upload_id entries", Some("t"))
+        );
+        let missing = r#"{"type":"send_message","data":{"room_id":1,"message_type":"image","files_data":[{"file_data":"iVBORw0KGgo=","file_size":8,"mime_type":"image/png"}]}}"#;
+        assert_eq!(parse(missing).unwrap_err().message, "Invalid send_message: missing field `file_name`");
     }
 
     #[test]

@@ -18,4 +18,5 @@ mod search;
 mod static_files;
 mod stream;
 mod support;
+mod uploads;
 mod ws;

@@ -6,3 +6,4 @@ pub mod events;
 pub mod messages;
 pub mod misc;
 pub mod rooms;
+pub mod uploads;
