@@ -1,5 +1,5 @@
-// REST client for chatd (SPEC sections 1 and 2). Holds the token; every
-// call answers parsed JSON or throws an ApiError with the server's detail.
+// REST client for chatd (SPEC sections 1, 2, 8 and 10). Holds the token;
+// every call answers parsed JSON or throws an ApiError with the server's detail.
 
 const TOKEN_KEY = 'chatd.token';
 
@@ -126,4 +126,17 @@ export const api = {
 
   like: (messageId) => request('POST', `/api/chat/messages/${encodeURIComponent(messageId)}/like`),
   unlike: (messageId) => request('DELETE', `/api/chat/messages/${encodeURIComponent(messageId)}/like`),
+
+  // Messages people expect (SPEC section 10).
+  react: (messageId, emoji) =>
+    request('POST', `/api/chat/messages/${encodeURIComponent(messageId)}/reactions`, { emoji }),
+  unreact: (messageId, emoji) =>
+    request('DELETE', `/api/chat/messages/${encodeURIComponent(messageId)}/reactions/${encodeURIComponent(emoji)}`),
+  forward: (messageId, roomIds) =>
+    request('POST', `/api/chat/messages/${encodeURIComponent(messageId)}/forward`, { room_ids: roomIds }),
+  /** {results: [{message, highlight}], next_before_id}, newest first. */
+  searchMessages: (text, { roomId, beforeId, limit = 20 } = {}) =>
+    request('GET', `/api/chat/search?${q({ q: text, room_id: roomId, before_id: beforeId, limit })}`),
+  scheduled: () => request('GET', '/api/chat/scheduled'),
+  cancelScheduled: (id) => request('DELETE', `/api/chat/scheduled/${encodeURIComponent(id)}`),
 };

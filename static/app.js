@@ -1,6 +1,8 @@
 // chatd web client: boot, sign-in, the live link and what its events do to
 // the state, rooms and conversations. Rendering lives in render.js, the
-// composer in composer.js, attachments in files.js.
+// composer in composer.js, attachments in files.js, groups in groups.js;
+// reactions, replies, forwarding, search and scheduling (SPEC section 10)
+// in reactions.js, replies.js, forward.js, search.js and schedule.js.
 
 import { api, ApiError, getToken, setToken, setUnauthorizedHandler } from './api.js';
 import {
@@ -16,6 +18,7 @@ import {
 } from './composer.js';
 import { $, fillAvatar, newTempId } from './dom.js';
 import { chooseMessageType, readAsBase64 } from './files.js';
+import { closeForwardDialog, initForward, isForwardOpen, openForwardDialog } from './forward.js';
 import {
   applyMemberAdded,
   applyMemberRemoved,
@@ -43,6 +46,10 @@ import {
   updatePendingStatus,
   updateStickiness,
 } from './render.js';
+import { applyReactionEvent, initReactions, togglePicker } from './reactions.js';
+import { initReplies, refreshQuotes, startReply } from './replies.js';
+import { initSchedule, loadScheduled, onDelivered, onMessageScheduled, renderScheduled } from './schedule.js';
+import { clearSearch, initSearch, renderSearchScope } from './search.js';
 import { ChatSocket } from './socket.js';
 import {
   isGroup,
@@ -61,6 +68,11 @@ import {
 const TYPING_SHOWN_MS = 6000;
 const AUTH_EXPIRED_TEXT = 'Your session has expired. Please log in again.';
 const NOTICE_MS = 8000;
+/** How long a message jumped to stays highlighted. */
+const FLASH_MS = 2500;
+/** How far back a jump to a message loads history (pages of JUMP_PAGE) before it gives up. */
+const JUMP_PAGES = 20;
+const JUMP_PAGE = 100;
 
 /** The cursor this connection was opened with (null: none, a plain connection). */
 let connectCursor = null;
@@ -181,6 +193,8 @@ function enterChat(user) {
   fillAvatar($('me-avatar'), user);
   renderSearchResults(null);
   $('search-input').value = '';
+  $('message-search-input').value = '';
+  clearSearch();
   renderConversationHeader();
   renderConnection();
   renderRoomList();
@@ -203,6 +217,9 @@ function logout(message) {
   resetLiveState();
   clearMessageList();
   clearComposer();
+  closeForwardDialog();
+  $('message-search-input').value = '';
+  clearSearch();
   history.replaceState(null, '', location.pathname);
   showAuth(message);
   selectAuthTab('login');
@@ -365,6 +382,8 @@ function dropRoom(roomId, notice) {
   state.rooms.delete(roomId);
   state.convs.delete(roomId);
   state.drafts.delete(roomId);
+  state.replyTo.delete(roomId);
+  for (const [id, item] of state.scheduled) if (item.room_id === roomId) state.scheduled.delete(id);
   clearTyping(roomId);
   for (const [tempId, pending] of state.pending) {
     if (pending.roomId === roomId) {
@@ -409,6 +428,8 @@ async function openRoom(roomId) {
     state.currentRoomId = roomId;
     state.editingId = null;
     state.confirmDeleteId = null;
+    state.reactingId = null;
+    state.flashId = null;
     clearMessageList();
     restoreDraft(roomId);
     socket.send('join_room', { room_id: roomId });
@@ -417,6 +438,8 @@ async function openRoom(roomId) {
   renderConversationHeader();
   renderRoomList();
   renderTyping();
+  renderScheduled();
+  renderSearchScope();
   let conv = state.convs.get(roomId);
   if (!conv) {
     conv = newConversation();
@@ -437,14 +460,28 @@ function closeRoom() {
   state.currentRoomId = null;
   state.editingId = null;
   state.confirmDeleteId = null;
+  state.reactingId = null;
+  state.flashId = null;
   clearMessageList();
   history.replaceState(null, '', location.pathname);
   renderConversationHeader();
   renderRoomList();
+  renderScheduled();
+  renderSearchScope();
 }
 
-async function loadFirstPage(roomId) {
+/** The newest page of a room; a load already under way is shared. */
+function loadFirstPage(roomId) {
   const conv = state.convs.get(roomId);
+  if (!conv.firstLoad) {
+    conv.firstLoad = fetchFirstPage(roomId, conv).finally(() => {
+      conv.firstLoad = null;
+    });
+  }
+  return conv.firstLoad;
+}
+
+async function fetchFirstPage(roomId, conv) {
   conv.loading = true;
   conv.error = null;
   if (state.currentRoomId === roomId) renderMessages('bottom');
@@ -471,19 +508,34 @@ function fillViewport() {
   if (conv && conv.loaded && conv.hasOlder && scroller.scrollHeight <= scroller.clientHeight + 10) loadOlder();
 }
 
-async function loadOlder() {
+/**
+ * One page of older messages of the open room; a load already under way is
+ * shared. Answers false when it failed.
+ */
+function loadOlder(limit = 50) {
   const roomId = state.currentRoomId;
   const conv = state.convs.get(roomId);
-  if (!conv || !conv.loaded || !conv.hasOlder || conv.loadingOlder) return;
+  if (!conv || !conv.loaded || !conv.hasOlder) return Promise.resolve(true);
+  if (!conv.olderLoad) {
+    conv.olderLoad = fetchOlder(roomId, conv, limit).finally(() => {
+      conv.olderLoad = null;
+    });
+  }
+  return conv.olderLoad;
+}
+
+async function fetchOlder(roomId, conv, limit) {
   const before = oldestId(conv);
-  if (before === null) return;
+  if (before === null) return true;
+  let ok = true;
   conv.loadingOlder = true;
   renderMessages('prepend');
   try {
-    const page = await api.messagesBefore(roomId, before, 50);
+    const page = await api.messagesBefore(roomId, before, limit);
     for (const message of page.messages || []) upsertMessage(message);
     conv.hasOlder = Boolean(page.has_more) && (page.messages || []).length > 0;
   } catch (error) {
+    ok = false;
     showComposerError(`Could not load older messages: ${error.message}`);
   } finally {
     conv.loadingOlder = false;
@@ -492,6 +544,46 @@ async function loadOlder() {
     renderMessages('prepend');
     fillViewport();
   }
+  return ok;
+}
+
+/** Bumped by every jump, so that an older one gives up when a newer one starts. */
+let jumpSerial = 0;
+let flashTimer = null;
+
+/**
+ * Open a room and bring one of its messages into view, highlighted for a
+ * moment (a reply's quote, a search result). Older history is loaded until
+ * the message is there, JUMP_PAGES pages at most. Answers whether it was.
+ */
+async function jumpTo(roomId, messageId) {
+  const mine = ++jumpSerial;
+  if (state.currentRoomId !== roomId) await openRoom(roomId);
+  const still = () => mine === jumpSerial && state.currentRoomId === roomId;
+  const conv = state.convs.get(roomId);
+  if (!still() || !conv) return false;
+  if (!conv.loaded) await loadFirstPage(roomId);
+  for (let page = 0; page < JUMP_PAGES && still() && conv.loaded && !conv.messages.has(messageId); page += 1) {
+    const oldest = oldestId(conv);
+    if (!conv.hasOlder || (oldest !== null && oldest < messageId)) break;
+    if (!(await loadOlder(JUMP_PAGE))) break;
+  }
+  if (!still()) return false;
+  if (!conv.messages.has(messageId)) {
+    showComposerError('That message could not be found in this conversation.');
+    return false;
+  }
+  clearTimeout(flashTimer);
+  state.flashId = messageId;
+  renderMessages();
+  const node = document.querySelector(`[data-testid="message"][data-id="${messageId}"]`);
+  if (node) node.scrollIntoView({ block: 'center' });
+  flashTimer = setTimeout(() => {
+    if (state.flashId !== messageId) return;
+    state.flashId = null;
+    renderMessages();
+  }, FLASH_MS);
+  return true;
 }
 
 function markReadIfViewing(roomId) {
@@ -571,6 +663,8 @@ function onSynced(data) {
   if (typeof data.cursor === 'string' && data.cursor) saveCursor(data.cursor);
   const replayed = state.syncing;
   state.syncing = false;
+  // Scheduled items are not events: what came due or was cancelled meanwhile shows in the list.
+  loadScheduled();
   if (resyncAsked || resyncOwed) {
     resyncAsked = false;
     resync();
@@ -731,6 +825,12 @@ function dispatch(event) {
     case 'message_like':
       onMessageLike(data);
       break;
+    case 'message_reaction':
+      applyReactionEvent(data);
+      break;
+    case 'message_scheduled':
+      onScheduled(data);
+      break;
     case 'message_read':
       onMessageRead(data);
       break;
@@ -855,7 +955,10 @@ function onNewMessage(message) {
     state.pending.delete(message.local_temp_id);
     revokePreviews(pending);
     updateProgress();
+    // A server that does not schedule posts it at once.
+    if (pending.sendAt) renderScheduled();
   }
+  if (own) onDelivered(message);
   const conv = state.convs.get(roomId);
   const known = conv && conv.messages.has(message.id);
   upsertMessage(message);
@@ -892,14 +995,17 @@ function onMessageUpdate(message) {
     // The sender's own view of these stays what it was.
     local_temp_id: current.local_temp_id ?? null,
   }));
+  refreshQuotes(message.room_id, message.id, message);
   renderRoomList();
   if (message.room_id === state.currentRoomId) renderMessages();
 }
 
 function onMessageDelete(data) {
   patchMessage(data.room_id, data.id, { content: '', files_data: null, is_deleted: true });
+  refreshQuotes(data.room_id, data.id, { is_deleted: true });
   if (state.editingId === data.id) state.editingId = null;
   if (state.confirmDeleteId === data.id) state.confirmDeleteId = null;
+  if (state.reactingId === data.id) state.reactingId = null;
   renderRoomList();
   if (data.room_id === state.currentRoomId) renderMessages();
 }
@@ -992,20 +1098,37 @@ function onServerError(event) {
   const text = event.message || (event.data && event.data.message) || 'The server refused the request';
   const tempId = event.local_temp_id ?? (event.data && event.data.local_temp_id) ?? null;
   const pending = tempId ? state.pending.get(tempId) : null;
-  if (pending) {
+  if (pending && pending.sendAt) {
+    // Not scheduled: the text goes back into an empty composer rather than being lost.
+    state.pending.delete(tempId);
+    if (pending.roomId === state.currentRoomId && !$('composer-input').value) $('composer-input').value = pending.content;
+    renderScheduled();
+  } else if (pending) {
     pending.status = 'failed';
     pending.error = text;
     pending.stage = null;
     updateProgress();
     if (pending.roomId === state.currentRoomId) renderMessages();
   }
-  showComposerError(text);
+  showComposerError(pending && pending.sendAt ? `Not scheduled: ${text}` : text);
+}
+
+/** `message_scheduled`: the message waits on the server now; it leaves the pending ones. */
+function onScheduled(data) {
+  const tempId = data.local_temp_id;
+  const pending = tempId ? state.pending.get(tempId) : null;
+  if (pending) state.pending.delete(tempId);
+  onMessageScheduled(data, pending);
 }
 
 // ------------------------------------------------------------- sending
 
-/** Called by the composer with what to send; shows it as pending at once. */
-async function submitMessage({ roomId, content, items }) {
+/**
+ * Called by the composer with what to send; shows it as pending at once (a
+ * scheduled one in the composer's list of scheduled messages). `replyTo`
+ * is the `reply_to` shape of the answered message, `sendAt` an RFC 3339 time.
+ */
+async function submitMessage({ roomId, content, items, replyTo = null, sendAt = null }) {
   const room = state.rooms.get(roomId);
   if (!room) return;
   const tempId = newTempId();
@@ -1015,6 +1138,8 @@ async function submitMessage({ roomId, content, items }) {
     roomId,
     content,
     messageType,
+    replyTo,
+    sendAt,
     createdAt: Date.now(),
     status: 'sending',
     stage: items.length > 0 ? 'preparing' : 'queued',
@@ -1030,7 +1155,8 @@ async function submitMessage({ roomId, content, items }) {
     })),
   };
   state.pending.set(tempId, pending);
-  if (roomId === state.currentRoomId) renderMessages('bottom');
+  if (sendAt) renderScheduled();
+  else if (roomId === state.currentRoomId) renderMessages('bottom');
 
   let filesData = null;
   if (items.length > 0) {
@@ -1064,6 +1190,8 @@ async function submitMessage({ roomId, content, items }) {
     local_temp_id: tempId,
     files_data: filesData,
   };
+  if (replyTo) pending.data.reply_to_id = replyTo.id;
+  if (sendAt) pending.data.send_at = sendAt;
   pending.stage = 'queued';
   transmit(pending);
 }
@@ -1178,6 +1306,7 @@ async function saveEdit(messageId, text) {
   try {
     const message = await api.editMessage(messageId, content);
     patchMessage(message.room_id, message.id, { ...message, local_temp_id: null });
+    refreshQuotes(message.room_id, message.id, message);
     if (state.editingId === messageId) state.editingId = null;
     hideComposerError();
     renderRoomList();
@@ -1203,6 +1332,7 @@ async function confirmDelete(messageId) {
   try {
     const message = await api.deleteMessage(messageId);
     patchMessage(message.room_id, message.id, { content: '', files_data: null, is_deleted: true });
+    refreshQuotes(message.room_id, message.id, { is_deleted: true });
     state.confirmDeleteId = null;
     renderRoomList();
     if (message.room_id === state.currentRoomId) renderMessages();
@@ -1254,7 +1384,10 @@ setActions({
   confirmDelete,
   retryPending,
   discardPending,
-  loadOlder,
+  loadOlder: () => loadOlder(),
+  togglePicker,
+  startReply,
+  openForward: (message) => openForwardDialog(message),
   retryHistory: () => {
     const roomId = state.currentRoomId;
     const conv = state.convs.get(roomId);
@@ -1291,11 +1424,19 @@ function wire() {
     if (event.key === 'Escape' && state.editingId === null && state.confirmDeleteId === null
         && window.matchMedia('(max-width: 759px)').matches && state.currentRoomId !== null
         && document.activeElement !== $('search-input')
-        && !$('new-group-dialog').open && panelRoomId() === null) {
+        && !$('new-group-dialog').open && !isForwardOpen() && panelRoomId() === null) {
       closeRoom();
     }
   });
   initComposer({ submit: submitMessage, socket, getRoomId: () => state.currentRoomId });
+  const redraw = (roomId) => {
+    if (roomId === state.currentRoomId) renderMessages();
+  };
+  initReactions({ changed: redraw, showError: showComposerError });
+  initReplies({ jumpTo: (roomId, messageId) => jumpTo(roomId, messageId) });
+  initForward({ arrived: (message) => onNewMessage(message), notice: showNotice });
+  initSearch({ openMessage: (roomId, messageId) => jumpTo(roomId, messageId) });
+  initSchedule({ showError: showComposerError });
   initGroups({
     upsertRoom: (room) => upsertRoom(room),
     dropRoom: (roomId, notice) => dropRoom(roomId, notice),

@@ -1,9 +1,13 @@
 // The composer: text with Enter to send, typing notifications, attachment
 // chips (picker, drag and drop, paste), voice recording, errors and progress.
+// What it sends may answer a message (replies.js) or wait for a time
+// (schedule.js).
 
 import { $, el, formatDuration, formatSize } from './dom.js';
 import { icon } from './icons.js';
 import { audioDuration, canRecord, describeFile, MAX_FILES, VoiceRecorder } from './files.js';
+import { cancelReply, renderReplyBar, replyFor } from './replies.js';
+import { closeSchedulePicker, isPickerOpen, pickedSendAt } from './schedule.js';
 import { state } from './state.js';
 
 const TYPING_IDLE_MS = 3000;
@@ -36,6 +40,11 @@ export function initComposer(dependencies) {
     if (event.key === 'Enter' && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
       event.preventDefault();
       submit();
+    } else if (event.key === 'Escape' && (replyFor(deps.getRoomId()) || isPickerOpen())) {
+      // Escape undoes the reply first, then the schedule.
+      event.preventDefault();
+      event.stopPropagation();
+      if (!cancelReply(deps.getRoomId())) closeSchedulePicker();
     }
   });
   input.addEventListener('input', () => {
@@ -89,6 +98,8 @@ export function restoreDraft(roomId) {
   $('composer-input').value = draft ? draft.text : '';
   attachments = draft ? draft.attachments : [];
   renderChips();
+  renderReplyBar();
+  closeSchedulePicker();
   autosize();
   hideComposerError();
 }
@@ -101,6 +112,8 @@ export function clearComposer() {
   $('composer-input').value = '';
   attachments = [];
   renderChips();
+  renderReplyBar();
+  closeSchedulePicker();
   autosize();
   hideComposerError();
   setProgress(null);
@@ -287,6 +300,11 @@ async function submit() {
     showComposerError('These files are too large to send together. Send them in several messages.');
     return;
   }
+  const schedule = pickedSendAt();
+  if (schedule && schedule.error) {
+    showComposerError(schedule.error);
+    return;
+  }
   preparing = true;
   try {
     await Promise.all(items.map((a) => a.durationPromise).filter(Boolean));
@@ -301,7 +319,10 @@ async function submit() {
   renderChips();
   autosize();
   stopTyping();
-  deps.submit({ roomId, content, items });
+  const replyTo = replyFor(roomId);
+  cancelReply(roomId);
+  if (schedule) closeSchedulePicker();
+  deps.submit({ roomId, content, items, replyTo, sendAt: schedule ? schedule.iso : null });
 }
 
 // ----------------------------------------------------------- errors, progress

@@ -3,6 +3,8 @@
 
 import { icon } from './icons.js';
 import { $, el, fillAvatar, formatDay, formatDuration, formatSize, formatStamp, formatTime, hueFor, safeUrl } from './dom.js';
+import { reactionChips, reactionPicker, reactionsSignature } from './reactions.js';
+import { quoteNode } from './replies.js';
 import {
   isGroup,
   isOwn,
@@ -30,7 +32,8 @@ export function renderRoomList() {
   const rooms = sortedRooms();
   const items = rooms.map((room) => roomItem(room));
   list.replaceChildren(...items);
-  $('rooms-empty').hidden = !state.roomsLoaded || rooms.length > 0;
+  // While a message search is on, its results stand in the list's place.
+  $('rooms-empty').hidden = !state.roomsLoaded || rooms.length > 0 || !$('message-search-panel').hidden;
   const unread = totalUnread();
   document.title = unread > 0 ? `(${unread}) chatd` : 'chatd';
 }
@@ -244,8 +247,9 @@ export function renderMessages(mode) {
       lastSender = senderId;
       wanted.push(messageEntry(message, { group, showSender }));
     }
+    // Scheduled ones wait in the composer's list (schedule.js), not here.
     const pendings = Array.from(state.pending.values())
-      .filter((p) => p.roomId === state.currentRoomId)
+      .filter((p) => p.roomId === state.currentRoomId && !p.sendAt)
       .sort((a, b) => a.createdAt - b.createdAt);
     for (const pending of pendings) wanted.push(pendingEntry(pending));
   }
@@ -294,7 +298,7 @@ function renderHistoryStatus(conv) {
       type: 'button', class: 'link', testid: 'load-older', text: 'Load earlier messages',
       onclick: () => actions.loadOlder(),
     }));
-  } else if (conv.messages.size === 0 && !Array.from(state.pending.values()).some((p) => p.roomId === state.currentRoomId)) {
+  } else if (conv.messages.size === 0 && !Array.from(state.pending.values()).some((p) => p.roomId === state.currentRoomId && !p.sendAt)) {
     node.append(el('span', { class: 'muted', testid: 'conv-empty', text: 'No messages yet. Say hello!' }));
   } else {
     node.append(el('span', { class: 'muted', text: 'Beginning of the conversation' }));
@@ -328,16 +332,19 @@ function messageEntry(message, { group = false, showSender = false } = {}) {
   const filesSig = filesSignature(message.files_data);
   const read = group && isOwn(message) ? readInfo(message) : null;
   const sender = showSender && message.sender_details ? message.sender_details : null;
+  const reacting = state.reactingId === message.id;
+  const flash = state.flashId === message.id;
   const sig = JSON.stringify([
     message.content, message.edited_at, message.is_deleted, message.is_read, message.is_liked,
     message.like_count, filesSig, editing, confirming, message.created_at, read,
     sender ? [sender.id, sender.name] : null,
+    reactionsSignature(message), message.reply_to || null, message.forwarded_from || null, reacting, flash,
   ]);
   return {
     key: `m:${message.id}`,
     sig,
     filesSig,
-    build: (previous) => buildMessage(message, { editing, confirming, previous, filesSig, read, sender }),
+    build: (previous) => buildMessage(message, { editing, confirming, previous, filesSig, read, sender, reacting, flash }),
   };
 }
 
@@ -363,17 +370,24 @@ function statusNode(message, read) {
   });
 }
 
-function buildMessage(message, { editing, confirming, previous, filesSig, read, sender }) {
+function buildMessage(message, { editing, confirming, previous, filesSig, read, sender, reacting, flash }) {
   const own = isOwn(message);
   const deleted = Boolean(message.is_deleted);
   const classes = ['msg', own ? 'own' : 'theirs', `type-${message.message_type}`];
   if (deleted) classes.push('deleted');
+  if (flash) classes.push('flash');
   const bubble = el('div', { class: 'bubble' });
   if (sender) {
     const name = el('div', { class: 'sender-name', testid: 'message-sender', text: sender.name || 'Someone' });
     name.style.setProperty('--hue', String(hueFor(sender.id)));
     bubble.append(name);
   }
+  const forwarded = message.forwarded_from;
+  if (forwarded && !deleted) {
+    bubble.append(el('div', { class: 'forwarded', testid: 'forwarded-from' },
+      icon('forward', { size: 14 }), `Forwarded from ${forwarded.sender_name || 'someone'}`));
+  }
+  if (message.reply_to && !deleted) bubble.append(quoteNode(message.reply_to, message.room_id));
 
   if (!deleted && Array.isArray(message.files_data) && message.files_data.length > 0) {
     // Reuse the attachment nodes when the files did not change, so that an
@@ -418,6 +432,14 @@ function buildMessage(message, { editing, confirming, previous, filesSig, read, 
     if (own && message.message_type === 'text' && !editing) {
       tools.append(el('button', { type: 'button', class: 'tool', testid: 'edit-button', title: 'Edit', 'aria-label': 'Edit message', onclick: () => actions.startEdit(message.id) }, icon('edit', { size: 16 })));
     }
+    tools.append(
+      el('button', {
+        type: 'button', class: 'tool', testid: 'react-button', title: 'React', 'aria-label': 'Add a reaction',
+        'aria-expanded': String(reacting), onclick: () => actions.togglePicker(message),
+      }, icon('smile', { size: 16 })),
+      el('button', { type: 'button', class: 'tool', testid: 'reply-button', title: 'Reply', 'aria-label': 'Reply to this message', onclick: () => actions.startReply(message) }, icon('reply', { size: 16 })),
+      el('button', { type: 'button', class: 'tool', testid: 'forward-button', title: 'Forward', 'aria-label': 'Forward this message', onclick: () => actions.openForward(message) }, icon('forward', { size: 16 })),
+    );
     if (own) {
       tools.append(el('button', { type: 'button', class: 'tool', testid: 'delete-button', title: 'Delete', 'aria-label': 'Delete message', onclick: () => actions.askDelete(message.id) }, icon('trash', { size: 16 })));
     }
@@ -435,6 +457,11 @@ function buildMessage(message, { editing, confirming, previous, filesSig, read, 
       senderId: message.sender_details ? String(message.sender_details.id) : '',
     },
   }, row);
+  if (!deleted) {
+    const chips = reactionChips(message);
+    if (chips) item.append(chips);
+    if (reacting) item.append(reactionPicker(message));
+  }
   // Without hover (phones) a tap on the bubble shows or hides the tools.
   bubble.addEventListener('click', (event) => {
     if (!window.matchMedia('(hover: none)').matches || event.target.closest('a, button, audio, textarea')) return;
@@ -542,6 +569,7 @@ function pendingEntry(pending) {
 
 function buildPending(pending) {
   const bubble = el('div', { class: 'bubble' });
+  if (pending.replyTo) bubble.append(quoteNode(pending.replyTo));
   if (pending.previews && pending.previews.length > 0) {
     const wrap = el('div', { class: `attachments${pending.previews.length > 1 ? ' multi' : ''}` });
     for (const f of pending.previews) {

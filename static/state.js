@@ -24,6 +24,14 @@ export const state = {
   /** id of the message being edited inline, and of the one asking to be deleted */
   editingId: null,
   confirmDeleteId: null,
+  /** id of the message whose reaction picker is open */
+  reactingId: null,
+  /** room id → the `reply_to` shape of the message the composer answers */
+  replyTo: new Map(),
+  /** id of the message briefly highlighted after a jump to it */
+  flashId: null,
+  /** scheduled item id → {id, room_id, message_type, content, send_at, local_temp_id} (SPEC section 10) */
+  scheduled: new Map(),
   connection: 'connecting',
 };
 
@@ -43,6 +51,10 @@ export function resetState() {
   state.drafts = new Map();
   state.editingId = null;
   state.confirmDeleteId = null;
+  state.reactingId = null;
+  state.replyTo = new Map();
+  state.flashId = null;
+  state.scheduled = new Map();
   state.connection = 'connecting';
 }
 
@@ -61,6 +73,9 @@ export function newConversation() {
     /** Older messages exist on the server (before the oldest loaded). */
     hasOlder: false,
     loadingOlder: false,
+    /** The loads under way (promises), shared by whoever waits for them. */
+    firstLoad: null,
+    olderLoad: null,
     error: null,
   };
 }
