@@ -108,6 +108,9 @@ pub struct Settings {
     /// File links: `signed` (expiring, per render) or `public` (Part I's plain paths).
     #[arg(long, env = "CHAT_FILE_LINKS", value_enum, default_value = "signed", global = true)]
     pub file_links: FileLinks,
+    /// Log lines as `text` (human) or `json` (one object per line, for shippers).
+    #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
     /// Thumbnails made at once (each on a blocking thread).
     #[arg(long, env = "CHAT_THUMBNAIL_WORKERS", default_value_t = 1, global = true)]
     pub thumbnail_workers: usize,
@@ -119,6 +122,12 @@ pub struct Settings {
     pub file_link_ttl_secs: u64,
     #[command(flatten)]
     pub limits: LimitSettings,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -436,6 +445,7 @@ impl Settings {
             file_link_ttl_secs: 86_400,
             upload_ttl_secs: 3600,
             thumbnail_workers: 1,
+            log_format: LogFormat::Text,
             limits: LimitSettings {
                 rate_limits: Switch::Off,
                 header_timeout_secs: 10,

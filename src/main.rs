@@ -6,16 +6,21 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use chatd::auth::{Keys, password};
-use chatd::config::{Cli, Command, Config, UserCommand};
+use std::io::IsTerminal;
+
+use chatd::config::{Cli, Command, Config, LogFormat, UserCommand};
 use chatd::store::{self, NullSink, writer::NewUser};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.settings.log_format {
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+        // Colour only for a person at a terminal: a file or journald gets plain text.
+        LogFormat::Text => logs.with_target(false).with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     let config = match Config::from_settings(&cli.settings) {
         Ok(c) => c,
         Err(e) => {

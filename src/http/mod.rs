@@ -23,6 +23,8 @@ use hyper::{Request, Response};
 pub use body::Body;
 use router::{Endpoint, Route};
 
+use tracing::Instrument;
+
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -37,18 +39,64 @@ pub async fn serve(
     let forwarded = req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
     let client = crate::limits::client_ip(peer, forwarded, &state.config.limits);
     req.extensions_mut().insert(util::ClientIp(client));
+    let request_id = request_id(req.headers());
+    let method = req.method().clone();
     let route = router::route(req.method(), req.uri().path());
-    let (metric, result) = match route {
-        Route::Found(endpoint) => (endpoint.index(), dispatch(&state, endpoint, req).await),
-        Route::NotFound => (router::UNMATCHED, Err(ApiError::NotFound("Not found"))),
-        Route::MethodNotAllowed { allow } => (router::UNMATCHED, Err(ApiError::MethodNotAllowed { allow })),
-        Route::BadId(name) => {
-            (router::UNMATCHED, Err(ApiError::unprocessable(format!("{name} must be a positive integer"))))
+    // Every log line of this request carries its id.
+    let span = tracing::info_span!("request", id = %request_id);
+    let (metric, result) = async {
+        match route {
+            Route::Found(endpoint) => (endpoint.index(), dispatch(&state, endpoint, req).await),
+            Route::NotFound => (router::UNMATCHED, Err(ApiError::NotFound("Not found"))),
+            Route::MethodNotAllowed { allow } => (router::UNMATCHED, Err(ApiError::MethodNotAllowed { allow })),
+            Route::BadId(name) => {
+                (router::UNMATCHED, Err(ApiError::unprocessable(format!("{name} must be a positive integer"))))
+            }
         }
-    };
-    let response = result.unwrap_or_else(ApiError::into_response);
-    state.metrics.request(metric, response.status().as_u16(), started.elapsed().as_secs_f64());
+    }
+    .instrument(span.clone())
+    .await;
+    let mut response = result.unwrap_or_else(|e| span.in_scope(|| e.into_response()));
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    state.metrics.request(metric, status, elapsed.as_secs_f64());
+    // The access log: the route's name, never the raw path (a WebSocket
+    // URL carries the token).
+    span.in_scope(|| {
+        tracing::info!(
+            target: "access",
+            method = %method,
+            route = router::ROUTE_NAMES[metric],
+            status,
+            ms = elapsed.as_secs_f64() * 1000.0,
+            bytes = hyper::body::Body::size_hint(response.body()).exact(),
+            client = %client,
+        )
+    });
+    if let Ok(value) = hyper::header::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
     Ok(response)
+}
+
+/// The request's `X-Request-Id` when it is one a log can carry safely (1 to
+/// 128 of `[A-Za-z0-9._:-]`), else a new one: a per-process random prefix
+/// and a counter, unique without a syscall per request.
+fn request_id(headers: &hyper::HeaderMap) -> String {
+    let given = headers.get("x-request-id").and_then(|v| v.to_str().ok()).filter(|id| {
+        (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+    });
+    if let Some(id) = given {
+        return id.to_owned();
+    }
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut raw = [0u8; 4];
+        let _ = getrandom::fill(&mut raw);
+        raw.iter().map(|b| format!("{b:02x}")).collect()
+    });
+    format!("{prefix}-{:x}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 async fn dispatch(

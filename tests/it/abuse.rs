@@ -589,13 +589,13 @@ async fn less_exposure_avatars_deep_pages_and_private_files() {
 
 /// The built binary as a child, for what must be measured from outside:
 /// its memory, and its file limit.
-struct Spawned {
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct Spawned {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Spawned {
-    async fn spawn(dir: &std::path::Path, open_files: Option<u32>, env: &[(&str, &str)]) -> Spawned {
+    pub(crate) async fn spawn(dir: &std::path::Path, open_files: Option<u32>, env: &[(&str, &str)]) -> Spawned {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let bin = env!("CARGO_BIN_EXE_chatd");

@@ -8,6 +8,7 @@ mod durability;
 mod file_links;
 mod forwarding;
 mod groups;
+mod logs;
 mod messages;
 mod metrics;
 mod reactions;
