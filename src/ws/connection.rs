@@ -596,14 +596,8 @@ impl Reader {
             uploads: Vec::new(),
         };
         let mut stored: Vec<String> = Vec::new();
-        if !m.uploads.is_empty() {
-            let files = self.place_uploads(new.message_type, &m.uploads).await?;
-            new.duration = voice_duration(new.message_type, &files);
-            stored = files.iter().map(|f| f.rel_path.clone()).collect();
-            new.files = Some(files.into_iter().map(file_meta).collect());
-            new.uploads = m.uploads.iter().map(|u| u.upload_id.clone().into_owned()).collect();
-        }
-        if !m.files.is_empty() {
+        let with_files = !m.files.is_empty() || !m.uploads.is_empty();
+        if with_files && m.send_at.is_none() {
             let members = self.members_of(room_id).await.map_err(|e| store_message(&e))?;
             if members.is_none() {
                 return Err("Room not found".into());
@@ -613,10 +607,20 @@ impl Reader {
                 let earlier =
                     self.state.reader.message_id_by_temp_id(sender, temp).await.map_err(|e| store_message(&e))?;
                 if earlier.is_some() {
-                    // A retry: the writer answers with the original message.
+                    // A retry: the writer answers with the original message
+                    // (before any file is stored or upload placed again).
                     return self.submit(new, Vec::new()).await;
                 }
             }
+        }
+        if !m.uploads.is_empty() {
+            let files = self.place_uploads(new.message_type, &m.uploads).await?;
+            new.duration = voice_duration(new.message_type, &files);
+            stored = files.iter().map(|f| f.rel_path.clone()).collect();
+            new.files = Some(files.into_iter().map(file_meta).collect());
+            new.uploads = m.uploads.iter().map(|u| u.upload_id.clone().into_owned()).collect();
+        }
+        if !m.files.is_empty() {
             self.check_quota(&m.files).await?;
             let files = self.store_files(frame, new.message_type, m.files).await?;
             new.duration = voice_duration(new.message_type, &files);

@@ -82,6 +82,14 @@ async fn an_upload_is_used_by_one_message_of_its_uploader_once() {
     assert_eq!(upload_files(&s), Vec::<String>::new(), "the upload's own file is gone once used");
     let again = send_uploads(&mut a, room, "image", json!([{"upload_id": id}]), "a2").await;
     assert_eq!(again["type"], "error");
+    // A re-send of the same message (same temp id, after a reconnect) is
+    // answered with the original, as for base64 files.
+    let retry = send_uploads(&mut a, room, "image", json!([{"upload_id": id}]), "a1").await;
+    assert_eq!(
+        (retry["type"].clone(), retry["data"]["id"].clone()),
+        (json!("new_message"), sent["data"]["id"].clone()),
+        "{retry}"
+    );
     // An image upload does not make a voice message, nor mixes with base64.
     let pdf = sample("pdf");
     let doc = upload(&s, &ann, "r.pdf", "application/pdf", &pdf).await.json["upload_id"].clone();
