@@ -542,19 +542,41 @@ function buildFile(file, messageType) {
 
 export function pendingStatusText(pending) {
   if (pending.status === 'failed') return 'Not sent';
-  if (pending.stage === 'preparing') return 'Preparing…';
-  if (pending.stage === 'uploading') return `Uploading ${Math.round((pending.progress || 0) * 100)}%`;
-  if (pending.stage === 'processing') return 'Processing…';
+  if (pending.stage === 'uploading') return `Uploading ${Math.round(uploadedFraction(pending) * 100)}%`;
   if (pending.stage === 'queued') return 'Waiting for connection…';
   return 'Sending…';
 }
 
-/** Refresh a pending message's status line without rebuilding it. */
+function uploadedFraction(pending) {
+  let total = 0;
+  let loaded = 0;
+  for (const f of pending.previews) {
+    total += f.size;
+    loaded += Math.min(f.loaded, f.size);
+  }
+  return total > 0 ? loaded / total : 1;
+}
+
+/** Refresh a pending message's status line and its files' progress without rebuilding it. */
 export function updatePendingStatus(pending) {
   const entry = rendered.get(`p:${pending.tempId}`);
   if (!entry) return;
   const node = entry.node.querySelector('.pending-status');
   if (node) node.textContent = pendingStatusText(pending);
+  const bars = entry.node.querySelectorAll('progress[data-testid="upload-progress"]');
+  pending.previews.forEach((f, index) => {
+    const bar = bars[index];
+    if (bar) setUploadBar(bar, f);
+  });
+  const cancel = entry.node.querySelector('[data-testid="cancel-upload"]');
+  if (cancel) cancel.hidden = pending.stage !== 'uploading';
+}
+
+function setUploadBar(bar, file) {
+  const value = Math.min(file.loaded, file.size);
+  // Only changes are written: each one is a step of the upload a test can observe.
+  if (!bar.hasAttribute('value') || bar.value !== value) bar.value = value;
+  bar.setAttribute('aria-valuetext', `${Math.round((value / Math.max(file.size, 1)) * 100)}%`);
 }
 
 function pendingEntry(pending) {
@@ -573,21 +595,34 @@ function buildPending(pending) {
   if (pending.previews && pending.previews.length > 0) {
     const wrap = el('div', { class: `attachments${pending.previews.length > 1 ? ' multi' : ''}` });
     for (const f of pending.previews) {
+      const bar = el('progress', {
+        class: 'upload-progress', testid: 'upload-progress', max: String(Math.max(f.size, 1)), 'aria-label': `Upload of ${f.name}`,
+      });
+      setUploadBar(bar, f);
       if (f.url && f.category === 'image') {
-        wrap.append(el('span', { class: 'image-link' }, el('img', { src: f.url, alt: f.name })));
+        wrap.append(el('span', { class: 'image-link pending-file' }, el('img', { src: f.url, alt: f.name }), bar));
       } else {
-        wrap.append(el('span', { class: 'file-link' },
+        wrap.append(el('span', { class: 'file-link pending-file' },
           el('span', { class: 'file-icon' }, icon(f.category === 'voice' ? 'mic' : 'file', { size: 22 })),
           el('span', { class: 'file-text' },
             el('span', { class: 'file-name', text: f.name }),
-            el('span', { class: 'file-size', text: formatSize(f.size) }))));
+            el('span', { class: 'file-size', text: formatSize(f.size) })),
+          bar));
       }
     }
     bubble.append(wrap);
   }
   if (pending.content) bubble.append(el('div', { class: 'content', testid: 'message-content', text: pending.content }));
-  bubble.append(el('div', { class: 'meta' },
-    el('span', { class: 'status pending-status', testid: 'message-status', dataset: { status: pending.status }, text: pendingStatusText(pending) })));
+  const meta = el('div', { class: 'meta' },
+    el('span', { class: 'status pending-status', testid: 'message-status', dataset: { status: pending.status }, text: pendingStatusText(pending) }));
+  if (pending.previews && pending.previews.length > 0 && pending.status !== 'failed') {
+    meta.append(el('button', {
+      type: 'button', class: 'link cancel-upload', testid: 'cancel-upload', text: 'Cancel',
+      'aria-label': 'Cancel sending this message', hidden: pending.stage !== 'uploading',
+      onclick: () => actions.discardPending(pending.tempId),
+    }));
+  }
+  bubble.append(meta);
   const item = el('li', {
     class: `msg own pending${pending.status === 'failed' ? ' failed' : ''}`,
     testid: 'message',
