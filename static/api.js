@@ -144,4 +144,10 @@ export const api = {
     request('GET', `/api/chat/search?${q({ q: text, room_id: roomId, before_id: beforeId, limit })}`),
   scheduled: () => request('GET', '/api/chat/scheduled'),
 
+  // Files (SPEC section 11); uploads themselves go through uploads.js.
+  /** {url, expires_at}: a signed link to one file of a message that opens without a token. */
+  shareFile: (messageId, index, ttlSecs) =>
+    request('POST', `/api/chat/messages/${encodeURIComponent(messageId)}/files/${encodeURIComponent(index)}/share`,
+      { ttl_secs: ttlSecs }),
+  cancelScheduled: (id) => request('DELETE', `/api/chat/scheduled/${encodeURIComponent(id)}`),
 };

@@ -1,8 +1,9 @@
 // chatd web client: boot, sign-in, the live link and what its events do to
 // the state, rooms and conversations. Rendering lives in render.js, the
-// composer in composer.js, attachments in files.js and their uploads in
-// uploads.js, groups in groups.js; reactions, replies, forwarding, search
-// and scheduling (SPEC section 10) in reactions.js, replies.js, forward.js,
+// composer in composer.js, attachments in files.js, their uploads in
+// uploads.js, the full image in lightbox.js, share links in share.js,
+// groups in groups.js; reactions, replies, forwarding, search and
+// scheduling (SPEC section 10) in reactions.js, replies.js, forward.js,
 // search.js and schedule.js.
 
 import { api, ApiError, getToken, setToken, setUnauthorizedHandler } from './api.js';
@@ -20,6 +21,7 @@ import {
 import { $, fillAvatar, newTempId } from './dom.js';
 import { chooseMessageType } from './files.js';
 import { closeForwardDialog, initForward, isForwardOpen, openForwardDialog } from './forward.js';
+import { closeLightbox, initLightbox, isLightboxOpen } from './lightbox.js';
 import {
   applyMemberAdded,
   applyMemberRemoved,
@@ -51,6 +53,7 @@ import { applyReactionEvent, initReactions, togglePicker } from './reactions.js'
 import { initReplies, refreshQuotes, startReply } from './replies.js';
 import { initSchedule, loadScheduled, onDelivered, onMessageScheduled, renderScheduled } from './schedule.js';
 import { clearSearch, initSearch, renderSearchScope } from './search.js';
+import { closeShareDialog, initShare, isShareOpen } from './share.js';
 import { ChatSocket } from './socket.js';
 import { isAbort, uploadFile } from './uploads.js';
 import {
@@ -220,6 +223,8 @@ function logout(message) {
   clearMessageList();
   clearComposer();
   closeForwardDialog();
+  closeShareDialog();
+  closeLightbox();
   $('message-search-input').value = '';
   clearSearch();
   history.replaceState(null, '', location.pathname);
@@ -1464,7 +1469,8 @@ function wire() {
     if (event.key === 'Escape' && state.editingId === null && state.confirmDeleteId === null
         && window.matchMedia('(max-width: 759px)').matches && state.currentRoomId !== null
         && document.activeElement !== $('search-input')
-        && !$('new-group-dialog').open && !isForwardOpen() && panelRoomId() === null) {
+        && !$('new-group-dialog').open && !isForwardOpen() && !isLightboxOpen() && !isShareOpen()
+        && panelRoomId() === null) {
       closeRoom();
     }
   });
@@ -1477,6 +1483,8 @@ function wire() {
   initForward({ arrived: (message) => onNewMessage(message), notice: showNotice });
   initSearch({ openMessage: (roomId, messageId) => jumpTo(roomId, messageId) });
   initSchedule({ showError: showComposerError });
+  initLightbox();
+  initShare();
   initGroups({
     upsertRoom: (room) => upsertRoom(room),
     dropRoom: (roomId, notice) => dropRoom(roomId, notice),

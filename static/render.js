@@ -3,8 +3,10 @@
 
 import { icon } from './icons.js';
 import { $, el, fillAvatar, formatDay, formatDuration, formatSize, formatStamp, formatTime, hueFor, safeUrl } from './dom.js';
+import { openLightbox } from './lightbox.js';
 import { reactionChips, reactionPicker, reactionsSignature } from './reactions.js';
 import { quoteNode } from './replies.js';
+import { openShareDialog } from './share.js';
 import {
   isGroup,
   isOwn,
@@ -323,7 +325,7 @@ function dayEntry(day, iso) {
 }
 
 function filesSignature(files) {
-  return JSON.stringify((files || []).map((f) => [f.file_path, f.file_name, f.file_size, f.duration]));
+  return JSON.stringify((files || []).map((f) => [f.file_path, f.thumbnail_path, f.file_name, f.file_size, f.duration]));
 }
 
 function messageEntry(message, { group = false, showSender = false } = {}) {
@@ -507,37 +509,61 @@ function buildEditor(message) {
 function buildAttachments(message) {
   const files = message.files_data;
   const wrap = el('div', { class: `attachments${files.length > 1 ? ' multi' : ''}` });
-  for (const file of files) wrap.append(buildFile(file, message.message_type));
+  files.forEach((file, index) => wrap.append(buildFile(message, file, index)));
   return wrap;
 }
 
-function buildFile(file, messageType) {
+/** One file of a message, with its "share link" button. */
+function buildFile(message, file, index) {
   const url = safeUrl(file.file_path);
   const mime = String(file.mime_type || '');
   const name = file.file_name || 'file';
+  let body;
+  let kind = 'file';
   if (mime.startsWith('image/') && url) {
-    const img = el('img', { src: url, alt: name, loading: 'lazy', testid: 'message-image', decoding: 'async' });
+    kind = 'image';
+    // The thumbnail once the server made it (a message_update says so), else the image itself.
+    const thumbnail = safeUrl(file.thumbnail_path);
+    const img = el('img', {
+      src: thumbnail || url, alt: name, loading: 'lazy', testid: 'message-image', decoding: 'async',
+      dataset: { thumbnail: String(Boolean(thumbnail)) },
+    });
     img.addEventListener('load', () => {
       if (stickToBottom) scrollToBottom();
     });
-    return el('a', { class: 'image-link', href: url, target: '_blank', rel: 'noopener noreferrer', title: name }, img);
-  }
-  if (mime.startsWith('audio/') && url) {
+    body = el('a', {
+      class: 'image-link', href: url, target: '_blank', rel: 'noopener noreferrer', title: name, testid: 'image-open',
+    }, img);
+    // A plain click shows the full image here; a modified one (new tab, download) stays the browser's.
+    body.addEventListener('click', (event) => {
+      if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+      event.preventDefault();
+      openLightbox({ message, index, url, name });
+    });
+  } else if (mime.startsWith('audio/') && url) {
+    kind = 'audio';
+    const messageType = message.message_type;
     const duration = typeof file.duration === 'number' ? file.duration : null;
-    return el('div', { class: `voice${messageType === 'voice' ? '' : ' audio-file'}`, testid: 'message-voice' },
+    body = el('div', { class: `voice${messageType === 'voice' ? '' : ' audio-file'}`, testid: 'message-voice' },
       el('audio', { controls: true, preload: 'metadata', src: url, testid: 'message-audio' }),
       el('span', { class: 'voice-meta' },
         el('span', { class: 'duration', testid: 'message-duration', text: duration ? formatDuration(duration) : '' }),
         messageType === 'voice' ? null : el('span', { class: 'file-name', text: name })));
+  } else {
+    body = el('a', {
+      class: 'file-link', href: url || '#', download: name, testid: 'message-file',
+      target: '_blank', rel: 'noopener noreferrer',
+    },
+    el('span', { class: 'file-icon' }, icon('file', { size: 22 })),
+    el('span', { class: 'file-text' },
+      el('span', { class: 'file-name', text: name }),
+      el('span', { class: 'file-size', text: formatSize(file.file_size) })));
   }
-  return el('a', {
-    class: 'file-link', href: url || '#', download: name, testid: 'message-file',
-    target: '_blank', rel: 'noopener noreferrer',
-  },
-  el('span', { class: 'file-icon' }, icon('file', { size: 22 })),
-  el('span', { class: 'file-text' },
-    el('span', { class: 'file-name', text: name }),
-    el('span', { class: 'file-size', text: formatSize(file.file_size) })));
+  const share = el('button', {
+    type: 'button', class: 'tool file-share', testid: 'share-file', title: 'Share link', 'aria-label': `Share a link to ${name}`,
+    onclick: () => openShareDialog({ messageId: message.id, index, name }),
+  }, icon('link', { size: 16 }));
+  return el('div', { class: `attachment is-${kind}`, testid: 'attachment', dataset: { index: String(index) } }, body, share);
 }
 
 export function pendingStatusText(pending) {
