@@ -626,7 +626,11 @@ function buildPending(pending) {
       });
       setUploadBar(bar, f);
       if (f.url && f.category === 'image') {
-        wrap.append(el('span', { class: 'image-link pending-file' }, el('img', { src: f.url, alt: f.name }), bar));
+        const img = el('img', { src: f.url, alt: f.name });
+        img.addEventListener('load', () => {
+          if (stickToBottom) scrollToBottom();
+        });
+        wrap.append(el('span', { class: 'image-link pending-file' }, img, bar));
       } else {
         wrap.append(el('span', { class: 'file-link pending-file' },
           el('span', { class: 'file-icon' }, icon(f.category === 'voice' ? 'mic' : 'file', { size: 22 })),
