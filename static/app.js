@@ -1178,6 +1178,8 @@ function submitMessage({ roomId, content, items, replyTo = null, sendAt = null }
       category: item.category,
       url: item.category === 'image' ? URL.createObjectURL(item.file) : null,
       loaded: 0,
+      /** The upload once created, and its id once complete. */
+      upload: null,
       uploadId: null,
     })),
     /** Cancels the uploads under way (discard, sign-out). */
@@ -1231,6 +1233,11 @@ async function uploadFiles(pending) {
         name: item.name,
         mime: item.mime,
         signal: controller.signal,
+        // A retry goes on with the upload an earlier attempt started.
+        resume: preview.upload,
+        onCreated: (upload) => {
+          preview.upload = upload;
+        },
         onProgress: (bytes) => {
           preview.loaded = bytes;
           updateProgress();

@@ -3,7 +3,8 @@
 // chunks (PATCH) with XMLHttpRequest, whose progress events are the
 // upload's own. A request that fails on the way (network, 409, 5xx) is
 // followed by a pause and a HEAD that says where the server stands; the
-// upload goes on from there, with a bounded number of attempts.
+// upload goes on from there, with a bounded number of attempts. Given up,
+// it can be resumed later the same way (the caller keeps the upload).
 
 import { getToken, reportUnauthorized } from './api.js';
 
@@ -112,24 +113,34 @@ function offsetOf(answer) {
 }
 
 /**
- * Upload one file; answers the server's description of it
- * ({upload_id, file_name, file_size, mime_type, expires_at}).
- * `onProgress(bytes)` reports how much of it the server has (or is taking
- * now); `signal` cancels.
+ * Failures in a row, and the pause before the next attempt; one failure
+ * more than there are pauses gives up.
  */
-export async function uploadFile(file, { name, mime, onProgress = () => {}, signal } = {}) {
-  let failures = 0;
-  /** After a failure: pause, or give up when there were too many in a row. */
-  const pauseAfterFailure = async (cause) => {
-    if (failures >= BACKOFF_MS.length) {
-      throw new UploadError(`${name}: the upload failed (${cause}). Check the connection and retry.`);
-    }
-    await wait(BACKOFF_MS[failures], signal);
-    failures += 1;
-  };
+class Attempts {
+  constructor(name, signal) {
+    this.name = name;
+    this.signal = signal;
+    this.failures = 0;
+  }
 
-  let created = null;
-  while (!created) {
+  async failed(cause) {
+    if (this.failures >= BACKOFF_MS.length) {
+      throw new UploadError(`${this.name}: the upload failed (${cause}). Check the connection and retry.`);
+    }
+    await wait(BACKOFF_MS[this.failures], this.signal);
+    this.failures += 1;
+  }
+
+  succeeded() {
+    this.failures = 0;
+  }
+}
+
+const locationOf = (upload) => `/api/chat/uploads/${encodeURIComponent(upload.upload_id)}`;
+
+/** POST with Upload-Length and no body: answers {upload, offset}. */
+async function create(file, { name, mime, signal }, attempts) {
+  for (;;) {
     let answer;
     try {
       answer = await send('POST', '/api/chat/uploads', {
@@ -138,30 +149,67 @@ export async function uploadFile(file, { name, mime, onProgress = () => {}, sign
       });
     } catch (error) {
       if (isAbort(error)) throw error;
-      await pauseAfterFailure('the server cannot be reached');
+      await attempts.failed('the server cannot be reached');
       continue;
     }
-    if (answer.status === 201 && answer.json && answer.json.upload_id) {
-      created = answer;
-    } else if (retryable(answer.status)) {
-      await pauseAfterFailure(`HTTP ${answer.status}`);
-    } else {
-      throw refusal(answer, name);
+    if (answer.status === 201 && answer.json && typeof answer.json.upload_id === 'string') {
+      return { upload: answer.json, offset: offsetOf(answer) || 0 };
     }
+    if (!retryable(answer.status)) throw refusal(answer, name);
+    await attempts.failed(`HTTP ${answer.status}`);
   }
-  const upload = created.json;
-  const location = `/api/chat/uploads/${encodeURIComponent(upload.upload_id)}`;
-  let offset = offsetOf(created) || 0;
+}
+
+/** HEAD: how much of the upload the server has, or null when it has none of it any more. */
+async function serverOffset(upload, { name, signal }, attempts) {
+  for (;;) {
+    let answer;
+    try {
+      answer = await send('HEAD', locationOf(upload), { signal });
+    } catch (error) {
+      if (isAbort(error)) throw error;
+      await attempts.failed('the server cannot be reached');
+      continue;
+    }
+    const offset = answer.status === 200 ? offsetOf(answer) : null;
+    if (offset !== null) return offset;
+    // 404: it failed its checks or expired.
+    if (answer.status === 404) return null;
+    if (!retryable(answer.status)) throw refusal(answer, name);
+    await attempts.failed(`HTTP ${answer.status}`);
+  }
+}
+
+/**
+ * Upload one file; answers the server's description of it
+ * ({upload_id, file_name, file_size, mime_type, expires_at}).
+ * `onProgress(bytes)` reports how much of it the server has (or is taking
+ * now); `signal` cancels. `onCreated(upload)` hands over the upload as soon
+ * as it exists: given back as `resume`, a later call goes on with it
+ * instead of starting again.
+ */
+export async function uploadFile(file, { name, mime, signal, resume = null, onCreated = () => {}, onProgress = () => {} }) {
+  const options = { name, mime, signal };
+  const attempts = new Attempts(name, signal);
+  let upload = null;
+  let offset = 0;
+  if (resume) {
+    offset = await serverOffset(resume, options, attempts);
+    if (offset !== null) upload = resume;
+  }
+  if (!upload) {
+    ({ upload, offset } = await create(file, options, attempts));
+    onCreated(upload);
+  }
   onProgress(offset);
-  failures = 0;
+  attempts.succeeded();
 
   while (offset < file.size) {
-    const end = Math.min(file.size, offset + CHUNK_BYTES);
     const from = offset;
+    const end = Math.min(file.size, from + CHUNK_BYTES);
     let answer = null;
-    let cause = 'the connection dropped';
     try {
-      answer = await send('PATCH', location, {
+      answer = await send('PATCH', locationOf(upload), {
         headers: { 'Content-Type': 'application/offset+octet-stream', 'Upload-Offset': String(from) },
         body: file.slice(from, end),
         signal,
@@ -173,38 +221,20 @@ export async function uploadFile(file, { name, mime, onProgress = () => {}, sign
     if (answer && answer.status === 204) {
       const next = offsetOf(answer);
       offset = next === null ? end : next;
-      failures = 0;
+      attempts.succeeded();
       onProgress(offset);
       continue;
     }
     if (answer && !retryable(answer.status)) throw refusal(answer, name);
-    if (answer) cause = `HTTP ${answer.status}`;
-    // Where the server stands: a request cut halfway leaves what arrived.
+    // The request may have been cut halfway: the server keeps what arrived, HEAD says how much.
     onProgress(from);
-    for (;;) {
-      await pauseAfterFailure(cause);
-      let head;
-      try {
-        head = await send('HEAD', location, { signal });
-      } catch (error) {
-        if (isAbort(error)) throw error;
-        cause = 'the server cannot be reached';
-        continue;
-      }
-      const known = head.status === 200 ? offsetOf(head) : null;
-      if (known !== null) {
-        // Bytes that arrived count as progress: the attempts start afresh.
-        if (known > from) failures = 0;
-        offset = known;
-        onProgress(offset);
-        break;
-      }
-      if (head.status === 404) {
-        throw new UploadError(`${name}: the upload is no longer on the server. Retry to send it again.`, 404);
-      }
-      if (!retryable(head.status)) throw refusal(head, name);
-      cause = `HTTP ${head.status}`;
-    }
+    await attempts.failed(answer ? `HTTP ${answer.status}` : 'the connection dropped');
+    const known = await serverOffset(upload, options, attempts);
+    if (known === null) throw new UploadError(`${name}: the upload is no longer on the server. Retry to send it again.`, 404);
+    // Bytes that arrived count as progress: the attempts start afresh.
+    if (known > from) attempts.succeeded();
+    offset = known;
+    onProgress(offset);
   }
   return upload;
 }

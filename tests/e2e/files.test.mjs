@@ -1,9 +1,10 @@
 // Files in the web client (SPEC section 11): every file goes up as a tus
 // upload over HTTP (the WebSocket frame only names it), with its progress
 // shown; a PATCH that fails is resumed from the server's offset to the exact
-// bytes; the other side sees the thumbnail and opens the full image; a
-// share link opens without a token; an upload can be cancelled. Ann sends,
-// Ben receives, in two browser contexts against the real chatd. Steps run in
+// bytes, and one given up after bounded attempts goes on with Retry; the
+// other side sees the thumbnail and opens the full image; a share link
+// opens without a token; an upload can be cancelled. Ann sends, Ben
+// receives, in two browser contexts against the real chatd. Steps run in
 // order and share the browser; a step after a failed one is skipped.
 
 import assert from 'node:assert/strict';
@@ -349,6 +350,48 @@ describe('files: uploads, thumbnails, resume, share links', () => {
     // What the browser logged about the two requests cut on purpose.
     for (let i = errors.length - 1; i >= 0; i -= 1) {
       if (/^ann console: Failed to load resource: net::ERR_CONNECTION_RESET$/.test(errors[i])) errors.splice(i, 1);
+    }
+  });
+
+  step('a connection that stays away fails the upload after bounded attempts; Retry goes on with it', async () => {
+    const ann = page('ann');
+    const zip = Buffer.concat([Buffer.from('PK\x03\x04'), noise(4 * MB + 4321, 'retry')]);
+    // The first PATCH goes through; then nothing reaches the server any more.
+    let patches = 0;
+    await ann.route('**/api/chat/uploads/*', async (route) => {
+      const method = route.request().method();
+      if (method === 'PATCH' && (patches += 1) === 1) await route.continue();
+      else await route.abort('internetdisconnected');
+    });
+    const before = uploadRequests.length;
+    const startedAt = Date.now();
+    await ann.locator(tid('file-input')).setInputFiles({ name: 'bundle.zip', mimeType: 'application/zip', buffer: zip });
+    await ann.locator(tid('composer-input')).fill('the bundle');
+    await ann.locator(tid('send-button')).click();
+    const failedShown = await waitFor('the upload given up', () => ann.locator(tid('pending-error')).textContent(), (t) => t.includes('bundle.zip'), 30_000);
+    const gaveUpAfter = Date.now() - startedAt;
+    assert.match(failedShown, /upload failed/);
+    assert.match(await ann.locator(tid('composer-error')).textContent(), /bundle\.zip/);
+    const given = uploadRequests.slice(before);
+    const heads = given.filter((r) => r.method === 'HEAD').length;
+    assert.ok(heads >= 3 && heads <= 6, `a few attempts, not endless ones: ${JSON.stringify(given.map((r) => r.method))}`);
+    assert.ok(gaveUpAfter > 5000, `with pauses that grow (gave up after ${gaveUpAfter} ms)`);
+    assert.equal(sentMessages().filter((f) => f.data.content === 'the bundle').length, 0, 'nothing sent');
+
+    // Back online: Retry resumes the same upload from what the server has.
+    await ann.unroute('**/api/chat/uploads/*');
+    const retryFrom = uploadRequests.length;
+    await ann.locator(tid('retry-button')).click();
+    const [received] = await waitFor('the bundle at Ben', async () => (await messages(page('ben'))).filter((m) => m.text === 'the bundle'),
+      (list) => list.length === 1, 20_000);
+    const resumed = uploadRequests.slice(retryFrom);
+    assert.deepEqual(resumed.map((r) => r.method).slice(0, 2), ['HEAD', 'PATCH'], 'no new upload: HEAD, then on');
+    assert.equal(resumed.filter((r) => r.method === 'POST').length, 0);
+    assert.equal(resumed[1].headers['upload-offset'], String(2 * MB), 'from the first chunk on');
+    const { bytes } = await download(received.files[0].href);
+    assert.ok(bytes.equals(zip), 'Ben downloads the exact bytes');
+    for (let i = errors.length - 1; i >= 0; i -= 1) {
+      if (/^ann console: Failed to load resource: net::ERR_INTERNET_DISCONNECTED$/.test(errors[i])) errors.splice(i, 1);
     }
   });
 
