@@ -74,5 +74,40 @@ fn bench_attach(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_attach);
+/// Thumbnail time per image size (SPEC section 11): a photo-like JPEG and
+/// a PNG at 0.5, 2 and 12 megapixels, decoded, shrunk to 320 px and written
+/// as JPEG (the file removed between iterations so each one makes it).
+fn bench_thumbnails(c: &mut Criterion) {
+    use chatd::attach::thumbnail::{make_thumbnail, thumbnail_rel_path};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let images = dir.path().join("chat_files/images");
+    std::fs::create_dir_all(&images).expect("images dir");
+    let mut group = c.benchmark_group("thumbnail");
+    group.sample_size(10);
+    for (megapixels, width, height) in [("0.5MP", 816, 612), ("2MP", 1632, 1224), ("12MP", 4000, 3000)] {
+        for (format, ext) in [(image::ImageFormat::Jpeg, "jpg"), (image::ImageFormat::Png, "png")] {
+            // Smooth gradients with some noise: closer to a photo than flat colour.
+            let img = image::RgbImage::from_fn(width, height, |x, y| {
+                let n = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) % 32;
+                image::Rgb([(x * 255 / width) as u8 ^ n as u8, (y * 255 / height) as u8, ((x + y) % 256) as u8])
+            });
+            let name = format!("photo_{megapixels}.{ext}");
+            let rel = format!("chat_files/images/{name}");
+            img.save_with_format(images.join(&name), format).expect("encode");
+            let thumb = dir.path().join(thumbnail_rel_path(&rel).expect("an image"));
+            group.bench_function(format!("{ext}/{megapixels}"), |b| {
+                b.iter_batched(
+                    || {
+                        let _ = std::fs::remove_file(&thumb);
+                    },
+                    |()| make_thumbnail(dir.path(), &rel).expect("thumbnail"),
+                    criterion::BatchSize::PerIteration,
+                )
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_attach, bench_thumbnails);
 criterion_main!(benches);

@@ -86,6 +86,14 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     spawn_scheduler(writer.clone(), config.static_dir.clone());
     crate::thumbnails::spawn(thumbnail_jobs, writer.clone(), config.static_dir.clone(), config.thumbnail_workers);
     sweep_orphan_uploads(&reader, &config.data_dir);
+    match reader.run_blocking(store::reads::referenced_files) {
+        Ok(referenced) => match crate::attach::sweep_orphans(&config.static_dir, &referenced) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed stored files no message uses"),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep stored files"),
+        },
+        Err(e) => tracing::warn!(error = %e, "cannot list the files messages use; leaving them"),
+    }
     spawn_upload_expiry(writer.clone(), config.data_dir.clone(), config.upload_ttl.min(Duration::from_secs(60)));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hasher = crate::auth::password::HashPool::start(cores, 64).map_err(StartError::Hasher)?;

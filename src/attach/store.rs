@@ -92,6 +92,41 @@ pub fn remove_stored(static_dir: &Path, rel_paths: &[&str]) {
     }
 }
 
+/// At start, before serving: removes stored files no message uses (a crash
+/// after a message's files were linked into place and before its commit
+/// leaves them), and thumbnails whose image is gone. `referenced` holds
+/// every `chat_files/<folder>/<name>` a message or scheduled message uses.
+/// Returns how many files it removed.
+pub fn sweep_orphans(static_dir: &Path, referenced: &std::collections::HashSet<String>) -> io::Result<usize> {
+    let mut removed = 0;
+    for category in Category::ALL {
+        let folder = folder_path(static_dir, category);
+        let Ok(entries) = fs::read_dir(&folder) else { continue };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel = format!("{CHAT_FILES_DIR}/{}/{name}", category.folder());
+            if !name.starts_with('.') && entry.file_type()?.is_file() && !referenced.contains(&rel) {
+                remove_stored(static_dir, &[rel.as_str()]);
+                removed += 1;
+            }
+        }
+    }
+    let thumbnails = static_dir.join(CHAT_FILES_DIR).join(super::thumbnail::THUMBNAIL_FOLDER);
+    if let Ok(entries) = fs::read_dir(&thumbnails) {
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let image = name.strip_suffix(".jpg").map(|image| folder_path(static_dir, Category::Image).join(image));
+            if entry.file_type()?.is_file() && !image.is_some_and(|image| image.exists()) {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// At start: creates `chat_files/{images,files,voices}` and removes the
 /// temporary files a crash left. Returns how many it removed.
 pub fn prepare_dirs(static_dir: &Path) -> io::Result<usize> {

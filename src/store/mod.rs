@@ -88,12 +88,18 @@ pub fn open_writer(path: &Path, sync: DbSync) -> Result<Connection, StoreError> 
          PRAGMA foreign_keys = ON;
          PRAGMA busy_timeout = 5000;
          PRAGMA wal_autocheckpoint = 0;
+         PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};
          PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -16000;"
     ))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
+
+/// Bytes the WAL file is cut back to whenever it restarts from its
+/// beginning (after a checkpoint caught up), so a burst does not leave a
+/// large file behind for the life of the process.
+const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// Checkpoints the WAL from its own thread and connection, so the writer
 /// never stalls on a checkpoint's fsync (the writer runs with

@@ -101,6 +101,24 @@ pub fn upload(conn: &Connection, id: &str) -> Result<Option<Upload>, StoreError>
         .optional()?)
 }
 
+/// Every stored file a message or a scheduled message uses
+/// (`chat_files/<folder>/<name>`), for the start-up sweep of orphans.
+pub fn referenced_files(conn: &Connection) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT json_extract(f.value, '$.file_path') FROM chat_messages m, json_each(m.files_data) f
+         WHERE m.files_data IS NOT NULL
+         UNION
+         SELECT json_extract(f.value, '$.file_path') FROM scheduled_messages s, json_each(s.files_data) f
+         WHERE s.files_data IS NOT NULL",
+    )?;
+    let paths = stmt.query_map([], |r| r.get::<_, Option<String>>(0))?;
+    let mut referenced = std::collections::HashSet::new();
+    for path in paths {
+        referenced.extend(path?);
+    }
+    Ok(referenced)
+}
+
 /// Every upload id still stored (the start-up sweep keeps their files).
 pub fn upload_ids(conn: &Connection) -> Result<Vec<String>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT id FROM uploads")?;

@@ -129,7 +129,9 @@ impl Indexer {
             index,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;")?;
+        conn.execute_batch(
+            "PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = 67108864;",
+        )?;
         conn.execute("ATTACH DATABASE ?1 AS chat", [read_only_uri(db)])?;
         Ok(Indexer { conn })
     }

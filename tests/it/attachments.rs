@@ -316,3 +316,27 @@ async fn deleting_a_message_removes_its_files() {
     assert_eq!(fetch(&s, &url, &bob).await.0, StatusCode::NOT_FOUND);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn files_no_message_uses_are_swept_at_start() {
+    let s = TestServer::start().await;
+    let (ann, _bob, room) = s.pair("ann", "bob").await;
+    let mut a = s.ws(&ann).await;
+    let png = sample("png");
+    a.send(send(room, "image", vec![file("kept.png", &png, "image/png")], "kept")).await;
+    let kept = echo(&mut a, "kept").await["files_data"][0]["file_path"].as_str().unwrap().to_owned();
+    a.close().await;
+    let dir = s.static_dir();
+    // What a crash between linking a message's files and its commit leaves,
+    // and a thumbnail whose image is gone.
+    let stray = dir.join("chat_files/files/user_1_20240101_120000_0_lost.pdf");
+    std::fs::write(&stray, sample("pdf")).unwrap();
+    let stray_thumb = dir.join("chat_files/thumbnails/user_1_20240101_120000_0_gone.png.jpg");
+    std::fs::create_dir_all(stray_thumb.parent().unwrap()).unwrap();
+    std::fs::write(&stray_thumb, b"\xFF\xD8\xFF").unwrap();
+    let s = s.restart().await;
+    assert!(!stray.exists() && !stray_thumb.exists(), "orphans removed");
+    let kept_path = dir.join(url_path(&kept).split("/static/").nth(1).unwrap());
+    assert!(kept_path.exists(), "a file a message uses stays");
+    s.stop().await;
+}

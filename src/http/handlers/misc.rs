@@ -22,7 +22,24 @@ pub async fn healthz(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> 
 }
 
 pub fn metrics(state: &Arc<AppState>) -> Response<Body> {
-    let mut response = Response::new(body::full(state.metrics.render()));
+    let mut text = state.metrics.render();
+    // The write-ahead logs, read from the files at each scrape.
+    let wal = |db: std::path::PathBuf| {
+        let mut name = db.into_os_string();
+        name.push("-wal");
+        std::fs::metadata(name).map_or(0, |m| m.len())
+    };
+    let data = &state.config.data_dir;
+    let _ = std::fmt::Write::write_fmt(
+        &mut text,
+        format_args!(
+            "# HELP chatd_wal_bytes Size of a SQLite write-ahead log.\n# TYPE chatd_wal_bytes gauge\n\
+             chatd_wal_bytes{{db=\"chatd\"}} {}\nchatd_wal_bytes{{db=\"search\"}} {}\n",
+            wal(crate::store::db_path(data)),
+            wal(crate::store::search::index_path(data)),
+        ),
+    );
+    let mut response = Response::new(body::full(text));
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response
 }
