@@ -13,6 +13,8 @@ const TUS_VERSION = '1.0.0';
 export const CHUNK_BYTES = 2 * 1024 * 1024;
 /** Pauses before each attempt after a failure; one more failure in a row gives up. */
 const BACKOFF_MS = [300, 800, 1600, 3200, 6400];
+/** A request that moves no byte either way for this long is taken for a dropped connection. */
+const STALL_MS = 30_000;
 
 export class UploadError extends Error {
   constructor(message, status = 0) {
@@ -33,7 +35,7 @@ export function isAbort(error) {
 /**
  * One HTTP request with XMLHttpRequest (fetch has no upload progress).
  * Answers {status, header(name), json}; rejects with a TypeError when the
- * request did not complete (network, timeout) and with an AbortError when
+ * request did not complete (network, a stall) and with an AbortError when
  * `signal` fired.
  */
 function send(method, url, { headers = {}, body = null, signal, onUploadProgress } = {}) {
@@ -44,7 +46,17 @@ function send(method, url, { headers = {}, body = null, signal, onUploadProgress
     }
     const xhr = new XMLHttpRequest();
     const onAbort = () => xhr.abort();
+    let stalled = false;
+    let watchdog = null;
+    const watch = () => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => {
+        stalled = true;
+        xhr.abort();
+      }, STALL_MS);
+    };
     const done = () => {
+      clearTimeout(watchdog);
       if (signal) signal.removeEventListener('abort', onAbort);
     };
     xhr.open(method, url);
@@ -52,7 +64,11 @@ function send(method, url, { headers = {}, body = null, signal, onUploadProgress
     if (token) xhr.setRequestHeader('Authorization', `Bearer ${token}`);
     xhr.setRequestHeader('Tus-Resumable', TUS_VERSION);
     for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
-    if (onUploadProgress) xhr.upload.onprogress = (event) => onUploadProgress(event.loaded);
+    xhr.upload.onprogress = (event) => {
+      watch();
+      if (onUploadProgress) onUploadProgress(event.loaded);
+    };
+    xhr.onprogress = watch;
     xhr.onload = () => {
       done();
       let json = null;
@@ -67,12 +83,12 @@ function send(method, url, { headers = {}, body = null, signal, onUploadProgress
       done();
       reject(new TypeError('Network error'));
     };
-    xhr.ontimeout = xhr.onerror;
     xhr.onabort = () => {
       done();
-      reject(signal && signal.aborted ? abortError() : new TypeError('Request aborted'));
+      reject(signal && signal.aborted ? abortError() : new TypeError(stalled ? 'The request stalled' : 'Request aborted'));
     };
     if (signal) signal.addEventListener('abort', onAbort);
+    watch();
     xhr.send(body);
   });
 }
