@@ -1,4 +1,4 @@
-// REST client for chatd (SPEC sections 1, 2, 8 and 10). Holds the token;
+// REST client for chatd (SPEC sections 1, 2, 8, 10 and 11). Holds the token;
 // every call answers parsed JSON or throws an ApiError with the server's detail.
 
 const TOKEN_KEY = 'chatd.token';
@@ -36,6 +36,11 @@ export function setToken(value) {
 /** Called when an authenticated request answers 401 (expired or revoked token). */
 export function setUnauthorizedHandler(handler) {
   onUnauthorized = handler;
+}
+
+/** For requests made elsewhere (uploads.js): an authenticated one answered 401. */
+export function reportUnauthorized() {
+  onUnauthorized();
 }
 
 /** FastAPI's 422 detail may be a list of {loc, msg}; make it one sentence. */
@@ -138,5 +143,11 @@ export const api = {
   searchMessages: (text, { roomId, beforeId, limit = 20 } = {}) =>
     request('GET', `/api/chat/search?${q({ q: text, room_id: roomId, before_id: beforeId, limit })}`),
   scheduled: () => request('GET', '/api/chat/scheduled'),
+
+  // Files (SPEC section 11); uploads themselves go through uploads.js.
+  /** {url, expires_at}: a signed link to one file of a message that opens without a token. */
+  shareFile: (messageId, index, ttlSecs) =>
+    request('POST', `/api/chat/messages/${encodeURIComponent(messageId)}/files/${encodeURIComponent(index)}/share`,
+      { ttl_secs: ttlSecs }),
   cancelScheduled: (id) => request('DELETE', `/api/chat/scheduled/${encodeURIComponent(id)}`),
 };

@@ -1,8 +1,10 @@
 // chatd web client: boot, sign-in, the live link and what its events do to
 // the state, rooms and conversations. Rendering lives in render.js, the
-// composer in composer.js, attachments in files.js, groups in groups.js;
-// reactions, replies, forwarding, search and scheduling (SPEC section 10)
-// in reactions.js, replies.js, forward.js, search.js and schedule.js.
+// composer in composer.js, attachments in files.js, their uploads in
+// uploads.js, the full image in lightbox.js, share links in share.js,
+// groups in groups.js; reactions, replies, forwarding, search and
+// scheduling (SPEC section 10) in reactions.js, replies.js, forward.js,
+// search.js and schedule.js.
 
 import { api, ApiError, getToken, setToken, setUnauthorizedHandler } from './api.js';
 import {
@@ -17,8 +19,9 @@ import {
   stopTyping,
 } from './composer.js';
 import { $, fillAvatar, newTempId } from './dom.js';
-import { chooseMessageType, readAsBase64 } from './files.js';
+import { chooseMessageType } from './files.js';
 import { closeForwardDialog, initForward, isForwardOpen, openForwardDialog } from './forward.js';
+import { closeLightbox, initLightbox, isLightboxOpen } from './lightbox.js';
 import {
   applyMemberAdded,
   applyMemberRemoved,
@@ -50,7 +53,9 @@ import { applyReactionEvent, initReactions, togglePicker } from './reactions.js'
 import { initReplies, refreshQuotes, startReply } from './replies.js';
 import { initSchedule, loadScheduled, onDelivered, onMessageScheduled, renderScheduled } from './schedule.js';
 import { clearSearch, initSearch, renderSearchScope } from './search.js';
+import { closeShareDialog, initShare, isShareOpen } from './share.js';
 import { ChatSocket } from './socket.js';
+import { isAbort, uploadFile } from './uploads.js';
 import {
   isGroup,
   isOwn,
@@ -59,7 +64,7 @@ import {
   oldestId,
   patchMessage,
   resetState,
-  revokePreviews,
+  releasePending,
   setPresence,
   state,
   upsertMessage,
@@ -218,6 +223,8 @@ function logout(message) {
   clearMessageList();
   clearComposer();
   closeForwardDialog();
+  closeShareDialog();
+  closeLightbox();
   $('message-search-input').value = '';
   clearSearch();
   history.replaceState(null, '', location.pathname);
@@ -387,7 +394,7 @@ function dropRoom(roomId, notice) {
   clearTyping(roomId);
   for (const [tempId, pending] of state.pending) {
     if (pending.roomId === roomId) {
-      revokePreviews(pending);
+      releasePending(pending);
       state.pending.delete(tempId);
     }
   }
@@ -953,7 +960,7 @@ function onNewMessage(message) {
   if (message.local_temp_id && state.pending.has(message.local_temp_id)) {
     const pending = state.pending.get(message.local_temp_id);
     state.pending.delete(message.local_temp_id);
-    revokePreviews(pending);
+    releasePending(pending);
     updateProgress();
     // A server that does not schedule posts it at once.
     if (pending.sendAt) renderScheduled();
@@ -1098,19 +1105,35 @@ function onServerError(event) {
   const text = event.message || (event.data && event.data.message) || 'The server refused the request';
   const tempId = event.local_temp_id ?? (event.data && event.data.local_temp_id) ?? null;
   const pending = tempId ? state.pending.get(tempId) : null;
-  if (pending && pending.sendAt) {
-    // Not scheduled: the text goes back into an empty composer rather than being lost.
-    state.pending.delete(tempId);
+  if (pending) {
+    failPending(pending, text);
+  } else if (!tempId) {
+    showComposerError(text);
+  }
+  // An error about a message no longer pending answers a re-send of one
+  // that arrived meanwhile (its uploads are used up by then) or was
+  // discarded: nothing to tell.
+}
+
+/**
+ * A pending message the server refused, or whose files could not go up:
+ * a scheduled one leaves (its text goes back into an empty composer rather
+ * than being lost); another stays with Retry and Discard.
+ */
+function failPending(pending, text) {
+  if (pending.sendAt) {
+    state.pending.delete(pending.tempId);
+    releasePending(pending);
     if (pending.roomId === state.currentRoomId && !$('composer-input').value) $('composer-input').value = pending.content;
     renderScheduled();
-  } else if (pending) {
+  } else {
     pending.status = 'failed';
     pending.error = text;
     pending.stage = null;
-    updateProgress();
     if (pending.roomId === state.currentRoomId) renderMessages();
   }
-  showComposerError(pending && pending.sendAt ? `Not scheduled: ${text}` : text);
+  updateProgress();
+  showComposerError(pending.sendAt ? `Not scheduled: ${text}` : text);
 }
 
 /** `message_scheduled`: the message waits on the server now; it leaves the pending ones. */
@@ -1125,121 +1148,147 @@ function onScheduled(data) {
 
 /**
  * Called by the composer with what to send; shows it as pending at once (a
- * scheduled one in the composer's list of scheduled messages). `replyTo`
- * is the `reply_to` shape of the answered message, `sendAt` an RFC 3339 time.
+ * scheduled one in the composer's list of scheduled messages). Files go up
+ * as uploads first (uploads.js); the frame then names them by `upload_id`.
+ * `replyTo` is the `reply_to` shape of the answered message, `sendAt` an
+ * RFC 3339 time.
  */
-async function submitMessage({ roomId, content, items, replyTo = null, sendAt = null }) {
+function submitMessage({ roomId, content, items, replyTo = null, sendAt = null }) {
   const room = state.rooms.get(roomId);
   if (!room) return;
   const tempId = newTempId();
-  const messageType = chooseMessageType(items);
   const pending = {
     tempId,
     roomId,
     content,
-    messageType,
+    messageType: chooseMessageType(items),
     replyTo,
     sendAt,
     createdAt: Date.now(),
     status: 'sending',
-    stage: items.length > 0 ? 'preparing' : 'queued',
+    stage: items.length > 0 ? 'uploading' : 'queued',
     error: null,
     data: null,
-    bytes: 0,
-    progress: 0,
+    /** The composer's attachment items, kept for a retry. */
+    items,
+    /** One per file: what the pending message shows, and how far its upload is. */
     previews: items.map((item) => ({
       name: item.name,
       size: item.size,
       category: item.category,
       url: item.category === 'image' ? URL.createObjectURL(item.file) : null,
+      loaded: 0,
+      /** The upload once created, and its id once complete. */
+      upload: null,
+      uploadId: null,
     })),
+    /** Cancels the uploads under way (discard, sign-out). */
+    abort: null,
   };
   state.pending.set(tempId, pending);
   if (sendAt) renderScheduled();
   else if (roomId === state.currentRoomId) renderMessages('bottom');
+  uploadAndSend(pending);
+}
 
-  let filesData = null;
-  if (items.length > 0) {
-    setProgress(0, `Preparing ${items.length === 1 ? items[0].name : `${items.length} files`}…`);
-    try {
-      filesData = [];
-      for (const item of items) {
-        filesData.push({
-          file_data: await readAsBase64(item.file),
-          file_name: item.name,
-          file_size: item.size,
-          mime_type: item.mime,
-          duration: typeof item.duration === 'number' ? item.duration : null,
-        });
-      }
-    } catch (error) {
-      pending.status = 'failed';
-      pending.error = `Could not read the file: ${error.message}`;
-      updateProgress();
-      if (roomId === state.currentRoomId) renderMessages();
-      return;
-    }
-    if (!state.pending.has(tempId)) return; // discarded meanwhile
-  }
-  const other = room.other_user || null;
+/** Upload what is not uploaded yet, then send the frame. */
+async function uploadAndSend(pending) {
+  if (pending.items.length > 0 && !(await uploadFiles(pending))) return;
+  const room = state.rooms.get(pending.roomId);
+  const other = room ? room.other_user || null : null;
   pending.data = {
-    room_id: roomId,
+    room_id: pending.roomId,
     receiver_id: other ? other.id : undefined,
-    message_type: messageType,
-    content,
-    local_temp_id: tempId,
-    files_data: filesData,
+    message_type: pending.messageType,
+    content: pending.content,
+    local_temp_id: pending.tempId,
+    files_data: pending.items.length > 0
+      ? pending.items.map((item, index) => {
+        const entry = { upload_id: pending.previews[index].uploadId };
+        if (typeof item.duration === 'number') entry.duration = item.duration;
+        return entry;
+      })
+      : null,
   };
-  if (replyTo) pending.data.reply_to_id = replyTo.id;
-  if (sendAt) pending.data.send_at = sendAt;
-  pending.stage = 'queued';
+  if (pending.replyTo) pending.data.reply_to_id = pending.replyTo.id;
+  if (pending.sendAt) pending.data.send_at = pending.sendAt;
   transmit(pending);
 }
 
-function transmit(pending) {
-  const sent = socket.send('send_message', pending.data);
-  if (sent) {
-    pending.bytes = sent;
-    pending.stage = pending.data.files_data ? 'uploading' : 'sending';
-    pending.progress = 0;
-    pending.sentAt = Date.now();
-  } else {
-    pending.stage = 'queued';
-  }
+/**
+ * The pending message's files, one after another; answers whether all are
+ * up and the message is still wanted. A refusal or a connection that stays
+ * away fails the message (Retry goes on with the files not yet uploaded).
+ */
+async function uploadFiles(pending) {
+  const controller = new AbortController();
+  pending.abort = controller;
+  pending.stage = 'uploading';
   updateProgress();
-  updatePendingStatus(pending);
+  try {
+    for (const [index, item] of pending.items.entries()) {
+      const preview = pending.previews[index];
+      if (preview.uploadId) continue;
+      const answer = await uploadFile(item.file, {
+        name: item.name,
+        mime: item.mime,
+        signal: controller.signal,
+        // A retry goes on with the upload an earlier attempt started.
+        resume: preview.upload,
+        onCreated: (upload) => {
+          preview.upload = upload;
+        },
+        onProgress: (bytes) => {
+          preview.loaded = bytes;
+          updateProgress();
+        },
+      });
+      preview.uploadId = answer.upload_id;
+      preview.loaded = preview.size;
+    }
+  } catch (error) {
+    if (!isAbort(error) && state.pending.has(pending.tempId)) failPending(pending, error.message);
+    return false;
+  } finally {
+    if (pending.abort === controller) pending.abort = null;
+  }
+  return state.pending.has(pending.tempId);
 }
 
-let progressTimer = null;
+function transmit(pending) {
+  pending.stage = socket.send('send_message', pending.data) ? 'sending' : 'queued';
+  updateProgress();
+  if (pending.sendAt) renderScheduled();
+  else updatePendingStatus(pending);
+}
 
-/** Upload progress: the socket's send buffer draining, then the echo. */
+/**
+ * The composer's progress line: the bytes of the uploads under way, then
+ * the wait for the echo of what they were for. Each pending message shows
+ * its own files' progress (updatePendingStatus).
+ */
 function updateProgress() {
-  const inFlight = Array.from(state.pending.values())
-    .filter((p) => p.status === 'sending' && p.data && p.data.files_data && (p.stage === 'uploading' || p.stage === 'processing'))
-    .sort((a, b) => a.sentAt - b.sentAt);
-  const preparing = Array.from(state.pending.values()).some((p) => p.status === 'sending' && p.stage === 'preparing');
-  if (inFlight.length === 0) {
-    clearInterval(progressTimer);
-    progressTimer = null;
-    if (!preparing) setProgress(null);
-    return;
+  const withFiles = Array.from(state.pending.values()).filter((p) => p.status === 'sending' && p.previews.length > 0);
+  const uploading = withFiles.filter((p) => p.stage === 'uploading');
+  for (const pending of uploading) updatePendingStatus(pending);
+  if (uploading.length > 0) {
+    let total = 0;
+    let loaded = 0;
+    for (const pending of uploading) {
+      for (const preview of pending.previews) {
+        total += preview.size;
+        loaded += Math.min(preview.loaded, preview.size);
+      }
+    }
+    const fraction = loaded / Math.max(total, 1);
+    setProgress(fraction, `Uploading… ${Math.round(fraction * 100)}%`);
+  } else if (withFiles.some((p) => p.stage === 'queued')) {
+    setProgress(1, 'Uploaded, waiting for the connection…');
+  } else if (withFiles.length > 0) {
+    setProgress(1, 'Sent, waiting for the server…');
+  } else {
+    setProgress(null);
   }
-  // Frames leave in order, so what is still buffered belongs to the newest ones.
-  let buffered = socket.bufferedAmount;
-  let total = 0;
-  for (let i = inFlight.length - 1; i >= 0; i -= 1) {
-    const pending = inFlight[i];
-    const left = Math.min(pending.bytes, buffered);
-    buffered -= left;
-    total += pending.bytes;
-    pending.progress = pending.bytes > 0 ? 1 - left / pending.bytes : 1;
-    pending.stage = pending.progress >= 1 ? 'processing' : 'uploading';
-    updatePendingStatus(pending);
-  }
-  const fraction = 1 - socket.bufferedAmount / Math.max(total, 1);
-  if (fraction >= 1) setProgress(1, 'Sent, waiting for the server…');
-  else setProgress(fraction, `Uploading… ${Math.round(fraction * 100)}%`);
-  if (!progressTimer) progressTimer = setInterval(updateProgress, 100);
 }
 
 function retryPending(tempId) {
@@ -1249,16 +1298,19 @@ function retryPending(tempId) {
   pending.error = null;
   hideComposerError();
   if (pending.data) transmit(pending);
+  else uploadAndSend(pending);
   if (pending.roomId === state.currentRoomId) renderMessages();
 }
 
+/** Drop a pending message (cancelled or given up); its uploads under way stop. */
 function discardPending(tempId) {
   const pending = state.pending.get(tempId);
   if (!pending) return;
   state.pending.delete(tempId);
-  revokePreviews(pending);
+  releasePending(pending);
   updateProgress();
   hideComposerError();
+  if (pending.sendAt) renderScheduled();
   if (pending.roomId === state.currentRoomId) renderMessages();
 }
 
@@ -1424,7 +1476,8 @@ function wire() {
     if (event.key === 'Escape' && state.editingId === null && state.confirmDeleteId === null
         && window.matchMedia('(max-width: 759px)').matches && state.currentRoomId !== null
         && document.activeElement !== $('search-input')
-        && !$('new-group-dialog').open && !isForwardOpen() && panelRoomId() === null) {
+        && !$('new-group-dialog').open && !isForwardOpen() && !isLightboxOpen() && !isShareOpen()
+        && panelRoomId() === null) {
       closeRoom();
     }
   });
@@ -1437,6 +1490,8 @@ function wire() {
   initForward({ arrived: (message) => onNewMessage(message), notice: showNotice });
   initSearch({ openMessage: (roomId, messageId) => jumpTo(roomId, messageId) });
   initSchedule({ showError: showComposerError });
+  initLightbox();
+  initShare();
   initGroups({
     upsertRoom: (room) => upsertRoom(room),
     dropRoom: (roomId, notice) => dropRoom(roomId, notice),

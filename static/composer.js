@@ -15,8 +15,6 @@ const TYPING_REPEAT_MS = 2500;
 /** The server passes on at most one typing frame per 250 ms per connection and drops the rest. */
 const TYPING_GAP_MS = 300;
 const MAX_CHARS = 5000;
-/** What fits in one WebSocket frame once base64 encoded (the server's default limit is 72 MiB). */
-const MAX_TOTAL_BYTES = 52 * 1024 * 1024;
 
 let deps = null;
 /** Attachment items of the composer (see files.describeFile). */
@@ -294,10 +292,6 @@ async function submit() {
   const invalid = items.find((a) => a.error);
   if (invalid) {
     showComposerError(`${invalid.error}. Remove it to send.`);
-    return;
-  }
-  if (items.reduce((sum, a) => sum + a.size, 0) > MAX_TOTAL_BYTES) {
-    showComposerError('These files are too large to send together. Send them in several messages.');
     return;
   }
   const schedule = pickedSendAt();

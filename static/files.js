@@ -1,5 +1,5 @@
-// Attachments (SPEC section 4): what the server takes, reading files as
-// base64, audio durations, and voice recording converted to WAV.
+// Attachments (SPEC section 4): what the server takes, audio durations, and
+// voice recording converted to WAV. They are sent as uploads (uploads.js).
 
 const MB = 1024 * 1024;
 export const MAX_FILES = 10;
@@ -89,20 +89,6 @@ export function chooseMessageType(items) {
     return 'voice';
   }
   return 'file';
-}
-
-/** Standard base64 of a Blob, without the data: prefix. */
-export function readAsBase64(blob) {
-  return new Promise((resolve, reject) => {
-    const reader = new FileReader();
-    reader.onload = () => {
-      const result = String(reader.result || '');
-      const comma = result.indexOf(',');
-      resolve(comma >= 0 ? result.slice(comma + 1) : result);
-    };
-    reader.onerror = () => reject(reader.error || new Error('Cannot read the file'));
-    reader.readAsDataURL(blob);
-  });
 }
 
 function roundDuration(seconds) {

@@ -3,8 +3,10 @@
 
 import { icon } from './icons.js';
 import { $, el, fillAvatar, formatDay, formatDuration, formatSize, formatStamp, formatTime, hueFor, safeUrl } from './dom.js';
+import { openLightbox } from './lightbox.js';
 import { reactionChips, reactionPicker, reactionsSignature } from './reactions.js';
 import { quoteNode } from './replies.js';
+import { openShareDialog } from './share.js';
 import {
   isGroup,
   isOwn,
@@ -323,7 +325,7 @@ function dayEntry(day, iso) {
 }
 
 function filesSignature(files) {
-  return JSON.stringify((files || []).map((f) => [f.file_path, f.file_name, f.file_size, f.duration]));
+  return JSON.stringify((files || []).map((f) => [f.file_path, f.thumbnail_path, f.file_name, f.file_size, f.duration]));
 }
 
 function messageEntry(message, { group = false, showSender = false } = {}) {
@@ -507,54 +509,100 @@ function buildEditor(message) {
 function buildAttachments(message) {
   const files = message.files_data;
   const wrap = el('div', { class: `attachments${files.length > 1 ? ' multi' : ''}` });
-  for (const file of files) wrap.append(buildFile(file, message.message_type));
+  files.forEach((file, index) => wrap.append(buildFile(message, file, index)));
   return wrap;
 }
 
-function buildFile(file, messageType) {
+/** One file of a message, with its "share link" button. */
+function buildFile(message, file, index) {
   const url = safeUrl(file.file_path);
   const mime = String(file.mime_type || '');
   const name = file.file_name || 'file';
+  let body;
+  let kind = 'file';
   if (mime.startsWith('image/') && url) {
-    const img = el('img', { src: url, alt: name, loading: 'lazy', testid: 'message-image', decoding: 'async' });
+    kind = 'image';
+    // The thumbnail once the server made it (a message_update says so), else the image itself.
+    const thumbnail = safeUrl(file.thumbnail_path);
+    const img = el('img', {
+      src: thumbnail || url, alt: name, loading: 'lazy', testid: 'message-image', decoding: 'async',
+      dataset: { thumbnail: String(Boolean(thumbnail)) },
+    });
     img.addEventListener('load', () => {
       if (stickToBottom) scrollToBottom();
     });
-    return el('a', { class: 'image-link', href: url, target: '_blank', rel: 'noopener noreferrer', title: name }, img);
-  }
-  if (mime.startsWith('audio/') && url) {
+    body = el('a', {
+      class: 'image-link', href: url, target: '_blank', rel: 'noopener noreferrer', title: name, testid: 'image-open',
+    }, img);
+    // A plain click shows the full image here; a modified one (new tab, download) stays the browser's.
+    body.addEventListener('click', (event) => {
+      if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+      event.preventDefault();
+      openLightbox({ message, index, url, name });
+    });
+  } else if (mime.startsWith('audio/') && url) {
+    kind = 'audio';
+    const messageType = message.message_type;
     const duration = typeof file.duration === 'number' ? file.duration : null;
-    return el('div', { class: `voice${messageType === 'voice' ? '' : ' audio-file'}`, testid: 'message-voice' },
+    body = el('div', { class: `voice${messageType === 'voice' ? '' : ' audio-file'}`, testid: 'message-voice' },
       el('audio', { controls: true, preload: 'metadata', src: url, testid: 'message-audio' }),
       el('span', { class: 'voice-meta' },
         el('span', { class: 'duration', testid: 'message-duration', text: duration ? formatDuration(duration) : '' }),
         messageType === 'voice' ? null : el('span', { class: 'file-name', text: name })));
+  } else {
+    body = el('a', {
+      class: 'file-link', href: url || '#', download: name, testid: 'message-file',
+      target: '_blank', rel: 'noopener noreferrer',
+    },
+    el('span', { class: 'file-icon' }, icon('file', { size: 22 })),
+    el('span', { class: 'file-text' },
+      el('span', { class: 'file-name', text: name }),
+      el('span', { class: 'file-size', text: formatSize(file.file_size) })));
   }
-  return el('a', {
-    class: 'file-link', href: url || '#', download: name, testid: 'message-file',
-    target: '_blank', rel: 'noopener noreferrer',
-  },
-  el('span', { class: 'file-icon' }, icon('file', { size: 22 })),
-  el('span', { class: 'file-text' },
-    el('span', { class: 'file-name', text: name }),
-    el('span', { class: 'file-size', text: formatSize(file.file_size) })));
+  const share = el('button', {
+    type: 'button', class: 'tool file-share', testid: 'share-file', title: 'Share link', 'aria-label': `Share a link to ${name}`,
+    onclick: () => openShareDialog({ messageId: message.id, index, name }),
+  }, icon('link', { size: 16 }));
+  return el('div', { class: `attachment is-${kind}`, testid: 'attachment', dataset: { index: String(index) } }, body, share);
 }
 
 export function pendingStatusText(pending) {
   if (pending.status === 'failed') return 'Not sent';
-  if (pending.stage === 'preparing') return 'Preparing…';
-  if (pending.stage === 'uploading') return `Uploading ${Math.round((pending.progress || 0) * 100)}%`;
-  if (pending.stage === 'processing') return 'Processing…';
+  if (pending.stage === 'uploading') return `Uploading ${Math.round(uploadedFraction(pending) * 100)}%`;
   if (pending.stage === 'queued') return 'Waiting for connection…';
   return 'Sending…';
 }
 
-/** Refresh a pending message's status line without rebuilding it. */
+function uploadedFraction(pending) {
+  let total = 0;
+  let loaded = 0;
+  for (const f of pending.previews) {
+    total += f.size;
+    loaded += Math.min(f.loaded, f.size);
+  }
+  return total > 0 ? loaded / total : 1;
+}
+
+/** Refresh a pending message's status line and its files' progress without rebuilding it. */
 export function updatePendingStatus(pending) {
   const entry = rendered.get(`p:${pending.tempId}`);
   if (!entry) return;
   const node = entry.node.querySelector('.pending-status');
   if (node) node.textContent = pendingStatusText(pending);
+  const bars = entry.node.querySelectorAll('progress[data-testid="upload-progress"]');
+  pending.previews.forEach((f, index) => {
+    const bar = bars[index];
+    if (bar) setUploadBar(bar, f);
+  });
+  const cancel = entry.node.querySelector('[data-testid="cancel-upload"]');
+  if (cancel) cancel.hidden = pending.stage !== 'uploading';
+}
+
+function setUploadBar(bar, file) {
+  const value = Math.min(file.loaded, file.size);
+  // Only changes are written: each one is a step of the upload a test can observe.
+  if (!bar.hasAttribute('value') || bar.value !== value) bar.value = value;
+  bar.setAttribute('aria-valuetext', `${Math.round((value / Math.max(file.size, 1)) * 100)}%`);
 }
 
 function pendingEntry(pending) {
@@ -573,21 +621,38 @@ function buildPending(pending) {
   if (pending.previews && pending.previews.length > 0) {
     const wrap = el('div', { class: `attachments${pending.previews.length > 1 ? ' multi' : ''}` });
     for (const f of pending.previews) {
+      const bar = el('progress', {
+        class: 'upload-progress', testid: 'upload-progress', max: String(Math.max(f.size, 1)), 'aria-label': `Upload of ${f.name}`,
+      });
+      setUploadBar(bar, f);
       if (f.url && f.category === 'image') {
-        wrap.append(el('span', { class: 'image-link' }, el('img', { src: f.url, alt: f.name })));
+        const img = el('img', { src: f.url, alt: f.name });
+        img.addEventListener('load', () => {
+          if (stickToBottom) scrollToBottom();
+        });
+        wrap.append(el('span', { class: 'image-link pending-file' }, img, bar));
       } else {
-        wrap.append(el('span', { class: 'file-link' },
+        wrap.append(el('span', { class: 'file-link pending-file' },
           el('span', { class: 'file-icon' }, icon(f.category === 'voice' ? 'mic' : 'file', { size: 22 })),
           el('span', { class: 'file-text' },
             el('span', { class: 'file-name', text: f.name }),
-            el('span', { class: 'file-size', text: formatSize(f.size) }))));
+            el('span', { class: 'file-size', text: formatSize(f.size) })),
+          bar));
       }
     }
     bubble.append(wrap);
   }
   if (pending.content) bubble.append(el('div', { class: 'content', testid: 'message-content', text: pending.content }));
-  bubble.append(el('div', { class: 'meta' },
-    el('span', { class: 'status pending-status', testid: 'message-status', dataset: { status: pending.status }, text: pendingStatusText(pending) })));
+  const meta = el('div', { class: 'meta' },
+    el('span', { class: 'status pending-status', testid: 'message-status', dataset: { status: pending.status }, text: pendingStatusText(pending) }));
+  if (pending.previews && pending.previews.length > 0 && pending.status !== 'failed') {
+    meta.append(el('button', {
+      type: 'button', class: 'link cancel-upload', testid: 'cancel-upload', text: 'Cancel',
+      'aria-label': 'Cancel sending this message', hidden: pending.stage !== 'uploading',
+      onclick: () => actions.discardPending(pending.tempId),
+    }));
+  }
+  bubble.append(meta);
   const item = el('li', {
     class: `msg own pending${pending.status === 'failed' ? ' failed' : ''}`,
     testid: 'message',

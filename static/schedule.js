@@ -257,6 +257,6 @@ export function renderScheduled() {
     ...waiting.map((p) => el('li', { class: 'scheduled-item waiting', testid: 'scheduled-item', dataset: { tempId: p.tempId, pending: 'true' } },
       el('time', { class: 'scheduled-time', datetime: p.sendAt, text: when(p.sendAt) }),
       el('span', { class: 'scheduled-text', testid: 'scheduled-text', text: itemText({ message_type: p.messageType, content: p.content }) }),
-      el('span', { class: 'scheduled-state muted', text: 'Scheduling…' }))),
+      el('span', { class: 'scheduled-state muted', text: p.stage === 'uploading' ? 'Uploading…' : 'Scheduling…' }))),
   );
 }

@@ -37,10 +37,6 @@ export class ChatSocket {
     return this.ws !== null && this.ws.readyState === WebSocket.OPEN;
   }
 
-  get bufferedAmount() {
-    return this.ws ? this.ws.bufferedAmount : 0;
-  }
-
   start() {
     if (!this.stopped) return;
     this.stopped = false;

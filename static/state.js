@@ -9,7 +9,7 @@ export const state = {
   currentRoomId: null,
   /** room id → Conversation (see newConversation) */
   convs: new Map(),
-  /** local_temp_id → Pending (see app.js sendMessage) */
+  /** local_temp_id → Pending (see app.js submitMessage) */
   pending: new Map(),
   /** room id → Map(user id → {userName, timer}) of the others typing there */
   typing: new Map(),
@@ -37,7 +37,7 @@ export const state = {
 
 export function resetState() {
   for (const typers of state.typing.values()) for (const entry of typers.values()) clearTimeout(entry.timer);
-  for (const pending of state.pending.values()) revokePreviews(pending);
+  for (const pending of state.pending.values()) releasePending(pending);
   state.me = null;
   state.rooms = new Map();
   state.roomsLoaded = false;
@@ -58,7 +58,10 @@ export function resetState() {
   state.connection = 'connecting';
 }
 
-export function revokePreviews(pending) {
+/** A pending message goes: its uploads under way stop, its previews' blob URLs are freed. */
+export function releasePending(pending) {
+  if (pending.abort) pending.abort.abort();
+  pending.abort = null;
   for (const f of pending.previews || []) {
     if (f.url) URL.revokeObjectURL(f.url);
   }
