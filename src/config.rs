@@ -31,6 +31,9 @@ pub enum Command {
         #[arg(long)]
         email: String,
     },
+    /// Check the data and static directories, free disk, the open-file
+    /// limit, the clock, the secret and the database; non-zero on a failure.
+    Doctor,
 }
 
 #[derive(Debug, Subcommand)]

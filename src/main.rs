@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             Command::Migrate => migrate(&config),
             Command::User(UserCommand::Add { name, email, password }) => add_user(&config, name, email, password).await,
             Command::Token { email } => token(&config, &email).await,
+            Command::Doctor => doctor(&config),
         }
     });
     match result {
@@ -59,6 +60,17 @@ async fn serve(config: Config) -> Result<(), String> {
     tracing::info!(addr = %listener.local_addr().map_err(|e| e.to_string())?, "chatd listening");
     server.run(listener, chatd::server::shutdown_signal()).await;
     Ok(())
+}
+
+fn doctor(config: &Config) -> Result<(), String> {
+    let checks = chatd::doctor::run(config);
+    for check in &checks {
+        println!("{check}");
+    }
+    match checks.iter().filter(|c| c.status == chatd::doctor::Status::Fail).count() {
+        0 => Ok(()),
+        n => Err(format!("{n} check(s) failed")),
+    }
 }
 
 fn migrate(config: &Config) -> Result<(), String> {

@@ -213,6 +213,29 @@ async fn user_add_and_token_subcommands_make_a_working_login() {
     assert_eq!((status, me["email"].as_str()), (StatusCode::OK, Some("ann@test.io")));
     let login = json!({"email": "ann@test.io", "password": password}).to_string();
     assert_eq!(http(&addr, "POST", "/api/auth/login", None, &login).await.0, StatusCode::OK);
+    // `doctor` beside a running server: every check answers, none fails.
+    let report = run(&["doctor"]);
+    for name in ["data dir", "static dir", "disk", "open files", "clock", "secret", "database"] {
+        assert!(report.lines().any(|l| l.contains(name) && !l.starts_with("FAIL")), "{name}: {report}");
+    }
+    assert!(report.contains("integrity ok"), "{report}");
+}
+
+#[tokio::test]
+async fn doctor_fails_on_a_broken_database() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir_all(dir.path().join("data")).expect("dir");
+    std::fs::write(dir.path().join("data/chatd.sqlite3"), vec![0x55; 8192]).expect("garbage");
+    let out = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args(["doctor", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--static-dir")
+        .arg(dir.path().join("static"))
+        .output()
+        .expect("run chatd");
+    assert!(!out.status.success());
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.lines().any(|l| l.starts_with("FAIL") && l.contains("database")), "{report}");
 }
 
 #[tokio::test]
