@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Command line of the `chatd` binary. Flags override environment variables.
+/// Command line of the `chatd` binary. Flags override environment
+/// variables, which override a `--config` file (`config_file`); a flag
+/// given twice keeps the later value.
 #[derive(Debug, Parser)]
-#[command(name = "chatd", version, about = "A small, fast chat server on SQLite")]
+#[command(name = "chatd", version, about = "A small, fast chat server on SQLite", args_override_self = true)]
 pub struct Cli {
     #[command(flatten)]
     pub settings: Settings,
@@ -60,6 +62,9 @@ pub enum DbSync {
 /// Raw settings as flags and environment give them.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
+    /// A TOML file of settings (keys are these flags' names: `data_dir`).
+    #[arg(long, env = "CHAT_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, env = "CHAT_ADDR", default_value = "127.0.0.1:8000", global = true)]
     pub addr: SocketAddr,
@@ -428,6 +433,7 @@ impl Config {
 impl Settings {
     fn parse_from_env_free(dir: &std::path::Path) -> Settings {
         Settings {
+            config: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: dir.join("data"),
             static_dir: dir.join("static"),

@@ -17,6 +17,7 @@
 pub mod attach;
 pub mod auth;
 pub mod config;
+pub mod config_file;
 pub mod doctor;
 pub mod error;
 pub mod http;

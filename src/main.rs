@@ -12,7 +12,16 @@ use chatd::config::{Cli, Command, Config, LogFormat, UserCommand};
 use chatd::store::{self, NullSink, writer::NewUser};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match chatd::config_file::args_with_config(std::env::args_os().collect(), |name| {
+        std::env::var_os(name).is_some()
+    }) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("chatd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let logs = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr);

@@ -268,3 +268,40 @@ async fn subcommands_beside_a_running_server_leave_its_presence_alone() {
     ws.close().await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_config_file_sets_what_flags_and_environment_leave() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("chatd.toml");
+    let data = dir.path().join("from-file");
+    std::fs::write(
+        &file,
+        format!(
+            "data_dir = {:?}\nstatic_dir = {:?}\n",
+            data.display().to_string(),
+            dir.path().join("static").display().to_string()
+        ),
+    )
+    .expect("write");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_chatd")).args(["--config"]).arg(&file).arg("migrate").output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(data.join("chatd.sqlite3").exists(), "the file's data_dir was used");
+    // A flag beats the file.
+    let flag = dir.path().join("from-flag");
+    let out = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args(["--config"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&flag)
+        .arg("migrate")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert!(flag.join("chatd.sqlite3").exists());
+    std::fs::write(&file, "data_dri = \"x\"\n").expect("write");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_chatd")).args(["--config"]).arg(&file).arg("migrate").output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting `data_dri`"));
+}
