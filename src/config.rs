@@ -36,6 +36,11 @@ pub enum Command {
     /// Check the data and static directories, free disk, the open-file
     /// limit, the clock, the secret and the database; non-zero on a failure.
     Doctor,
+    /// Copy the database (a consistent snapshot) and the files its messages
+    /// use into DEST (new or empty), while a server keeps serving.
+    Backup { dest: PathBuf },
+    /// Restore a backup into the (empty) data and static directories.
+    Restore { src: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

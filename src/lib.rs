@@ -16,6 +16,7 @@
 
 pub mod attach;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod config_file;
 pub mod doctor;

@@ -51,6 +51,26 @@ fn main() -> ExitCode {
             Command::User(UserCommand::Add { name, email, password }) => add_user(&config, name, email, password).await,
             Command::Token { email } => token(&config, &email).await,
             Command::Doctor => doctor(&config),
+            Command::Backup { dest } => {
+                let done = chatd::backup::backup(&config.data_dir, &config.static_dir, &dest)?;
+                println!(
+                    "backed up to {}: {:.1} MB, {} files, {:.2} s{}",
+                    dest.display(),
+                    done.bytes as f64 / 1e6,
+                    done.files,
+                    done.seconds,
+                    match done.deleted_meanwhile {
+                        0 => String::new(),
+                        n => format!(" ({n} messages deleted meanwhile are deleted in the backup too)"),
+                    }
+                );
+                Ok(())
+            }
+            Command::Restore { src } => {
+                let files = chatd::backup::restore(&src, &config.data_dir, &config.static_dir)?;
+                println!("restored {} with {files} files into {}", src.display(), config.data_dir.display());
+                Ok(())
+            }
         }
     });
     match result {

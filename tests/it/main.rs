@@ -4,6 +4,7 @@
 mod abuse;
 mod attachments;
 mod auth;
+mod backup;
 mod durability;
 mod file_links;
 mod forwarding;
