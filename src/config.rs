@@ -41,6 +41,13 @@ pub enum Command {
     Backup { dest: PathBuf },
     /// Restore a backup into the (empty) data and static directories.
     Restore { src: PathBuf },
+    /// Write a user's export (the zip of GET /api/chat/export) to a file.
+    Export {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -66,6 +66,7 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
+            Command::Export { email, out } => export(&config, &email, &out).await,
             Command::Restore { src } => {
                 let files = chatd::backup::restore(&src, &config.data_dir, &config.static_dir)?;
                 println!("restored {} with {files} files into {}", src.display(), config.data_dir.display());
@@ -100,6 +101,21 @@ fn doctor(config: &Config) -> Result<(), String> {
         0 => Ok(()),
         n => Err(format!("{n} check(s) failed")),
     }
+}
+
+async fn export(config: &Config, email: &str, out: &std::path::Path) -> Result<(), String> {
+    let (reader, writer) = store::open(config, Box::new(NullSink), store::Opener::Tool).map_err(|e| e.to_string())?;
+    let email = email.trim().to_lowercase();
+    let found = reader.credentials_by_email(email.clone()).await.map_err(|e| e.to_string());
+    writer.shutdown().await;
+    let user = found?.ok_or_else(|| format!("no user with email {email}"))?.user.id;
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_owned();
+    let (mut file, messages) = reader.export(user, config.static_dir.clone(), dir).await.map_err(|e| e.to_string())?;
+    let mut target = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let bytes = std::io::copy(&mut file, &mut target).map_err(|e| format!("{}: {e}", out.display()))?;
+    target.sync_all().map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("exported {messages} messages to {} ({:.1} MB)", out.display(), bytes as f64 / 1e6);
+    Ok(())
 }
 
 fn migrate(config: &Config) -> Result<(), String> {

@@ -141,6 +141,7 @@ async fn dispatch(
         Endpoint::CreateUpload => uploads::create(state, req).await,
         Endpoint::UploadStatus => uploads::status(state, req).await,
         Endpoint::UploadAppend => uploads::append_to(state, req).await,
+        Endpoint::Export => misc::export(state, req).await,
         Endpoint::ShareFile(id, index) => messages::share_file(state, req, id, index).await,
         Endpoint::CancelScheduled(id) => messages::cancel_scheduled(state, req, id).await,
     }

@@ -49,6 +49,7 @@ pub enum Endpoint {
     /// The upload id is the path's last segment.
     UploadStatus,
     UploadAppend,
+    Export,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +103,7 @@ pub const ROUTE_NAMES: &[&str] = &[
     "create_upload",
     "upload_status",
     "upload_append",
+    "export",
     "not_found",
 ];
 
@@ -146,6 +148,7 @@ impl Endpoint {
             Endpoint::CreateUpload => 35,
             Endpoint::UploadStatus => 36,
             Endpoint::UploadAppend => 37,
+            Endpoint::Export => 38,
         }
     }
 }
@@ -286,6 +289,7 @@ pub fn route(method: &Method, path: &str) -> Route {
                 &[(Method::HEAD, Endpoint::UploadStatus), (Method::PATCH, Endpoint::UploadAppend)],
                 "HEAD, PATCH",
             ),
+            ["export"] => get(Endpoint::Export),
             ["scheduled"] => get(Endpoint::Scheduled),
             ["scheduled", item] => match id(item, "scheduled_id") {
                 Ok(s) => pick(method, &[(Method::DELETE, Endpoint::CancelScheduled(s))], "DELETE"),
@@ -429,6 +433,7 @@ mod tests {
             CreateUpload,
             UploadStatus,
             UploadAppend,
+            Export,
         ];
         let mut seen: Vec<usize> = all.iter().map(|e| e.index()).collect();
         seen.sort_unstable();

@@ -141,6 +141,24 @@ impl Reader {
         self.run(move |c| Ok(reads::message_by_temp_id(c, sender, &temp_id)?.map(|row| row.id))).await
     }
 
+    /// `user`'s export (a zip) in an unnamed temporary file under `dir`,
+    /// rewound to its start; and how many messages it holds.
+    pub async fn export(
+        &self,
+        user: UserId,
+        static_dir: std::path::PathBuf,
+        dir: std::path::PathBuf,
+    ) -> Result<(std::fs::File, u64), StoreError> {
+        self.run(move |c| {
+            let io = |e: std::io::Error| StoreError::CommitFailed(format!("cannot write the export: {e}"));
+            let mut file = tempfile::tempfile_in(&dir).map_err(io)?;
+            let messages = super::export::write(c, user, &static_dir, &mut file)?;
+            std::io::Seek::rewind(&mut file).map_err(io)?;
+            Ok((file, messages))
+        })
+        .await
+    }
+
     pub async fn upload(&self, id: String) -> Result<Option<reads::Upload>, StoreError> {
         self.run(move |c| reads::upload(c, &id)).await
     }

@@ -4,6 +4,7 @@
 //! typed functions of `api`. Nothing here knows about HTTP.
 
 pub mod api;
+pub mod export;
 pub mod migrate;
 pub mod reads;
 pub mod search;

@@ -6,6 +6,7 @@ mod attachments;
 mod auth;
 mod backup;
 mod durability;
+mod export;
 mod file_links;
 mod forwarding;
 mod groups;

@@ -44,6 +44,27 @@ pub fn metrics(state: &Arc<AppState>) -> Response<Body> {
     response
 }
 
+/// `GET /api/chat/export`: a zip of everything the caller can see (see
+/// `store::export`), built in an unnamed temporary file in the data
+/// directory and streamed from there: flat memory whatever the history.
+pub async fn export(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let user = user_of(state, &req).await?;
+    let (file, messages) =
+        state.reader.export(user, state.config.static_dir.clone(), state.config.data_dir.clone()).await?;
+    let length = file.metadata().map_err(|e| ApiError::Internal(e.to_string()))?.len();
+    tracing::info!(user, messages, bytes = length, "export");
+    let mut response = Response::new(body::file(tokio::fs::File::from_std(file)));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(
+        hyper::header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"chatd-export.zip\""),
+    );
+    headers.insert(hyper::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
 /// A stored file (`chat_files/`) needs a valid, unexpired link signature
 /// unless links are public (SPEC section 11); without one it does not exist.
 pub async fn static_file(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
