@@ -131,6 +131,9 @@ pub struct Settings {
     /// Log lines as `text` (human) or `json` (one object per line, for shippers).
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
+    /// WAL size past which an idle writer checkpoints and truncates it.
+    #[arg(long, env = "CHAT_WAL_LIMIT_BYTES", default_value_t = 64 * 1024 * 1024, global = true, hide = true)]
+    pub wal_limit_bytes: u64,
     /// Thumbnails made at once (each on a blocking thread).
     #[arg(long, env = "CHAT_THUMBNAIL_WORKERS", default_value_t = 1, global = true)]
     pub thumbnail_workers: usize,
@@ -258,6 +261,7 @@ pub struct Config {
     pub file_link_ttl_secs: u64,
     pub upload_ttl: Duration,
     pub thumbnail_workers: usize,
+    pub wal_limit_bytes: u64,
     pub limits: Limits,
 }
 
@@ -419,6 +423,7 @@ impl Config {
             file_link_ttl_secs: s.file_link_ttl_secs,
             upload_ttl: Duration::from_secs(s.upload_ttl_secs),
             thumbnail_workers: s.thumbnail_workers,
+            wal_limit_bytes: s.wal_limit_bytes,
             limits,
         })
     }
@@ -467,6 +472,7 @@ impl Settings {
             upload_ttl_secs: 3600,
             thumbnail_workers: 1,
             log_format: LogFormat::Text,
+            wal_limit_bytes: 64 * 1024 * 1024,
             limits: LimitSettings {
                 rate_limits: Switch::Off,
                 header_timeout_secs: 10,

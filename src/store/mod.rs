@@ -211,6 +211,12 @@ pub fn open(config: &Config, sink: Box<dyn EventSink>, opener: Opener) -> Result
         batch_max: config.writer_batch_max,
         user_quota_bytes: config.limits.user_quota_bytes,
         max_group_members: config.max_group_members,
+        wal_path: Some({
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            wal.into()
+        }),
+        wal_limit_bytes: config.wal_limit_bytes,
     };
     // The index's file exists before any reader attaches it; only a server
     // keeps it up to date (searches read the rest from the event stream).

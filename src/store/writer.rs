@@ -110,7 +110,7 @@ pub enum Revoke {
 }
 
 /// What the writer enforces besides the schema.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WriterOptions {
     /// Most commands committed in one transaction.
     pub batch_max: usize,
@@ -118,6 +118,10 @@ pub struct WriterOptions {
     pub user_quota_bytes: Option<u64>,
     /// Members of a group, its creator included.
     pub max_group_members: usize,
+    /// The WAL file, watched while idle (none: not watched).
+    pub wal_path: Option<std::path::PathBuf>,
+    /// Past this, an idle writer checkpoints and truncates the WAL.
+    pub wal_limit_bytes: u64,
 }
 
 enum Command {
@@ -527,8 +531,34 @@ impl Writer {
                 tracing::info!("writer stopped");
                 return;
             }
+            if rx.is_empty() {
+                self.bound_wal();
+            }
         }
         self.truncate_wal();
+    }
+
+    /// While idle: when the WAL has grown past `options.wal_limit_bytes`,
+    /// checkpoints and truncates it. Under steady writes a PASSIVE
+    /// checkpoint never catches up with the end of the log, so the log
+    /// never restarts and grows without bound (6 GiB for 1M messages);
+    /// only a checkpoint that waits for readers cuts it. The wait is
+    /// short (busy after 50 ms: try again at the next idle moment), and
+    /// the writer is idle, so no command waits for it.
+    fn bound_wal(&mut self) {
+        let Some(wal) = self.options.wal_path.as_ref() else { return };
+        let size = std::fs::metadata(wal).map_or(0, |m| m.len());
+        if size <= self.options.wal_limit_bytes {
+            return;
+        }
+        let _ = self.conn.busy_timeout(std::time::Duration::from_millis(50));
+        let result: rusqlite::Result<i64> = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0));
+        let _ = self.conn.busy_timeout(std::time::Duration::from_secs(5));
+        match result {
+            Ok(0) => tracing::debug!(bytes = size, "WAL checkpointed and truncated"),
+            Ok(_) => tracing::debug!(bytes = size, "WAL busy; truncating at the next idle moment"),
+            Err(e) => tracing::warn!(error = %e, "cannot checkpoint the WAL"),
+        }
     }
 
     /// Checkpoints the whole WAL into the database and empties it. The

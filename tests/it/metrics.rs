@@ -49,3 +49,28 @@ async fn counters_move_with_traffic() {
     b.close().await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_idle_writer_keeps_the_wal_under_its_limit() {
+    let s = TestServer::start_with(|c| c.wal_limit_bytes = 256 * 1024).await;
+    let (ann, _bob, room) = s.pair("ann", "bob").await;
+    let mut a = s.ws(&ann).await;
+    for i in 0..300 {
+        s.say(&mut a, room, &format!("message {i} {}", "x".repeat(400))).await;
+    }
+    let wal = s.dir.path().join("data/chatd.sqlite3-wal");
+    let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    // Each message was its own commit: several MB of log were written.
+    let mut last = size();
+    for _ in 0..100 {
+        if last <= 256 * 1024 {
+            break;
+        }
+        // Any write lets the idle writer look again.
+        s.say(&mut a, room, "nudge").await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        last = size();
+    }
+    assert!(last <= 256 * 1024, "the WAL is {last} bytes");
+    s.stop().await;
+}
