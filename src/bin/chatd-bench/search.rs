@@ -496,7 +496,7 @@ impl Sizes {
 
     fn human(&self) -> String {
         format!(
-            "database {} (+ WAL {}), index {} (+ WAL {}): index = {:.2}× the database",
+            "database {} (WAL {}), index {} (WAL {}): index file = {:.2}× the database file",
             kb_human(self.database / 1024),
             kb_human(self.database_wal / 1024),
             kb_human(self.index / 1024),
@@ -506,10 +506,11 @@ impl Sizes {
     }
 }
 
-/// The index's files over the database's (each with its WAL).
+/// The index file over the database file. Their WALs are left out: a WAL
+/// is reused, not shrunk, after a checkpoint, so its size is the largest it
+/// ever was, not data.
 fn index_ratio(sizes: &Sizes) -> f64 {
-    let database = sizes.database + sizes.database_wal;
-    if database == 0 { 0.0 } else { (sizes.index + sizes.index_wal) as f64 / database as f64 }
+    if sizes.database == 0 { 0.0 } else { sizes.index as f64 / sizes.database as f64 }
 }
 
 /// One search as seen by the client.
@@ -870,4 +871,29 @@ fn report(
         words.join(", ")
     ));
     Report { json: Value::Object(json), text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ratio_compares_the_files_without_their_wals() {
+        let sizes = Sizes { database: 200, database_wal: 6_000, index: 50, index_wal: 5 };
+        assert_eq!(index_ratio(&sizes), 0.25);
+        assert_eq!(index_ratio(&Sizes { database: 0, ..sizes }), 0.0);
+    }
+
+    #[test]
+    fn short_pages_that_go_on_are_window_answers() {
+        let mut samples = Samples { limit: 20, ..Samples::default() };
+        let sample = |results, more| Sample { latency: Duration::from_millis(1), results, more };
+        samples.push(sample(20, true)); // a full page of the index, more follow
+        samples.push(sample(3, true)); // the window ended first
+        samples.push(sample(0, true)); // the window found nothing
+        samples.push(sample(0, false)); // nothing anywhere
+        samples.push(sample(7, false)); // all there is
+        assert_eq!((samples.full, samples.empty, samples.window, samples.results), (1, 2, 2, 30));
+        assert_eq!(samples.latencies.len(), 5);
+    }
 }
