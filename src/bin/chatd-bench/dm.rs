@@ -1,6 +1,7 @@
 //! `dm`: P pairs of users in direct rooms; each pair's sender keeps at most
 //! W messages in flight (sent, not yet seen by its receiver). Measures the
-//! delivery rate, send → receipt latency, losses, and errors.
+//! delivery rate, send → receipt latency, losses, and errors; and, on a
+//! server with a search indexer, how long it needs to catch up afterwards.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use crate::client::{
 };
 use crate::context::{Bench, CpuMeter, Report, progress, rss_change_human, snapshot_json};
 use crate::error::{BenchError, Result, describe};
+use crate::indexer::{CatchUp, Indexer};
+use crate::procfs::{ProcessSnapshot, TICKS_PER_SECOND};
 use crate::stats::{LatencySummary, rate, round2, summary_human, summary_json};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -98,6 +101,8 @@ pub async fn run(bench: &Bench, args: &DmArgs) -> Result<Report> {
         .await;
     let connected = connected.into_iter().collect::<Result<Vec<_>>>()?;
 
+    let indexer = Indexer::find(bench.server_pid);
+    let watch = indexer.as_ref().map(Indexer::watch);
     let before = bench.server_snapshot();
     let cpu = CpuMeter::start(before.as_ref());
     let start_at = Instant::now() + Duration::from_millis(200);
@@ -127,7 +132,40 @@ pub async fn run(bench: &Bench, args: &DmArgs) -> Result<Report> {
     }
     let after = bench.server_snapshot();
     let cpu_use = cpu.finish(after.as_ref());
-    Ok(report(bench, args, &plan, outcomes, before, after, cpu_use))
+    let indexing = match watch {
+        Some(watch) => {
+            progress("dm: waiting for the search indexer to catch up");
+            let last_receipt = outcomes.iter().filter_map(|o| o.last_receipt).max().unwrap_or(start_at);
+            let catch_up = watch.caught_up(last_receipt, Instant::now() + CATCH_UP_TIMEOUT).await;
+            Some(Indexing { catch_up, server_after: bench.server_snapshot() })
+        }
+        None => None,
+    };
+    let server = ServerUse { before, after, cpu: cpu_use, indexing };
+    Ok(report(bench, args, &plan, outcomes, server))
+}
+
+/// How long to wait for the search indexer once the messages are in.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The indexer's catch-up and the server once it is over.
+struct Indexing {
+    catch_up: CatchUp,
+    server_after: Option<ProcessSnapshot>,
+}
+
+/// The server's readings around the run.
+struct ServerUse {
+    before: Option<ProcessSnapshot>,
+    after: Option<ProcessSnapshot>,
+    cpu: crate::context::CpuUse,
+    indexing: Option<Indexing>,
+}
+
+/// Server CPU time between two readings, in µs per message.
+fn cpu_us_per_message(before: Option<&ProcessSnapshot>, after: Option<&ProcessSnapshot>, messages: u64) -> Option<f64> {
+    let ticks = after?.cpu_ticks.checked_sub(before?.cpu_ticks)?;
+    (messages > 0).then(|| round2(ticks as f64 / TICKS_PER_SECOND * 1e6 / messages as f64))
 }
 
 /// Drives one pair until its messages are sent and received, or time is up.
@@ -235,15 +273,8 @@ async fn drive_pair(
     outcome
 }
 
-fn report(
-    bench: &Bench,
-    args: &DmArgs,
-    plan: &Plan,
-    outcomes: Vec<PairOutcome>,
-    before: Option<crate::procfs::ProcessSnapshot>,
-    after: Option<crate::procfs::ProcessSnapshot>,
-    cpu: crate::context::CpuUse,
-) -> Report {
+fn report(bench: &Bench, args: &DmArgs, plan: &Plan, outcomes: Vec<PairOutcome>, server: ServerUse) -> Report {
+    let ServerUse { before, after, cpu, indexing } = server;
     let mut total = PairOutcome::default();
     let mut closed_pairs = 0;
     for outcome in outcomes {
@@ -277,6 +308,9 @@ fn report(
     let per_second = round2(rate(delivered as f64, elapsed));
     let latency = LatencySummary::from_samples(std::mem::take(&mut total.latencies));
     let echo = LatencySummary::from_samples(std::mem::take(&mut total.echo_latencies));
+    let cpu_per_message = cpu_us_per_message(before.as_ref(), after.as_ref(), delivered);
+    let cpu_per_message_indexed =
+        indexing.as_ref().and_then(|i| cpu_us_per_message(before.as_ref(), i.server_after.as_ref(), delivered));
 
     let mut json = bench.header("dm");
     for (key, value) in [
@@ -303,6 +337,9 @@ fn report(
         ("echo_latency", summary_json(echo.as_ref())),
         ("server_cpu_percent", json!(cpu.server_percent)),
         ("bench_cpu_percent", json!(cpu.bench_percent)),
+        ("server_cpu_us_per_message", json!(cpu_per_message)),
+        ("indexer", indexing.as_ref().map_or(Value::Null, |i| i.catch_up.json())),
+        ("server_cpu_us_per_message_indexed", json!(cpu_per_message_indexed)),
         ("server_before", snapshot_json(before.as_ref())),
         ("server_after", snapshot_json(after.as_ref())),
     ] {
@@ -334,6 +371,37 @@ fn report(
             total.close_reasons.join("; ")
         ));
     }
-    text.push_str(&format!("  {}\n  {}", cpu.human(), rss_change_human(before.as_ref(), after.as_ref())));
+    text.push_str(&format!(
+        "  {}; server CPU {} µs per delivered message\n",
+        cpu.human(),
+        cpu_per_message.map_or("?".to_string(), |us| format!("{us:.1}"))
+    ));
+    if let Some(indexing) = &indexing {
+        text.push_str(&format!(
+            "  search {}; server CPU with the catch-up {} µs per message\n",
+            indexing.catch_up.human(),
+            cpu_per_message_indexed.map_or("?".to_string(), |us| format!("{us:.1}"))
+        ));
+    }
+    text.push_str(&format!("  {}", rss_change_human(before.as_ref(), after.as_ref())));
     Report { json: Value::Object(json), text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procfs::MemoryStatus;
+
+    fn reading(cpu_ticks: u64) -> ProcessSnapshot {
+        ProcessSnapshot { memory: MemoryStatus { vm_rss_kb: 1, vm_hwm_kb: 1, threads: 1 }, cpu_ticks, open_files: None }
+    }
+
+    #[test]
+    fn cpu_per_message_is_the_tick_difference_over_the_messages() {
+        // 150 ticks = 1.5 s over 100,000 messages = 15 µs each.
+        assert_eq!(cpu_us_per_message(Some(&reading(50)), Some(&reading(200)), 100_000), Some(15.0));
+        assert_eq!(cpu_us_per_message(Some(&reading(50)), Some(&reading(200)), 0), None);
+        assert_eq!(cpu_us_per_message(None, Some(&reading(200)), 10), None);
+        assert_eq!(cpu_us_per_message(Some(&reading(300)), Some(&reading(200)), 10), None);
+    }
 }

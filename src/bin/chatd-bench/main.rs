@@ -3,10 +3,11 @@
 //! loopback addresses only, and every run is bounded in time and count.
 //!
 //! Layout: `main` parses arguments and dispatches; `dm`, `idle`, `upload`,
-//! `rest`, `abuse`, `reconnect`, `replay` and `group` are the subcommands;
-//! `client` speaks the API and `stream` the event stream; `audit` keeps the
-//! books of `reconnect`; `stats` sums up latencies; `procfs` reads the
-//! server's memory and CPU from /proc; `random` spreads load; `context`
+//! `rest`, `abuse`, `reconnect`, `replay`, `group` and `search` are the
+//! subcommands; `client` speaks the API and `stream` the event stream;
+//! `audit` keeps the books of `reconnect`; `stats` sums up latencies;
+//! `procfs` reads the server's memory and CPU from /proc, and `indexer`
+//! watches its search indexer there; `random` spreads load; `context`
 //! holds what they share.
 
 mod abuse;
@@ -17,11 +18,13 @@ mod dm;
 mod error;
 mod group;
 mod idle;
+mod indexer;
 mod procfs;
 mod random;
 mod reconnect;
 mod replay;
 mod rest;
+mod search;
 mod stats;
 mod stream;
 mod upload;
@@ -35,7 +38,7 @@ use crate::context::{Bench, Report, progress};
 use crate::error::{BenchError, Result};
 
 /// Load tool for chatd: direct messages, idle connections, uploads, REST reads, attacks,
-/// the event stream (reconnects, replay) and large groups.
+/// the event stream (reconnects, replay), large groups and search.
 #[derive(Debug, Parser)]
 #[command(name = "chatd-bench", version)]
 struct Cli {
@@ -71,6 +74,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// One sender into a large group of connected members: latency per copy, server CPU per copy.
     Group(group::GroupArgs),
+    /// Many messages in many scripts, then searches: index catch-up, index size, latency per query shape.
+    Search(search::SearchArgs),
 }
 
 fn main() -> ExitCode {
@@ -132,6 +137,7 @@ async fn run(cli: &Cli) -> Result<Report> {
         Command::Reconnect(args) => reconnect::run(&bench, args).await,
         Command::Replay(args) => replay::run(&bench, args).await,
         Command::Group(args) => group::run(&bench, args).await,
+        Command::Search(args) => search::run(&bench, args).await,
     }
 }
 

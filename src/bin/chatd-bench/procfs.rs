@@ -1,9 +1,10 @@
 //! What Linux's /proc says about the server under test (memory, CPU time,
-//! open files) and about this process (its open-file limit). Parsers are
-//! pure and tested; the readers around them only open files.
+//! open files, one thread's CPU time) and about this process (its
+//! open-file limit). Parsers are pure and tested; the readers around them
+//! only open files.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{BenchError, Context, Result};
@@ -194,6 +195,33 @@ pub fn find_pid_by_name(name: &str) -> Option<u32> {
     })
 }
 
+/// The id of a thread of `pid` whose name (`comm`) is `name`.
+pub fn find_thread(pid: u32, name: &str) -> Option<u32> {
+    let entries = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut tids: Vec<u32> = entries.flatten().filter_map(|entry| entry.file_name().to_str()?.parse().ok()).collect();
+    tids.sort_unstable();
+    tids.into_iter().find(|tid| {
+        fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).is_ok_and(|comm| comm.trim_end() == name)
+    })
+}
+
+/// User plus system CPU ticks of one thread.
+pub fn thread_cpu_ticks(pid: u32, tid: u32) -> Option<u64> {
+    parse_cpu_ticks(&fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?)
+}
+
+/// The path of a file `pid` holds open whose name is `file_name`, from
+/// its /proc/<pid>/fd links.
+pub fn find_open_file(pid: u32, file_name: &str) -> Option<PathBuf> {
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    fds.flatten().find_map(|fd| open_file_named(&fs::read_link(fd.path()).ok()?, file_name))
+}
+
+/// `link` (an fd's target) when it is a live file named `file_name`.
+pub fn open_file_named(link: &Path, file_name: &str) -> Option<PathBuf> {
+    (link.is_absolute() && link.file_name()? == file_name).then(|| link.to_path_buf())
+}
+
 fn numeric_proc_entries() -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
@@ -300,6 +328,25 @@ mod tests {
         let tcp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
    0: 00000000000000000000000001000000:4650 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 77 1 0000000000000000 100 0 0 10 0\n";
         assert_eq!(parse_listening_inodes(tcp6, 18000), vec![77]);
+    }
+
+    #[test]
+    fn open_files_are_matched_by_their_whole_name() {
+        let live = Path::new("/tmp/x/data/search.sqlite3");
+        assert_eq!(open_file_named(live, "search.sqlite3"), Some(live.to_path_buf()));
+        assert_eq!(open_file_named(Path::new("/tmp/x/data/search.sqlite3-wal"), "search.sqlite3"), None);
+        // A removed file's link ends in " (deleted)"; sockets are not paths.
+        assert_eq!(open_file_named(Path::new("/tmp/x/search.sqlite3 (deleted)"), "search.sqlite3"), None);
+        assert_eq!(open_file_named(Path::new("socket:[123]"), "search.sqlite3"), None);
+    }
+
+    #[test]
+    fn this_process_has_named_threads_with_cpu_times() {
+        let pid = std::process::id();
+        let name = fs::read_to_string(format!("/proc/{pid}/task/{pid}/comm")).expect("own comm");
+        let tid = find_thread(pid, name.trim_end()).expect("the main thread by its name");
+        assert!(thread_cpu_ticks(pid, tid).is_some());
+        assert_eq!(find_thread(pid, "no-such-thread-name"), None);
     }
 
     #[test]
