@@ -210,15 +210,7 @@ fn spawn_scheduler(writer: store::WriterHandle, static_dir: std::path::PathBuf) 
                     if due.delivered > 0 {
                         tracing::debug!(delivered = due.delivered, "scheduled messages sent");
                     }
-                    if !due.unused_files.is_empty() {
-                        let dir = static_dir.clone();
-                        let files = due.unused_files;
-                        let _ = tokio::task::spawn_blocking(move || {
-                            let paths: Vec<&str> = files.iter().map(String::as_str).collect();
-                            crate::attach::remove_stored(&dir, &paths);
-                        })
-                        .await;
-                    }
+                    crate::attach::remove_stored_later(static_dir.clone(), due.unused_files).await;
                     match (due.more, due.next) {
                         (true, _) => Some(Duration::ZERO),
                         (false, Some(at)) => {

@@ -14,7 +14,7 @@ pub mod thumbnail;
 pub mod upload;
 pub mod validate;
 
-pub use store::{prepare_dirs, remove_stored, store_files, sweep_orphans};
+pub use store::{prepare_dirs, remove_stored, remove_stored_later, store_files, sweep_orphans};
 pub use validate::{display_file_name, sanitize_file_name};
 
 /// The folder under the static directory that holds every stored file.

@@ -92,6 +92,22 @@ pub fn remove_stored(static_dir: &Path, rel_paths: &[&str]) {
     }
 }
 
+/// `remove_stored` on a blocking thread, for async callers (a delete, a
+/// cancelled or dropped scheduled message, a failed send).
+pub async fn remove_stored_later(static_dir: PathBuf, rel_paths: Vec<String>) {
+    if rel_paths.is_empty() {
+        return;
+    }
+    let removed = tokio::task::spawn_blocking(move || {
+        let paths: Vec<&str> = rel_paths.iter().map(String::as_str).collect();
+        remove_stored(&static_dir, &paths);
+    })
+    .await;
+    if let Err(e) = removed {
+        tracing::warn!(error = %e, "could not remove stored files");
+    }
+}
+
 /// At start, before serving: removes stored files no message uses (a crash
 /// after a message's files were linked into place and before its commit
 /// leaves them), and thumbnails whose image is gone. `referenced` holds

@@ -844,15 +844,7 @@ async fn remove_uploads(state: &AppState, ids: Vec<String>) {
 }
 
 async fn remove_files(state: &AppState, paths: Vec<String>) {
-    if paths.is_empty() {
-        return;
-    }
-    let static_dir = state.config.static_dir.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-        attach::remove_stored(&static_dir, &refs);
-    })
-    .await;
+    attach::remove_stored_later(state.config.static_dir.clone(), paths).await;
 }
 
 /// The text of an `error` frame for a store failure (internal causes are logged, not sent).

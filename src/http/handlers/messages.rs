@@ -92,15 +92,7 @@ pub async fn edit(state: &Arc<AppState>, req: Request<Incoming>, id: MessageId) 
 pub async fn delete(state: &Arc<AppState>, req: Request<Incoming>, id: MessageId) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
     let (message, liked, files) = state.writer.delete(user, id).await?;
-    if !files.is_empty() {
-        let static_dir = state.config.static_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let paths: Vec<&str> = files.iter().map(String::as_str).collect();
-            crate::attach::remove_stored(&static_dir, &paths);
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    }
+    crate::attach::remove_stored_later(state.config.static_dir.clone(), files).await;
     json(StatusCode::OK, &message.json(user, liked, &state.links, TempId::Hide))
 }
 
@@ -207,15 +199,7 @@ pub async fn cancel_scheduled(
 ) -> Result<Response<Body>, ApiError> {
     let user = user_of(state, &req).await?;
     let files = state.writer.cancel_scheduled(user, id).await?;
-    if !files.is_empty() {
-        let static_dir = state.config.static_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let paths: Vec<&str> = files.iter().map(String::as_str).collect();
-            crate::attach::remove_stored(&static_dir, &paths);
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    }
+    crate::attach::remove_stored_later(state.config.static_dir.clone(), files).await;
     json(StatusCode::OK, &serde_json::json!({"id": id}))
 }
 
