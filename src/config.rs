@@ -125,6 +125,10 @@ pub struct Settings {
     /// Days stored events are kept for replay; older cursors must resync.
     #[arg(long, env = "CHAT_EVENT_RETENTION_DAYS", default_value_t = 30, global = true)]
     pub event_retention_days: u64,
+    /// Days messages are kept; older ones and their files are removed in the
+    /// background. Unset: kept forever.
+    #[arg(long, env = "CHAT_MESSAGE_RETENTION_DAYS", global = true)]
+    pub message_retention_days: Option<u64>,
     /// File links: `signed` (expiring, per render) or `public` (Part I's plain paths).
     #[arg(long, env = "CHAT_FILE_LINKS", value_enum, default_value = "signed", global = true)]
     pub file_links: FileLinks,
@@ -257,6 +261,8 @@ pub struct Config {
     pub max_group_members: usize,
     /// How long stored events are kept for replay.
     pub event_retention: Duration,
+    /// How long messages are kept (`None`: forever).
+    pub message_retention: Option<Duration>,
     pub file_links: FileLinks,
     pub file_link_ttl_secs: u64,
     pub upload_ttl: Duration,
@@ -397,6 +403,9 @@ impl Config {
         if !(1..=3650).contains(&s.event_retention_days) {
             return Err(ConfigError("CHAT_EVENT_RETENTION_DAYS must be in 1..=3650".into()));
         }
+        if s.message_retention_days.is_some_and(|days| !(1..=36_500).contains(&days)) {
+            return Err(ConfigError("CHAT_MESSAGE_RETENTION_DAYS must be in 1..=36500".into()));
+        }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let hub_shards = s.hub_shards.unwrap_or(cores * 4).clamp(1, 1024).next_power_of_two();
         Ok(Config {
@@ -419,6 +428,7 @@ impl Config {
             read_pool_size: (cores as u32).clamp(2, 16),
             max_group_members: s.max_group_members,
             event_retention: Duration::from_secs(s.event_retention_days.saturating_mul(86_400)),
+            message_retention: s.message_retention_days.map(|days| Duration::from_secs(days * 86_400)),
             file_links: s.file_links,
             file_link_ttl_secs: s.file_link_ttl_secs,
             upload_ttl: Duration::from_secs(s.upload_ttl_secs),
@@ -467,6 +477,7 @@ impl Settings {
             hub_shards: Some(4),
             max_group_members: 1000,
             event_retention_days: 30,
+            message_retention_days: None,
             file_links: FileLinks::Signed,
             file_link_ttl_secs: 86_400,
             upload_ttl_secs: 3600,
@@ -558,5 +569,25 @@ impl Limits {
     /// Whether `ip` is a proxy whose `X-Forwarded-For` is believed.
     pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_retention_is_off_by_default_and_checked_when_set() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut settings = Settings::parse_from_env_free(dir.path());
+        assert_eq!(Config::from_settings(&settings).map(|c| c.message_retention).ok(), Some(None));
+        settings.message_retention_days = Some(7);
+        let config = Config::from_settings(&settings).map(|c| c.message_retention).ok();
+        assert_eq!(config, Some(Some(Duration::from_secs(7 * 86_400))));
+        for bad in [0, 36_501] {
+            settings.message_retention_days = Some(bad);
+            let e = Config::from_settings(&settings).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("CHAT_MESSAGE_RETENTION_DAYS must be in 1..=36500"), "{bad}: {e}");
+        }
     }
 }

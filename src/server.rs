@@ -83,6 +83,9 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         }
     });
     spawn_event_retention(writer.clone(), config.event_retention);
+    if let Some(retention) = config.message_retention {
+        spawn_message_retention(writer.clone(), config.static_dir.clone(), retention);
+    }
     spawn_scheduler(writer.clone(), config.static_dir.clone());
     crate::thumbnails::spawn(thumbnail_jobs, writer.clone(), config.static_dir.clone(), config.thumbnail_workers);
     sweep_orphan_uploads(&reader, &config.data_dir);
@@ -141,6 +144,41 @@ fn spawn_event_retention(writer: store::WriterHandle, retention: Duration) {
                 }
                 // Let other writes between the batches.
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+}
+
+/// Removes messages older than `retention` and then their files, a small
+/// batch per writer transaction with a pause between batches, so that live
+/// traffic barely notices: at start, then every hour (or every quarter of
+/// the retention, when that is shorter). Ends with the writer.
+fn spawn_message_retention(writer: store::WriterHandle, static_dir: std::path::PathBuf, retention: Duration) {
+    let period = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let cutoff = crate::time::now_ms() - retention.as_millis() as i64;
+            let mut removed = 0;
+            loop {
+                match writer.expire_messages(cutoff).await {
+                    Ok(expired) if expired.removed == 0 => break,
+                    Ok(expired) => {
+                        removed += expired.removed;
+                        crate::attach::remove_stored_later(static_dir.clone(), expired.unused_files).await;
+                    }
+                    Err(store::StoreError::Unavailable) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot remove expired messages");
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if removed > 0 {
+                tracing::info!(removed, "messages past their retention removed");
             }
         }
     });

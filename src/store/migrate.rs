@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../sql/006_forwarding.sql")),
     (7, include_str!("../../sql/007_scheduled.sql")),
     (8, include_str!("../../sql/008_uploads.sql")),
+    (9, include_str!("../../sql/009_retention.sql")),
 ];
 
 /// The schema version this binary expects.

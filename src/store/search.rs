@@ -205,6 +205,11 @@ fn apply(tx: &Connection, after: i64, through: i64) -> Result<(), StoreError> {
         "DELETE FROM messages_fts WHERE rowid IN ({TOUCHED} AND kind IN ('message_update', 'message_delete'))"
     ))?
     .execute(params![after, through])?;
+    tx.prepare_cached(
+        "DELETE FROM messages_fts WHERE rowid IN (SELECT m.value FROM chat.events e, json_each(e.data, '$.message_ids') m
+         WHERE e.id > ?1 AND e.id <= ?2 AND e.kind = 'messages_expired')",
+    )?
+    .execute(params![after, through])?;
     tx.prepare_cached(&format!(
         "INSERT INTO messages_fts (rowid, content) SELECT id, content FROM chat.chat_messages
          WHERE id IN ({TOUCHED} AND kind IN ('new_message', 'message_update', 'message_delete'))

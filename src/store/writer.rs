@@ -161,6 +161,10 @@ enum Command {
         before_ms: i64,
         reply: Reply<usize>,
     },
+    ExpireMessages {
+        before_ms: i64,
+        reply: Reply<Expired>,
+    },
     Send(Box<NewMessage>, Reply<SendOutcome>),
     Edit {
         user: UserId,
@@ -256,6 +260,14 @@ pub struct WriterHandle {
     schedule_changed: Arc<tokio::sync::Notify>,
 }
 
+/// What one retention batch removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub removed: usize,
+    /// Files of the removed messages that no message uses now.
+    pub unused_files: Vec<String>,
+}
+
 /// What one delivery round did, and when the next item is due.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Due {
@@ -338,6 +350,13 @@ impl WriterHandle {
     /// answers how many went.
     pub async fn prune_events(&self, before_ms: i64) -> Result<usize, StoreError> {
         self.request(|reply| Command::PruneEvents { before_ms, reply }).await
+    }
+
+    /// Removes up to a batch of messages created before `before_ms` (the
+    /// oldest first) with their likes, reactions and quotes; answers how many
+    /// went and the files no message uses any more (the caller removes them).
+    pub async fn expire_messages(&self, before_ms: i64) -> Result<Expired, StoreError> {
+        self.request(|reply| Command::ExpireMessages { before_ms, reply }).await
     }
 
     pub async fn send_message(&self, message: NewMessage) -> Result<SendOutcome, StoreError> {
@@ -583,6 +602,8 @@ impl Writer {
     fn run_batch(&mut self, batch: &mut Vec<Command>) -> Option<oneshot::Sender<()>> {
         let started = Instant::now();
         let commands = batch.len();
+        // Retention writes no envelope, but the index must forget what went.
+        let expiring = batch.iter().any(|c| matches!(c, Command::ExpireMessages { .. }));
         let mut finishes: Vec<Finish> = Vec::with_capacity(commands);
         let mut events: Vec<Envelope> = Vec::new();
         let mut shutdown = None;
@@ -639,7 +660,7 @@ impl Writer {
             events.clear();
         }
         self.sink.batch_committed(commands, started.elapsed().as_secs_f64());
-        if let Some(indexer) = self.indexer.as_ref().filter(|_| !events.is_empty()) {
+        if let Some(indexer) = self.indexer.as_ref().filter(|_| !events.is_empty() || (committed && expiring)) {
             indexer.poke();
         }
         for done in finishes {
@@ -681,6 +702,7 @@ fn fail(cmd: Command, error: StoreError) -> Finish {
         Command::RemoveMember { reply, .. } => finish(reply, Err(error)),
         Command::SetRole { reply, .. } => finish(reply, Err(error)),
         Command::PruneEvents { reply, .. } => finish(reply, Err(error)),
+        Command::ExpireMessages { reply, .. } => finish(reply, Err(error)),
         Command::Send(_, r) => finish(r, Err(error)),
         Command::Edit { reply, .. } => finish(reply, Err(error)),
         Command::Delete { reply, .. } => finish(reply, Err(error)),
@@ -732,6 +754,7 @@ fn apply(
             done(reply, set_role(tx, cache, user, room_id, target, admin, events))
         }
         Command::PruneEvents { before_ms, reply } => done(reply, prune_events(tx, before_ms)),
+        Command::ExpireMessages { before_ms, reply } => done(reply, expire_messages(tx, before_ms)),
         Command::Send(m, r) => done(r, send_message(tx, cache, options, *m, events)),
         Command::Edit { user, id, content, reply } => done(reply, edit(tx, cache, user, id, content, events)),
         Command::Delete { user, id, reply } => done(reply, delete(tx, cache, user, id, events)),
@@ -1957,6 +1980,81 @@ fn prune_events(tx: &Connection, before_ms: i64) -> Result<usize, StoreError> {
     tx.prepare_cached("UPDATE event_horizon SET pruned_through = max(pruned_through, ?1) WHERE id = 1")?
         .execute([through])?;
     Ok(removed)
+}
+
+/// Messages one retention batch removes at most: a short write, so other
+/// commands wait little behind it.
+const EXPIRE_BATCH: usize = 500;
+
+/// Removes up to a batch of messages created before `before_ms`, oldest
+/// first, stopping at the first younger one (so what goes is a prefix of
+/// the ids). With them go their likes and reactions; replies that quote
+/// them keep their text and lose the quote; their files are released (and
+/// their bytes given back to the sender's quota, as a delete does). The
+/// search index learns of it through a `messages_expired` event that no
+/// client receives: the messages are gone from history, not deleted by
+/// someone, and a replay skips a `new_message` whose message is gone.
+fn expire_messages(tx: &Connection, before_ms: i64) -> Result<Expired, StoreError> {
+    struct Old {
+        id: MessageId,
+        sender: UserId,
+        forwarded: bool,
+        indexed: bool,
+        files_data: Option<String>,
+    }
+    let mut old = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, created_at, sender_id, forwarded_from_id IS NOT NULL, is_deleted = 0 AND content <> '',
+                    files_data
+             FROM chat_messages ORDER BY id LIMIT ?1",
+        )?;
+        let mut rows = stmt.query([EXPIRE_BATCH as i64])?;
+        while let Some(row) = rows.next()? {
+            if row.get::<_, i64>(1)? >= before_ms {
+                break;
+            }
+            old.push(Old {
+                id: row.get(0)?,
+                sender: row.get(2)?,
+                forwarded: row.get(3)?,
+                indexed: row.get(4)?,
+                files_data: row.get(5)?,
+            });
+        }
+    }
+    let Some(through) = old.last().map(|m| m.id) else { return Ok(Expired::default()) };
+    let mut files = Vec::new();
+    for message in &old {
+        let Some(json) = message.files_data.as_deref() else { continue };
+        let stored: Vec<serde_json::Value> =
+            serde_json::from_str(json).map_err(|_| StoreError::Invalid("files_data cannot be read"))?;
+        let mut bytes = 0;
+        for file in &stored {
+            if let Some(path) = file.get("file_path").and_then(serde_json::Value::as_str) {
+                files.push(path.to_owned());
+            }
+            bytes += file.get("file_size").and_then(serde_json::Value::as_i64).unwrap_or(0);
+        }
+        // A forwarded copy's files count against whoever uploaded them.
+        if !message.forwarded && bytes > 0 {
+            tx.prepare_cached("UPDATE users SET storage_bytes = max(storage_bytes - ?1, 0) WHERE id = ?2")?
+                .execute(params![bytes, message.sender])?;
+        }
+    }
+    tx.prepare_cached("UPDATE chat_messages SET reply_to_id = NULL WHERE reply_to_id <= ?1")?.execute([through])?;
+    tx.prepare_cached("DELETE FROM message_likes WHERE message_id <= ?1")?.execute([through])?;
+    tx.prepare_cached("DELETE FROM message_reactions WHERE message_id <= ?1")?.execute([through])?;
+    let removed = tx.prepare_cached("DELETE FROM chat_messages WHERE id <= ?1")?.execute([through])?;
+    let indexed: Vec<MessageId> = old.iter().filter(|m| m.indexed).map(|m| m.id).collect();
+    if !indexed.is_empty() {
+        tx.prepare_cached(
+            "INSERT INTO events (room_id, user_id, kind, data, created_at) VALUES (NULL, NULL, 'messages_expired', ?1, ?2)",
+        )?
+        .execute(params![serde_json::json!({ "message_ids": indexed }).to_string(), now_ms()])?;
+    }
+    let unused_files = release_files(tx, files)?;
+    Ok(Expired { removed, unused_files })
 }
 
 /// The last time a user was seen, for tests and tools.

@@ -15,6 +15,7 @@ mod messages;
 mod metrics;
 mod reactions;
 mod replies;
+mod retention;
 mod rooms;
 mod scheduled;
 mod search;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::attachments::{file, url_path};
 use crate::support::{TestServer, Ws};
 
-fn encoded(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
+pub(crate) fn encoded(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
     let img = image::RgbaImage::from_fn(width, height, |x, y| image::Rgba([(x % 256) as u8, (y % 256) as u8, 90, 255]));
     let mut out = std::io::Cursor::new(Vec::new());
     image::DynamicImage::ImageRgba8(img).write_to(&mut out, format).expect("encode");
@@ -50,7 +50,7 @@ fn png_bomb(width: u32, height: u32) -> Vec<u8> {
     png
 }
 
-async fn send_image(ws: &mut Ws, room: i64, name: &str, mime: &str, bytes: &[u8], temp: &str) -> Value {
+pub(crate) async fn send_image(ws: &mut Ws, room: i64, name: &str, mime: &str, bytes: &[u8], temp: &str) -> Value {
     ws.send(json!({"type": "send_message", "data": {"room_id": room, "message_type": "image", "content": "", "local_temp_id": temp, "files_data": [file(name, bytes, mime)]}})).await;
     ws.expect_where("new_message", |v| v["data"]["local_temp_id"] == temp).await["data"].clone()
 }
