@@ -8,6 +8,7 @@ pub mod fuzz;
 mod handlers;
 pub use handlers::auth::normalize_email;
 pub use handlers::uploads::Busy as UploadsInProgress;
+pub mod openapi;
 pub mod router;
 pub mod static_files;
 pub mod upgrade;
@@ -109,6 +110,7 @@ async fn dispatch(
         Endpoint::Index | Endpoint::Static => Ok(misc::static_file(state, req).await),
         Endpoint::Healthz => misc::healthz(state).await,
         Endpoint::Metrics => Ok(misc::metrics(state)),
+        Endpoint::OpenApi => Ok(openapi::serve(req.headers())),
         Endpoint::Register => auth::register(state, req).await,
         Endpoint::Login => auth::login(state, req).await,
         Endpoint::Me => auth::me(state, req).await,

@@ -50,6 +50,8 @@ pub enum Endpoint {
     UploadStatus,
     UploadAppend,
     Export,
+    /// `/openapi.json`, the document of this API.
+    OpenApi,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +106,7 @@ pub const ROUTE_NAMES: &[&str] = &[
     "upload_status",
     "upload_append",
     "export",
+    "openapi",
     "not_found",
 ];
 
@@ -149,6 +152,7 @@ impl Endpoint {
             Endpoint::UploadStatus => 36,
             Endpoint::UploadAppend => 37,
             Endpoint::Export => 38,
+            Endpoint::OpenApi => 39,
         }
     }
 }
@@ -205,6 +209,7 @@ pub fn route(method: &Method, path: &str) -> Route {
         ["static", _, ..] => pick(method, &[(Method::GET, Endpoint::Static)], "GET, HEAD"),
         ["healthz"] => get(Endpoint::Healthz),
         ["metrics"] => get(Endpoint::Metrics),
+        ["openapi.json"] => get(Endpoint::OpenApi),
         ["api", "auth", "register"] => post(Endpoint::Register),
         ["api", "auth", "login"] => post(Endpoint::Login),
         ["api", "auth", "me"] => get(Endpoint::Me),
@@ -350,6 +355,7 @@ mod tests {
         check(Method::HEAD, "/static/app.js", found(Static));
         check(Method::GET, "/healthz", found(Healthz));
         check(Method::GET, "/metrics", found(Metrics));
+        check(Method::GET, "/openapi.json", found(OpenApi));
         check(Method::POST, "/api/auth/register", found(Register));
         check(Method::POST, "/api/auth/login", found(Login));
         check(Method::GET, "/api/auth/me", found(Me));
@@ -434,6 +440,7 @@ mod tests {
             UploadStatus,
             UploadAppend,
             Export,
+            OpenApi,
         ];
         let mut seen: Vec<usize> = all.iter().map(|e| e.index()).collect();
         seen.sort_unstable();

@@ -304,7 +304,7 @@ fn original_name(stored: &str) -> &str {
 
 /// True when an `If-None-Match` header matches `etag` (weak comparison, as
 /// RFC 9110 asks for this header).
-fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+pub(crate) fn none_match(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()

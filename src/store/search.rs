@@ -245,10 +245,11 @@ pub struct Query<'a> {
 pub fn search(conn: &Connection, q: &Query<'_>) -> Result<(Vec<Found>, Option<MessageId>), StoreError> {
     let tx = conn.unchecked_transaction()?;
     let needle = fold(q.text);
-    let tail = if q.text.chars().count() >= 3 { tail(&tx)? } else { None };
-    let (rows, next) = match tail {
-        Some(tail) => indexed(&tx, q, &needle, &tail)?,
-        None => scanned(&tx, q, &needle)?,
+    let trigrams = trigram_query(q.text);
+    let tail = if trigrams.is_some() { tail(&tx)? } else { None };
+    let (rows, next) = match (tail, trigrams) {
+        (Some(tail), Some(trigrams)) => indexed(&tx, q, &needle, &tail, &trigrams)?,
+        _ => scanned(&tx, q, &needle)?,
     };
     let mut results = Vec::with_capacity(rows.len());
     let mut cache = PageCache::default();
@@ -284,13 +285,14 @@ fn tail(tx: &Connection) -> Result<Option<Vec<MessageId>>, StoreError> {
 const ROOMS: &str = "+m.room_id IN (SELECT room_id FROM chat_participants WHERE user_id = ?1)
     AND (?3 IS NULL OR m.room_id = ?3)";
 
-/// Through the index, merged with the tail (newest first, each message
-/// judged once, by its current text).
+/// Through the index (`trigrams` is the FTS5 query), merged with the tail
+/// (newest first, each message judged once, by its current text).
 fn indexed(
     tx: &Connection,
     q: &Query<'_>,
     needle: &str,
     tail: &[MessageId],
+    trigrams: &str,
 ) -> Result<(Vec<MessageRow>, Option<MessageId>), StoreError> {
     let before = q.before.unwrap_or(MessageId::MAX);
     let rooms: HashSet<RoomId> = match q.room_id {
@@ -312,7 +314,7 @@ fn indexed(
         "SELECT {MESSAGE_COLS} FROM search.messages_fts f JOIN chat_messages m ON m.id = f.rowid
          WHERE f.messages_fts MATCH ?4 AND f.rowid < ?2 AND m.is_deleted = 0 AND {ROOMS} ORDER BY f.rowid DESC"
     ))?;
-    let mut candidates = stmt.query(params![q.viewer, before, q.room_id, trigram_query(q.text)])?;
+    let mut candidates = stmt.query(params![q.viewer, before, q.room_id, trigrams])?;
     let mut recent = recent.into_iter().peekable();
     let mut rows = Vec::new();
     let mut next_indexed = || -> Result<Option<MessageRow>, StoreError> {
@@ -378,20 +380,25 @@ fn page(mut rows: Vec<MessageRow>, limit: usize, go_on: Option<MessageId>) -> (V
     (rows, next)
 }
 
-/// The FTS5 query asking for every trigram of `text` (3+ characters):
-/// windows at every third character and the last three, each a quoted
-/// string (the index has no positions, so no phrases).
-fn trigram_query(text: &str) -> String {
+/// The FTS5 query asking for every trigram of `text`: windows at every
+/// third character and the last three, each a quoted string (the index has
+/// no positions, so no phrases). FTS5 reads a query only up to a NUL, so a
+/// window holding one is left out (every candidate's text is checked
+/// anyway). `None` when no window is left: under 3 characters, or NULs
+/// everywhere; such a query scans instead.
+fn trigram_query(text: &str) -> Option<String> {
     let chars: Vec<char> = text.chars().collect();
-    let last = chars.len().saturating_sub(3);
+    if chars.len() < 3 {
+        return None;
+    }
+    let last = chars.len() - 3;
     let starts = (0..last).step_by(3).chain(std::iter::once(last));
     let terms: Vec<String> = starts
-        .map(|i| {
-            let gram: String = chars[i..i + 3].iter().collect();
-            format!("\"{}\"", gram.replace('"', "\"\""))
-        })
+        .map(|i| &chars[i..i + 3])
+        .filter(|gram| !gram.contains(&'\0'))
+        .map(|gram| format!("\"{}\"", gram.iter().collect::<String>().replace('"', "\"\"")))
         .collect();
-    terms.join(" AND ")
+    (!terms.is_empty()).then(|| terms.join(" AND "))
 }
 
 /// Case-folded text for substring comparison.
@@ -474,11 +481,15 @@ mod tests {
 
     #[test]
     fn trigram_queries_cover_the_whole_text() {
-        assert_eq!(trigram_query("abc"), "\"abc\"");
-        assert_eq!(trigram_query("weekend"), "\"wee\" AND \"ken\" AND \"end\"");
-        assert_eq!(trigram_query("abcdef"), "\"abc\" AND \"def\"");
-        assert_eq!(trigram_query("a\"b\"c"), "\"a\"\"b\" AND \"b\"\"c\"");
-        assert_eq!(trigram_query("привет"), "\"при\" AND \"вет\"");
+        let check = |text: &str, query: Option<&str>| assert_eq!(trigram_query(text).as_deref(), query, "{text:?}");
+        check("abc", Some("\"abc\""));
+        check("weekend", Some("\"wee\" AND \"ken\" AND \"end\""));
+        check("abcdef", Some("\"abc\" AND \"def\""));
+        check("a\"b\"c", Some("\"a\"\"b\" AND \"b\"\"c\""));
+        check("привет", Some("\"при\" AND \"вет\""));
+        check("ab", None);
+        check("abc\0def", Some("\"abc\" AND \"def\""));
+        check("a\0b", None);
     }
 
     /// A database and its index in a temporary directory, with the writer's
@@ -545,7 +556,7 @@ mod tests {
         fn indexed(&self, text: &str) -> Result<i64, StoreError> {
             Ok(self.reader.query_row(
                 "SELECT count(*) FROM search.messages_fts WHERE messages_fts MATCH ?1",
-                [trigram_query(text)],
+                [trigram_query(text).unwrap_or_default()],
                 |r| r.get(0),
             )?)
         }

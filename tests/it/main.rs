@@ -13,6 +13,7 @@ mod groups;
 mod logs;
 mod messages;
 mod metrics;
+mod openapi;
 mod reactions;
 mod replies;
 mod retention;
