@@ -305,3 +305,232 @@ async fn a_config_file_sets_what_flags_and_environment_leave() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting `data_dri`"));
 }
+
+/// What the load was told, to be checked after the kills.
+#[derive(Default)]
+struct Acked {
+    /// Echoed or answered 201: id → (content, the rel path of its file).
+    messages: std::collections::HashMap<i64, (String, Option<String>)>,
+    /// Deletes answered 200.
+    deleted: std::collections::HashSet<i64>,
+    /// Deletes sent (answered or not: a kill may have beaten the answer).
+    deleting: std::collections::HashSet<i64>,
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<Acked>>;
+
+fn rel_path(url: &str) -> Option<String> {
+    url.split('?').next().and_then(|u| u.split("/static/").nth(1)).map(str::to_owned)
+}
+
+fn pdf(seed: usize) -> Vec<u8> {
+    let mut bytes = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n".to_vec();
+    bytes.extend((0..40_000).map(|i| ((i * 31 + seed * 7) % 251) as u8));
+    bytes
+}
+
+/// ann's pipeline: 16 in flight, every third message with a 40 KB file in
+/// base64; until killed.
+async fn base64_load(addr: &str, token: &str, room: i64, cycle: usize, acked: Shared) {
+    use base64::Engine;
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/chat/ws?token={token}")).await
+    else {
+        return std::future::pending().await;
+    };
+    let (mut sent, mut echoed) = (0, 0);
+    let mut contents = std::collections::HashMap::new();
+    loop {
+        while sent - echoed < 16 {
+            let temp = format!("c{cycle}-{sent}");
+            let content = format!("cycle {cycle} message {sent}");
+            let frame = if sent % 3 == 0 {
+                let data = base64::engine::general_purpose::STANDARD.encode(pdf(cycle * 1000 + sent));
+                json!({"type": "send_message", "data": {"room_id": room, "message_type": "file", "content": content, "local_temp_id": temp, "files_data": [{"file_data": data, "file_name": "n.pdf", "file_size": 40_015, "mime_type": "application/pdf"}]}})
+            } else {
+                json!({"type": "send_message", "data": {"room_id": room, "message_type": "text", "content": content, "local_temp_id": temp}})
+            };
+            contents.insert(temp, content);
+            if ws.send(WsMessage::text(frame.to_string())).await.is_err() {
+                return std::future::pending().await;
+            }
+            sent += 1;
+        }
+        let Ok(Some(Ok(WsMessage::Text(t)))) = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut ws)).await
+        else {
+            return std::future::pending().await;
+        };
+        let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
+        let temp = v["data"]["local_temp_id"].as_str().unwrap_or_default();
+        if v["type"] == "new_message" && contents.contains_key(temp) {
+            let id = v["data"]["id"].as_i64().expect("id");
+            let file = v["data"]["files_data"][0]["file_path"].as_str().and_then(rel_path);
+            acked.lock().expect("lock").messages.insert(id, (contents[temp].clone(), file));
+            echoed += 1;
+        }
+    }
+}
+
+/// bob, beside it: an HTTP upload then a message that uses it, and every
+/// other round a delete of one of his acknowledged messages; until killed.
+async fn upload_load(addr: &str, token: &str, room: i64, cycle: usize, acked: Shared) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/chat/ws?token={token}")).await
+    else {
+        return std::future::pending().await;
+    };
+    for round in 0.. {
+        let body = pdf(cycle * 1000 + 500 + round);
+        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else { break };
+        let head = format!(
+            "POST /api/chat/uploads HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\ncontent-type: application/pdf\r\nx-file-name: up.pdf\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(&body).await.is_err() {
+            break;
+        }
+        let mut answer = Vec::new();
+        if stream.read_to_end(&mut answer).await.is_err() || !answer.starts_with(b"HTTP/1.1 201") {
+            break;
+        }
+        let text = String::from_utf8_lossy(&answer);
+        let reply: serde_json::Value =
+            serde_json::from_str(text.split_once("\r\n\r\n").map_or("", |(_, b)| b)).unwrap_or_default();
+        let Some(upload) = reply["upload_id"].as_str() else { break };
+        let temp = format!("u{cycle}-{round}");
+        let content = format!("cycle {cycle} upload {round}");
+        let frame = json!({"type": "send_message", "data": {"room_id": room, "message_type": "file", "content": content, "local_temp_id": temp, "files_data": [{"upload_id": upload}]}});
+        if ws.send(WsMessage::text(frame.to_string())).await.is_err() {
+            break;
+        }
+        loop {
+            let Ok(Some(Ok(WsMessage::Text(t)))) =
+                tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut ws)).await
+            else {
+                return std::future::pending().await;
+            };
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
+            if v["type"] == "new_message" && v["data"]["local_temp_id"] == temp.as_str() {
+                let id = v["data"]["id"].as_i64().expect("id");
+                let file = v["data"]["files_data"][0]["file_path"].as_str().and_then(rel_path);
+                acked.lock().expect("lock").messages.insert(id, (content.clone(), file));
+                break;
+            }
+        }
+        if round % 2 == 1 {
+            let victim = {
+                let mut acked = acked.lock().expect("lock");
+                let victim = acked
+                    .messages
+                    .iter()
+                    .filter(|(id, (c, _))| c.contains("upload") && !acked.deleting.contains(id))
+                    .map(|(id, _)| *id)
+                    .min();
+                acked.deleting.extend(victim);
+                victim
+            };
+            if let Some(victim) = victim {
+                let (status, _) = http(addr, "DELETE", &format!("/api/chat/messages/{victim}"), Some(token), "").await;
+                if status == StatusCode::OK {
+                    acked.lock().expect("lock").deleted.insert(victim);
+                }
+            }
+        }
+    }
+    std::future::pending().await
+}
+
+/// Files in chat_files/ against the files the database's messages use, and
+/// upload files against upload rows: equal (no leak, nothing missing).
+fn assert_no_leaked_file(dir: &std::path::Path) {
+    let data = dir.join("data");
+    let conn = rusqlite::Connection::open(chatd::store::db_path(&data)).expect("open");
+    let referenced = chatd::store::reads::referenced_files(&conn).expect("referenced");
+    let mut on_disk = std::collections::HashSet::new();
+    for folder in ["images", "files", "voices"] {
+        let Ok(entries) = std::fs::read_dir(dir.join("static/chat_files").join(folder)) else { continue };
+        for entry in entries {
+            let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
+            assert!(!name.starts_with(".tmp"), "a temporary file survived the start: {name}");
+            on_disk.insert(format!("chat_files/{folder}/{name}"));
+        }
+    }
+    let leaked: Vec<_> = on_disk.difference(&referenced).take(5).collect();
+    let missing: Vec<_> = referenced.difference(&on_disk).take(5).collect();
+    assert!(leaked.is_empty() && missing.is_empty(), "leaked {leaked:?}, missing {missing:?}");
+    let rows: std::collections::HashSet<String> =
+        chatd::store::reads::upload_ids(&conn).expect("uploads").into_iter().collect();
+    if let Ok(entries) = std::fs::read_dir(data.join("uploads")) {
+        for entry in entries {
+            let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
+            assert!(rows.contains(&name), "an upload file without its row: {name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn thirty_sigkills_under_mixed_load_lose_nothing_acknowledged_and_leak_no_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let addr = free_addr();
+    let mut server = Chatd::spawn(dir.path(), &addr);
+    server.ready().await;
+    let mut tokens = Vec::new();
+    let mut ids = Vec::new();
+    for name in ["ann", "bob"] {
+        let body = json!({"name": name, "email": format!("{name}@test.io"), "password": "password123"}).to_string();
+        let (status, reply) = http(&addr, "POST", "/api/auth/register", None, &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+        tokens.push(reply["access_token"].as_str().expect("token").to_owned());
+        ids.push(reply["user"]["id"].as_i64().expect("id"));
+    }
+    let (_, room) =
+        http(&addr, "POST", "/api/chat/rooms", Some(&tokens[0]), &json!({"receiver_id": ids[1]}).to_string()).await;
+    let room = room["id"].as_i64().expect("room");
+    let acked = Shared::default();
+    for cycle in 0..30 {
+        // Kill at a different point of the load each time.
+        let after = Duration::from_millis(300 + (cycle as u64 * 37) % 500);
+        tokio::select! {
+            () = base64_load(&addr, &tokens[0], room, cycle, acked.clone()) => {}
+            () = upload_load(&addr, &tokens[1], room, cycle, acked.clone()) => {}
+            () = tokio::time::sleep(after) => {}
+        }
+        drop(server); // SIGKILL, with writes, files and uploads in flight
+        server = Chatd::spawn(dir.path(), &addr);
+        server.ready().await;
+        assert_no_leaked_file(dir.path());
+    }
+
+    let mut stored = std::collections::HashMap::new();
+    let mut after = 0;
+    loop {
+        let path = format!("/api/chat/rooms/{room}/messages?after_id={after}&limit=100");
+        let (status, page) = http(&addr, "GET", &path, Some(&tokens[1]), "").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for m in page["messages"].as_array().expect("messages") {
+            after = m["id"].as_i64().expect("id");
+            stored.insert(after, m.clone());
+        }
+        if page["has_more"] != true {
+            break;
+        }
+    }
+    let acked = acked.lock().expect("lock");
+    let by_kind = |kind: &str| acked.messages.values().filter(|(c, _)| c.contains(kind)).count();
+    eprintln!("acknowledged: {} base64, {} uploads", by_kind("message"), by_kind("upload"));
+    assert!(by_kind("message") > 100 && by_kind("upload") > 100, "the load ran");
+    assert!(!acked.deleted.is_empty(), "deletes ran");
+    for (id, (content, file)) in &acked.messages {
+        let m = stored.get(id).unwrap_or_else(|| panic!("acknowledged message {id} was lost"));
+        if acked.deleted.contains(id) {
+            assert_eq!(m["is_deleted"], true, "{id}: its delete was answered");
+            continue;
+        }
+        if acked.deleting.contains(id) && m["is_deleted"] == true {
+            continue; // the delete committed, its answer was cut by the kill
+        }
+        assert_eq!(m["content"], content.as_str(), "{id}");
+        if let Some(file) = file {
+            assert!(dir.path().join("static").join(file).is_file(), "{id}: its file {file} is gone");
+        }
+    }
+}
