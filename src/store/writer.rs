@@ -1491,8 +1491,7 @@ fn cancel_scheduled(tx: &Connection, user: UserId, id: i64) -> Result<Vec<String
     let files: Vec<FileMeta> = files.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default();
     let bytes: u64 = files.iter().map(|f| f.file_size).sum();
     if bytes > 0 {
-        tx.prepare_cached("UPDATE users SET storage_bytes = max(storage_bytes - ?1, 0) WHERE id = ?2")?
-            .execute(params![bytes as i64, user])?;
+        give_back_quota(tx, user, bytes as i64)?;
     }
     Ok(files.into_iter().map(|f| f.file_path).collect())
 }
@@ -1586,8 +1585,7 @@ fn deliver_due(
                 let files = files.unwrap_or_default();
                 let bytes: u64 = files.iter().map(|f| f.file_size).sum();
                 if bytes > 0 {
-                    tx.prepare_cached("UPDATE users SET storage_bytes = max(storage_bytes - ?1, 0) WHERE id = ?2")?
-                        .execute(params![bytes as i64, sender])?;
+                    give_back_quota(tx, sender, bytes as i64)?;
                 }
                 unused_files.extend(files.into_iter().map(|f| f.file_path));
             }
@@ -1667,8 +1665,7 @@ fn delete(
         if row.forwarded_from.is_some() { 0 } else { row.files.iter().flatten().map(|f| f.file_size).sum() };
     let (mut message, _) = message_from(tx, cache, row)?;
     if !already && bytes > 0 {
-        tx.prepare_cached("UPDATE users SET storage_bytes = max(storage_bytes - ?1, 0) WHERE id = ?2")?
-            .execute(params![bytes as i64, user])?;
+        give_back_quota(tx, user, bytes as i64)?;
     }
     if !already {
         tx.prepare_cached(
@@ -1686,6 +1683,13 @@ fn delete(
     message.local_temp_id = None;
     let unused = if already { Vec::new() } else { release_files(tx, files)? };
     Ok((message, liked, unused))
+}
+
+/// Gives `bytes` of stored files back to a user's quota (never below zero).
+fn give_back_quota(tx: &Connection, user: UserId, bytes: i64) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE users SET storage_bytes = max(storage_bytes - ?1, 0) WHERE id = ?2")?
+        .execute(params![bytes, user])?;
+    Ok(())
 }
 
 /// A deleted message lets go of its files; returns those no message uses
@@ -2038,8 +2042,7 @@ fn expire_messages(tx: &Connection, before_ms: i64) -> Result<Expired, StoreErro
         }
         // A forwarded copy's files count against whoever uploaded them.
         if !message.forwarded && bytes > 0 {
-            tx.prepare_cached("UPDATE users SET storage_bytes = max(storage_bytes - ?1, 0) WHERE id = ?2")?
-                .execute(params![bytes, message.sender])?;
+            give_back_quota(tx, message.sender, bytes)?;
         }
     }
     tx.prepare_cached("UPDATE chat_messages SET reply_to_id = NULL WHERE reply_to_id <= ?1")?.execute([through])?;

@@ -91,6 +91,24 @@ async fn http(
     (StatusCode::from_u16(status).expect("status code"), json)
 }
 
+/// Registers ann and bob over HTTP and opens their direct room: their
+/// tokens and the room id.
+async fn ann_and_bob(addr: &str) -> (Vec<String>, i64) {
+    let mut tokens = Vec::new();
+    let mut ids = Vec::new();
+    for name in ["ann", "bob"] {
+        let body = json!({"name": name, "email": format!("{name}@test.io"), "password": "password123"}).to_string();
+        let (status, reply) = http(addr, "POST", "/api/auth/register", None, &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+        tokens.push(reply["access_token"].as_str().expect("token").to_owned());
+        ids.push(reply["user"]["id"].as_i64().expect("id"));
+    }
+    let (_, room) =
+        http(addr, "POST", "/api/chat/rooms", Some(&tokens[0]), &json!({"receiver_id": ids[1]}).to_string()).await;
+    let room = room["id"].as_i64().expect("room");
+    (tokens, room)
+}
+
 fn free_addr() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").to_string()
@@ -102,18 +120,7 @@ async fn every_echoed_message_survives_sigkill() {
     let addr = free_addr();
     let server = Chatd::spawn(dir.path(), &addr);
     server.ready().await;
-    let mut tokens = Vec::new();
-    let mut ids = Vec::new();
-    for name in ["ann", "bob"] {
-        let body = json!({"name": name, "email": format!("{name}@test.io"), "password": "password123"}).to_string();
-        let (status, reply) = http(&addr, "POST", "/api/auth/register", None, &body).await;
-        assert_eq!(status, StatusCode::CREATED, "{reply}");
-        tokens.push(reply["access_token"].as_str().expect("token").to_owned());
-        ids.push(reply["user"]["id"].as_i64().expect("id"));
-    }
-    let (_, room) =
-        http(&addr, "POST", "/api/chat/rooms", Some(&tokens[0]), &json!({"receiver_id": ids[1]}).to_string()).await;
-    let room = room["id"].as_i64().expect("room");
+    let (tokens, room) = ann_and_bob(&addr).await;
 
     let url = format!("ws://{addr}/api/chat/ws?token={}", tokens[0]);
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
@@ -473,18 +480,7 @@ async fn thirty_sigkills_under_mixed_load_lose_nothing_acknowledged_and_leak_no_
     let addr = free_addr();
     let mut server = Chatd::spawn(dir.path(), &addr);
     server.ready().await;
-    let mut tokens = Vec::new();
-    let mut ids = Vec::new();
-    for name in ["ann", "bob"] {
-        let body = json!({"name": name, "email": format!("{name}@test.io"), "password": "password123"}).to_string();
-        let (status, reply) = http(&addr, "POST", "/api/auth/register", None, &body).await;
-        assert_eq!(status, StatusCode::CREATED, "{reply}");
-        tokens.push(reply["access_token"].as_str().expect("token").to_owned());
-        ids.push(reply["user"]["id"].as_i64().expect("id"));
-    }
-    let (_, room) =
-        http(&addr, "POST", "/api/chat/rooms", Some(&tokens[0]), &json!({"receiver_id": ids[1]}).to_string()).await;
-    let room = room["id"].as_i64().expect("room");
+    let (tokens, room) = ann_and_bob(&addr).await;
     let acked = Shared::default();
     for cycle in 0..30 {
         // Kill at a different point of the load each time.

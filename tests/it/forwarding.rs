@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::attachments::{file, sample};
 use crate::support::TestServer;
 
-fn disk_path(s: &TestServer, url: &str) -> std::path::PathBuf {
+pub(crate) fn disk_path(s: &TestServer, url: &str) -> std::path::PathBuf {
     let rel = url.split('?').next().and_then(|u| u.split("/static/").nth(1)).expect("a static url");
     s.static_dir().join(rel)
 }

@@ -8,16 +8,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::attachments::file;
+use crate::forwarding::disk_path;
 use crate::search::{stop_and_check_index, wait_for_indexer};
 use crate::support::{TestServer, WAIT};
 use crate::thumbnails::{encoded, send_image};
 
 const DAY_MS: i64 = 86_400_000;
-
-fn disk_path(s: &TestServer, url: &str) -> std::path::PathBuf {
-    let rel = url.split('?').next().and_then(|u| u.split("/static/").nth(1)).expect("a static url");
-    s.static_dir().join(rel)
-}
 
 fn ids(page: &Value) -> Vec<i64> {
     page["messages"].as_array().map_or_else(Vec::new, |m| m.iter().filter_map(|m| m["id"].as_i64()).collect())
