@@ -23,6 +23,7 @@ pub mod doctor;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod json;
 pub mod limits;
 pub mod links;
 pub mod metrics;

@@ -324,6 +324,109 @@ impl Message {
     }
 }
 
+impl MessageJson<'_> {
+    /// Appends this message's JSON: byte for byte what `serde_json` writes
+    /// for it (a test holds the two together), written directly because
+    /// every `new_message` frame carries one and serde escapes every key.
+    pub fn write_json(&self, out: &mut String) {
+        use crate::json::{push_bool, push_int, push_opt_str, push_serde, push_str};
+        out.push_str("{\"id\":");
+        push_int(out, self.id);
+        out.push_str(",\"room_id\":");
+        push_int(out, self.room_id);
+        out.push_str(",\"content\":");
+        push_str(out, self.content);
+        out.push_str(",\"message_type\":");
+        push_str(out, self.message_type);
+        out.push_str(",\"local_temp_id\":");
+        push_opt_str(out, self.local_temp_id);
+        out.push_str(",\"files_data\":");
+        match &self.files_data {
+            Some(files) => push_serde(out, files),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"duration\":");
+        match &self.duration {
+            Some(duration) => push_serde(out, duration),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"created_at\":");
+        push_str(out, &self.created_at);
+        out.push_str(",\"edited_at\":");
+        push_opt_str(out, self.edited_at.as_deref());
+        out.push_str(",\"is_read\":");
+        push_bool(out, self.is_read);
+        out.push_str(",\"read_count\":");
+        push_int(out, self.read_count);
+        out.push_str(",\"is_deleted\":");
+        push_bool(out, self.is_deleted);
+        out.push_str(",\"is_sender\":");
+        push_bool(out, self.is_sender);
+        out.push_str(",\"is_liked\":");
+        push_bool(out, self.is_liked);
+        out.push_str(",\"like_count\":");
+        push_int(out, self.like_count);
+        out.push_str(",\"sender_details\":");
+        self.sender_details.write_json(out);
+        out.push_str(",\"receiver_details\":");
+        match self.receiver_details {
+            Some(user) => user.write_json(out),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"reply_to\":");
+        match self.reply_to {
+            Some(reply) => push_serde(out, reply),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"reactions\":");
+        if self.reactions.is_empty() {
+            out.push_str("[]");
+        } else {
+            push_serde(out, &self.reactions);
+        }
+        out.push_str(",\"forwarded_from\":");
+        match self.forwarded_from {
+            Some(forwarded) => push_serde(out, forwarded),
+            None => out.push_str("null"),
+        }
+        out.push('}');
+    }
+}
+
+impl User {
+    /// Appends this user's JSON, as `serde_json` writes it.
+    pub fn write_json(&self, out: &mut String) {
+        use crate::json::{push_bool, push_int, push_opt_str, push_str};
+        out.push_str("{\"id\":");
+        push_int(out, self.id);
+        out.push_str(",\"name\":");
+        push_str(out, &self.name);
+        out.push_str(",\"email\":");
+        push_str(out, &self.email);
+        out.push_str(",\"avatar_url\":");
+        push_opt_str(out, self.avatar_url.as_deref());
+        out.push_str(",\"is_online\":");
+        push_bool(out, self.is_online);
+        out.push('}');
+    }
+}
+
+/// `{"type":kind,"data":<message>,"cursor"?:...}`, as `Frame::to_json` writes it.
+fn message_frame(kind: &str, message: &MessageJson<'_>, cursor: Option<Cursor>) -> String {
+    let mut out = String::with_capacity(640);
+    out.push_str("{\"type\":");
+    crate::json::push_str(&mut out, kind);
+    out.push_str(",\"data\":");
+    message.write_json(&mut out);
+    if let Some(Cursor(position)) = cursor {
+        out.push_str(",\"cursor\":\"v1.");
+        crate::json::push_int(&mut out, position);
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
 /// The Room object of SPEC section 2.
 #[derive(Clone, Debug)]
 pub struct Room {
@@ -514,16 +617,29 @@ impl Serialize for Cursor {
 }
 
 impl Event {
-    /// Whether every viewer gets the same bytes (so one rendering serves all).
-    pub fn same_for_everyone(&self) -> bool {
-        !matches!(
-            self,
+    /// Which rendering `viewer` gets: viewers of one class get the same bytes,
+    /// so a fan-out renders once per class, not once per viewer. `None` when
+    /// the bytes are the viewer's own (a room view with its role and unread
+    /// count, a reaction the viewer made).
+    ///
+    /// A message's bytes differ between viewers only in `is_sender`,
+    /// `is_liked` and each reaction's `me`; with no reaction of the viewer's
+    /// the class is those two flags.
+    pub fn viewer_class(&self, viewer: UserId) -> Option<usize> {
+        let reacted = |reactions: &[Reaction]| reactions.iter().any(|r| r.users.contains(&viewer));
+        match self {
+            Event::NewMessage(m) if !reacted(&m.reactions) => Some(usize::from(viewer == m.sender.id)),
+            Event::MessageUpdate { message, liked_by } if !reacted(&message.reactions) => {
+                Some(usize::from(viewer == message.sender.id) | usize::from(liked_by.contains(&viewer)) << 1)
+            }
+            Event::MessageReaction { reactions, .. } if !reacted(reactions) => Some(0),
             Event::NewMessage(_)
-                | Event::MessageUpdate { .. }
-                | Event::MessageReaction { .. }
-                | Event::RoomCreated(_)
-                | Event::RoomUpdated(_)
-        )
+            | Event::MessageUpdate { .. }
+            | Event::MessageReaction { .. }
+            | Event::RoomCreated(_)
+            | Event::RoomUpdated(_) => None,
+            _ => Some(0),
+        }
     }
 
     /// The frame text of this event for `viewer`, with its cursor if stored.
@@ -531,15 +647,12 @@ impl Event {
         let cursor = position.map(Cursor);
         let frame = |kind: &str, data: serde_json::Value| Frame { kind, data, cursor }.to_json();
         match self {
-            Event::NewMessage(m) => {
-                Frame { kind: "new_message", data: m.json(viewer, false, links, TempId::Show), cursor }.to_json()
-            }
-            Event::MessageUpdate { message, liked_by } => Frame {
-                kind: "message_update",
-                data: message.json(viewer, liked_by.contains(&viewer), links, TempId::Hide),
+            Event::NewMessage(m) => message_frame("new_message", &m.json(viewer, false, links, TempId::Show), cursor),
+            Event::MessageUpdate { message, liked_by } => message_frame(
+                "message_update",
+                &message.json(viewer, liked_by.contains(&viewer), links, TempId::Hide),
                 cursor,
-            }
-            .to_json(),
+            ),
             Event::MessageDelete { id, room_id } => {
                 frame("message_delete", serde_json::json!({"id": id, "room_id": room_id}))
             }
@@ -646,6 +759,156 @@ mod tests {
             json,
             serde_json::json!([{"emoji": "👍", "count": 2, "me": true}, {"emoji": "🎉", "count": 1, "me": false}])
         );
+    }
+
+    /// Viewers of one class must get the same bytes (the hub renders once
+    /// per class); viewers of different classes differ.
+    #[test]
+    fn viewers_of_one_class_get_the_same_bytes() {
+        let person = |id| {
+            Arc::new(User {
+                id,
+                name: format!("u{id}"),
+                email: format!("u{id}@x.io"),
+                avatar_url: None,
+                is_online: true,
+            })
+        };
+        let message = |reactions: Vec<Reaction>| Message {
+            id: 5,
+            room_id: 9,
+            sender: person(1),
+            receiver: None,
+            message_type: MessageType::Text,
+            content: "hi \"there\"".into(),
+            files: None,
+            duration: None,
+            local_temp_id: Some("t-1".into()),
+            created_at: 1_700_000_000_123,
+            edited_at: None,
+            is_read: false,
+            read_count: 0,
+            is_deleted: false,
+            like_count: 2,
+            reply_to: None,
+            reactions,
+            forwarded_from: None,
+        };
+        let reacted = || vec![Reaction { emoji: "👍".into(), users: vec![3] }];
+        let events = [
+            Event::NewMessage(message(Vec::new())),
+            Event::NewMessage(message(reacted())),
+            Event::MessageUpdate { message: message(Vec::new()), liked_by: vec![1, 2] },
+            Event::MessageUpdate { message: message(reacted()), liked_by: vec![2, 4] },
+            Event::MessageReaction {
+                id: 5,
+                room_id: 9,
+                user_id: 3,
+                emoji: "👍".into(),
+                added: true,
+                reactions: reacted(),
+            },
+            Event::MessageDelete { id: 5, room_id: 9 },
+            Event::Typing { room_id: 9, user_id: 1, user_name: "u1".into(), is_typing: true },
+        ];
+        let links = Links::public("http://x");
+        for event in &events {
+            let viewers: Vec<(UserId, Option<usize>, String)> =
+                (1..=5).map(|v| (v, event.viewer_class(v), event.render(v, &links, Some(7)))).collect();
+            for (a, class_a, bytes_a) in &viewers {
+                for (b, class_b, bytes_b) in &viewers {
+                    if let (Some(x), Some(y)) = (class_a, class_b) {
+                        assert!(*x < 4, "a class indexes the hub's four slots");
+                        assert_eq!(x == y, bytes_a == bytes_b, "viewers {a} and {b} of {bytes_a}");
+                    }
+                }
+            }
+        }
+        assert_eq!(events[0].viewer_class(2), events[0].viewer_class(4), "two readers share a rendering");
+        assert_eq!(events[1].viewer_class(3), None, "a viewer's own reaction is its own rendering");
+    }
+
+    /// The hand-written message JSON must stay serde's, byte for byte: a
+    /// field added to `MessageJson` and not to `write_json` fails here.
+    #[test]
+    fn hand_written_message_json_is_serde_json_byte_for_byte() {
+        let ann = Arc::new(User {
+            id: 1,
+            name: "Ann \"A\" \\ \u{1}".into(),
+            email: "a@x.io".into(),
+            avatar_url: None,
+            is_online: true,
+        });
+        let bob = Arc::new(User {
+            id: 2,
+            name: "Bøb 👍".into(),
+            email: "b@x.io".into(),
+            avatar_url: Some("/a.png".into()),
+            is_online: false,
+        });
+        let plain = Message {
+            id: 5,
+            room_id: 9,
+            sender: ann.clone(),
+            receiver: Some(bob.clone()),
+            message_type: MessageType::Text,
+            content: "line\nbreak \t \"quoted\" </script> \u{7f}\u{2028}".into(),
+            files: None,
+            duration: None,
+            local_temp_id: Some("t-1".into()),
+            created_at: 1_700_000_000_123,
+            edited_at: None,
+            is_read: false,
+            read_count: 0,
+            is_deleted: false,
+            like_count: 0,
+            reply_to: None,
+            reactions: Vec::new(),
+            forwarded_from: None,
+        };
+        let rich = Message {
+            receiver: None,
+            message_type: MessageType::Voice,
+            files: Some(vec![FileMeta {
+                file_name: "v \"1\".ogg".into(),
+                file_path: "chat_files/voice/x.ogg".into(),
+                file_size: 12_345,
+                mime_type: "audio/ogg".into(),
+                duration: Some(3.25),
+                thumbnail_path: Some("chat_files/thumbnails/x.jpg".into()),
+            }]),
+            duration: Some(3.25),
+            local_temp_id: None,
+            edited_at: Some(1_700_000_100_000),
+            is_read: true,
+            read_count: 3,
+            is_deleted: true,
+            like_count: 7,
+            reply_to: Some(ReplyTo {
+                id: 4,
+                sender_id: 2,
+                sender_name: "Bøb".into(),
+                message_type: "text",
+                preview: "earlier \"text\"".into(),
+                is_deleted: false,
+            }),
+            reactions: vec![Reaction { emoji: "👍".into(), users: vec![1, 2] }],
+            forwarded_from: Some(ForwardedFrom { message_id: 3, sender_name: "C\\d".into() }),
+            ..plain.clone()
+        };
+        let links = Links::public("http://x");
+        for message in [&plain, &rich] {
+            for (viewer, liked, temp_id) in [(1, false, TempId::Show), (2, true, TempId::Hide)] {
+                let json = message.json(viewer, liked, &links, temp_id);
+                let mut ours = String::new();
+                json.write_json(&mut ours);
+                assert_eq!(ours, serde_json::to_string(&json).unwrap());
+                for cursor in [None, Some(Cursor(42))] {
+                    let frame = Frame { kind: "new_message", data: &json, cursor }.to_json();
+                    assert_eq!(message_frame("new_message", &json, cursor), frame);
+                }
+            }
+        }
     }
 
     #[test]

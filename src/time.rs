@@ -25,11 +25,40 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// `2024-01-01T12:00:00.123Z`
 pub fn rfc3339_ms(ms: i64) -> String {
+    let mut out = String::with_capacity(24);
+    push_rfc3339_ms(&mut out, ms);
+    out
+}
+
+/// Appends `rfc3339_ms(ms)`: digits written directly (it is in every
+/// message a frame or page carries), `format!` only for years outside
+/// 0..=9999.
+pub fn push_rfc3339_ms(out: &mut String, ms: i64) {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+    let (hour, minute, second) = (sod / 3600, sod % 3600 / 60, sod % 60);
+    if !(0..=9999).contains(&year) {
+        out.push_str(&format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z"));
+        return;
+    }
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut value: i64| {
+        for i in (at..at + width).rev() {
+            text[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, i64::from(month));
+    put(8, 2, i64::from(day));
+    put(11, 2, hour);
+    put(14, 2, minute);
+    put(17, 2, second);
+    put(20, 3, millis);
+    // Only ASCII digits were written into an ASCII template.
+    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
 }
 
 /// (year, month, day) → days since 1970-01-01; the inverse of `civil_from_days`.
@@ -134,5 +163,29 @@ mod tests {
         assert_eq!(rfc3339_ms(1_704_110_400_123), "2024-01-01T12:00:00.123Z");
         assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn digits_written_by_hand_match_format() {
+        let formatted = |ms: i64| {
+            let secs = ms.div_euclid(1000);
+            let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+            let sod = secs.rem_euclid(86_400);
+            format!(
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+                sod / 3600,
+                sod % 3600 / 60,
+                sod % 60,
+                ms.rem_euclid(1000)
+            )
+        };
+        let mut ms = -62_167_219_200_000 - 86_400_000; // the day before year 0
+        while ms < 253_402_300_800_000 + 86_400_000 {
+            assert_eq!(rfc3339_ms(ms), formatted(ms), "{ms}");
+            ms += 7_777_777_777;
+        }
+        for ms in [-62_167_219_200_001, -62_167_219_200_000, 253_402_300_799_999, 253_402_300_800_000] {
+            assert_eq!(rfc3339_ms(ms), formatted(ms), "{ms}");
+        }
     }
 }

@@ -16,6 +16,9 @@ use super::{CloseReason, ConnectionEntry, Outgoing, ShardCommand};
 use crate::metrics::Metrics;
 use crate::model::{Envelope, Event, Revocation, UserId};
 
+/// The viewer classes of `Event::viewer_class` (two flags).
+const VIEWER_CLASSES: usize = 4;
+
 pub(super) async fn run(
     mut rx: mpsc::UnboundedReceiver<ShardCommand>,
     links: Arc<Links>,
@@ -82,14 +85,16 @@ fn deliver(
     // skips it, and it never counts against anyone as a slow consumer (a
     // typing flood must not get its victims disconnected).
     let hint = matches!(event, Event::Typing { .. });
-    let mut shared: Option<Utf8Bytes> = None;
+    // One rendering per viewer class (sender or not, liked or not): a
+    // message to a group of a thousand is rendered twice, not a thousand times.
+    let mut rendered: [Option<Utf8Bytes>; VIEWER_CLASSES] = Default::default();
+    let position = envelope.position;
     for user in envelope.audience.iter() {
         let Some(conns) = users.get_mut(user) else { continue };
-        let position = envelope.position;
-        let frame = if event.same_for_everyone() {
-            shared.get_or_insert_with(|| Utf8Bytes::from(event.render(*user, links, position))).clone()
-        } else {
-            Utf8Bytes::from(event.render(*user, links, position))
+        let render = || Utf8Bytes::from(event.render(*user, links, position));
+        let frame = match event.viewer_class(*user).and_then(|class| rendered.get_mut(class)) {
+            Some(slot) => slot.get_or_insert_with(render).clone(),
+            None => render(),
         };
         let mut i = 0;
         while i < conns.len() {
