@@ -5,6 +5,7 @@
 
 use crate::links::Links;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -16,6 +17,37 @@ use super::{CloseReason, ConnectionEntry, Outgoing, ShardCommand};
 use crate::metrics::Metrics;
 use crate::model::{Envelope, Event, Revocation, UserId};
 
+/// A shard's connections by user.
+type Users = HashMap<UserId, Vec<ConnectionEntry>, BuildHasherDefault<IdHasher>>;
+
+/// Hashes a user id with two multiplications instead of SipHash (a lookup
+/// per recipient of every event). Ids are the server's own numbers, never a
+/// key a client picks, so flooding one bucket is not a concern; but a
+/// shard's ids share their residue modulo the shard count, so the mixing
+/// must reach the low bits the table indexes with.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_i64(&mut self, id: i64) {
+        // splitmix64's finaliser: every output bit depends on every input bit.
+        let mut x = id as u64;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        self.0 = x ^ (x >> 31);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// The viewer classes of `Event::viewer_class` (two flags).
 const VIEWER_CLASSES: usize = 4;
 
@@ -25,7 +57,7 @@ pub(super) async fn run(
     presence: mpsc::UnboundedSender<(UserId, bool)>,
     metrics: Arc<Metrics>,
 ) {
-    let mut users: HashMap<UserId, Vec<ConnectionEntry>> = HashMap::new();
+    let mut users = Users::default();
     while let Some(command) = rx.recv().await {
         match command {
             ShardCommand::Register { user, entry, registered } => {
@@ -68,7 +100,7 @@ fn went_offline(user: UserId, presence: &mpsc::UnboundedSender<(UserId, bool)>, 
 }
 
 fn deliver(
-    users: &mut HashMap<UserId, Vec<ConnectionEntry>>,
+    users: &mut Users,
     envelope: &Envelope,
     links: &Links,
     presence: &mpsc::UnboundedSender<(UserId, bool)>,
@@ -89,6 +121,8 @@ fn deliver(
     // message to a group of a thousand is rendered twice, not a thousand times.
     let mut rendered: [Option<Utf8Bytes>; VIEWER_CLASSES] = Default::default();
     let position = envelope.position;
+    // One shared counter update per event, not per copy.
+    let mut delivered = 0;
     for user in envelope.audience.iter() {
         let Some(conns) = users.get_mut(user) else { continue };
         let render = || Utf8Bytes::from(event.render(*user, links, position));
@@ -106,7 +140,7 @@ fn deliver(
             }
             match conns[i].outbox.try_send(Outgoing { frame: frame.clone(), position }) {
                 Ok(()) => {
-                    metrics.events_delivered.fetch_add(1, Relaxed);
+                    delivered += 1;
                     i += 1;
                 }
                 Err(TrySendError::Full(_)) if conns[i].catch_up.dropped_while_replaying() => {
@@ -130,11 +164,12 @@ fn deliver(
             went_offline(*user, presence, metrics);
         }
     }
+    metrics.events_delivered.fetch_add(delivered, Relaxed);
 }
 
 /// Closes the user's connections opened with a revoked token (1008).
 fn revoke(
-    users: &mut HashMap<UserId, Vec<ConnectionEntry>>,
+    users: &mut Users,
     user: UserId,
     which: &Revocation,
     presence: &mpsc::UnboundedSender<(UserId, bool)>,
@@ -210,6 +245,23 @@ mod tests {
         Envelope::new(vec![7], Event::NewMessage(message))
     }
 
+    /// A shard's ids share their residue modulo the shard count; their
+    /// hashes must still spread over the table's buckets (low bits) and
+    /// its control bytes (top seven bits).
+    #[test]
+    fn a_shards_ids_spread_over_buckets() {
+        let hash = |id: i64| {
+            let mut hasher = IdHasher::default();
+            hasher.write_i64(id);
+            hasher.finish()
+        };
+        let ids = (0..4096).map(|n| n * 8 + 3);
+        let buckets: std::collections::HashSet<u64> = ids.clone().map(|id| hash(id) & 4095).collect();
+        let tags: std::collections::HashSet<u64> = ids.map(|id| hash(id) >> 57).collect();
+        assert!(buckets.len() > 2500, "{} of 4096 buckets used", buckets.len());
+        assert_eq!(tags.len(), 128);
+    }
+
     #[test]
     fn typing_to_a_connection_that_is_behind_is_dropped_a_stored_event_closes_it() {
         let metrics = Metrics::new(&["x"]);
@@ -217,7 +269,7 @@ mod tests {
         let (outbox, _outbox_rx) = mpsc::channel(4);
         let (conn, mut killed) = entry(outbox);
         assert!(conn.catch_up.finish_replay(), "a live connection");
-        let mut users = HashMap::from([(7, vec![conn])]);
+        let mut users = Users::from_iter([(7, vec![conn])]);
         // Typing is queued while at least half the outbox is free: three
         // of four slots, then skipped.
         for _ in 0..10 {
@@ -241,7 +293,7 @@ mod tests {
         let (outbox, _outbox_rx) = mpsc::channel(1);
         let (conn, mut killed) = entry(outbox);
         let catch_up = conn.catch_up.clone();
-        let mut users = HashMap::from([(7, vec![conn])]);
+        let mut users = Users::from_iter([(7, vec![conn])]);
         for _ in 0..3 {
             deliver(&mut users, &message(), &Links::public("http://x"), &presence, &metrics);
         }
