@@ -416,6 +416,62 @@ mod tests {
         assert!(template.may_see(2) && !template.may_see(4));
     }
 
+    /// A page of real Messages whose text imitates the per-viewer keys
+    /// renders, through the template, exactly as rendered for each viewer.
+    #[test]
+    fn a_template_renders_real_messages_exactly_as_a_direct_rendering() {
+        use crate::links::Links;
+        use crate::model::{Message, MessageType, NOBODY, Reaction, TempId, User};
+        let person = |id: UserId| {
+            Arc::new(User { id, name: format!("u{id}"), email: format!("u{id}@x"), avatar_url: None, is_online: true })
+        };
+        let message = |id, sender: UserId, content: &str, reactions: Vec<Reaction>| Message {
+            id,
+            room_id: 1,
+            sender: person(sender),
+            receiver: None,
+            message_type: MessageType::Text,
+            content: content.to_owned(),
+            files: None,
+            duration: None,
+            local_temp_id: Some("t".into()),
+            created_at: 1_700_000_000_000,
+            edited_at: None,
+            is_read: false,
+            read_count: 0,
+            is_deleted: false,
+            like_count: 0,
+            reply_to: None,
+            reactions,
+            forwarded_from: None,
+        };
+        let messages = [
+            message(1, 1, r#""is_sender":false,"is_liked":false,"me":false"#, Vec::new()),
+            message(2, 2, r#"\"me\":false}"#, vec![Reaction { emoji: "👍".into(), users: vec![3, 1] }]),
+            message(
+                3,
+                3,
+                "",
+                vec![Reaction { emoji: "🎉".into(), users: vec![2] }, Reaction { emoji: "👍".into(), users: vec![1] }],
+            ),
+        ];
+        let likers: [Vec<UserId>; 3] = [vec![2], vec![], vec![1, 3]];
+        let links = Links::public("http://h");
+        let render = |viewer: UserId| {
+            let page: Vec<_> = messages
+                .iter()
+                .zip(&likers)
+                .map(|(m, l)| m.json(viewer, l.contains(&viewer), &links, TempId::Hide))
+                .collect();
+            serde_json::to_string(&page).expect("json")
+        };
+        let fields = messages.iter().zip(&likers).flat_map(|(m, l)| m.viewer_fields(l)).collect();
+        let template = PageTemplate::new(render(NOBODY), fields, facts(&[1, 2, 3], &[1, 2, 3])).expect("template");
+        for viewer in [NOBODY, 1, 2, 3, 4] {
+            assert_eq!(String::from_utf8(template.render(viewer)).expect("utf-8"), render(viewer), "viewer {viewer}");
+        }
+    }
+
     #[test]
     fn fields_that_do_not_match_the_text_give_no_template() {
         let text = r#"{"is_sender":false,"is_liked":false,"me":false}"#;
