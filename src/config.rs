@@ -147,6 +147,13 @@ pub struct Settings {
     /// The least lifetime of a signed file link, in seconds.
     #[arg(long, env = "CHAT_FILE_LINK_TTL_SECS", default_value_t = 86_400, global = true)]
     pub file_link_ttl_secs: u64,
+    /// Rendered pages of messages kept in memory (newest page per room and
+    /// page size); 0 turns the cache off.
+    #[arg(long, env = "CHAT_PAGE_CACHE_ENTRIES", default_value_t = 4096, global = true)]
+    pub page_cache_entries: usize,
+    /// Bytes the cached pages may hold together; 0 turns the cache off.
+    #[arg(long, env = "CHAT_PAGE_CACHE_BYTES", default_value_t = 64 * 1024 * 1024, global = true)]
+    pub page_cache_bytes: usize,
     #[command(flatten)]
     pub limits: LimitSettings,
 }
@@ -268,6 +275,9 @@ pub struct Config {
     pub upload_ttl: Duration,
     pub thumbnail_workers: usize,
     pub wal_limit_bytes: u64,
+    /// Bounds of the rendered-page cache (`pages`); either 0: no cache.
+    pub page_cache_entries: usize,
+    pub page_cache_bytes: usize,
     pub limits: Limits,
 }
 
@@ -403,6 +413,9 @@ impl Config {
         if !(1..=3650).contains(&s.event_retention_days) {
             return Err(ConfigError("CHAT_EVENT_RETENTION_DAYS must be in 1..=3650".into()));
         }
+        if s.page_cache_entries > 1_000_000 {
+            return Err(ConfigError("CHAT_PAGE_CACHE_ENTRIES must be at most 1000000".into()));
+        }
         if s.message_retention_days.is_some_and(|days| !(1..=36_500).contains(&days)) {
             return Err(ConfigError("CHAT_MESSAGE_RETENTION_DAYS must be in 1..=36500".into()));
         }
@@ -434,6 +447,8 @@ impl Config {
             upload_ttl: Duration::from_secs(s.upload_ttl_secs),
             thumbnail_workers: s.thumbnail_workers,
             wal_limit_bytes: s.wal_limit_bytes,
+            page_cache_entries: s.page_cache_entries,
+            page_cache_bytes: s.page_cache_bytes,
             limits,
         })
     }
@@ -484,6 +499,8 @@ impl Settings {
             thumbnail_workers: 1,
             log_format: LogFormat::Text,
             wal_limit_bytes: 64 * 1024 * 1024,
+            page_cache_entries: 4096,
+            page_cache_bytes: 64 * 1024 * 1024,
             limits: LimitSettings {
                 rate_limits: Switch::Off,
                 header_timeout_secs: 10,

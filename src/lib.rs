@@ -12,6 +12,7 @@
 //! - `attach`: attachment validation and streaming base64 decoding;
 //! - `auth`: Argon2id passwords, HS256 tokens, revocation;
 //! - `limits`: rate limits, caps and the frame budget (pure bookkeeping);
+//! - `pages`: rendered pages of messages shared by a room's members (bounded);
 //! - `model`: the API's objects and their JSON; `metrics`: Prometheus text.
 
 pub mod attach;
@@ -28,6 +29,7 @@ pub mod limits;
 pub mod links;
 pub mod metrics;
 pub mod model;
+pub mod pages;
 pub mod server;
 pub mod state;
 pub mod store;

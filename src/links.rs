@@ -81,8 +81,13 @@ impl Links {
     /// The URL of a stored file for a rendering now: valid at least the
     /// configured lifetime, `exp` rounded up to the hour.
     pub fn file_url(&self, rel_path: &str) -> String {
-        let exp = (unix_now() + self.ttl_secs).div_ceil(3600) * 3600;
-        self.url(rel_path, exp)
+        self.url(rel_path, self.expiry_now())
+    }
+
+    /// The `exp` of a link rendered now. Renderings with the same expiry
+    /// hold the same links, so a cached one is exact while it lasts.
+    pub fn expiry_now(&self) -> u64 {
+        (unix_now() + self.ttl_secs).div_ceil(3600) * 3600
     }
 
     /// A link for someone outside, valid `ttl_secs` from now: (url, exp).

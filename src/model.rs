@@ -274,6 +274,18 @@ pub struct MessageJson<'a> {
     forwarded_from: Option<&'a ForwardedFrom>,
 }
 
+/// No user has this id: a rendering for nobody has every per-viewer field
+/// false (`is_sender`, `is_liked`, each reaction's `me`).
+pub const NOBODY: UserId = 0;
+
+/// One per-viewer boolean of a rendered Message: its key and the users it
+/// is true for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewerField {
+    pub key: &'static str,
+    pub true_for: Vec<UserId>,
+}
+
 /// Whether a rendering of a message carries its `local_temp_id`
 /// (only `new_message` does; REST reads and `message_update` never).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -425,6 +437,20 @@ fn message_frame(kind: &str, message: &MessageJson<'_>, cursor: Option<Cursor>) 
     }
     out.push('}');
     out
+}
+
+/// The keys of the per-viewer booleans of a rendered Message.
+pub const VIEWER_KEYS: [&str; 3] = ["is_sender", "is_liked", "me"];
+
+impl Message {
+    /// The per-viewer booleans of `json`, in the order it writes them:
+    /// `is_sender`, `is_liked` (true for `likers`), each reaction's `me`.
+    pub fn viewer_fields(&self, likers: &[UserId]) -> impl Iterator<Item = ViewerField> + '_ {
+        let sender = ViewerField { key: "is_sender", true_for: vec![self.sender.id] };
+        let liked = ViewerField { key: "is_liked", true_for: likers.to_vec() };
+        let reactions = self.reactions.iter().map(|r| ViewerField { key: "me", true_for: r.users.clone() });
+        [sender, liked].into_iter().chain(reactions)
+    }
 }
 
 /// The Room object of SPEC section 2.

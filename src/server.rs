@@ -25,6 +25,7 @@ use crate::hub::{Fanout, HubHandle};
 use crate::limits::Limiter;
 use crate::metrics::Limit;
 use crate::metrics::Metrics;
+use crate::pages::{Changes, RenderedPages};
 use crate::state::AppState;
 use crate::store;
 
@@ -72,7 +73,9 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     let (hub, mut presence) = HubHandle::start(config.hub_shards, links.clone(), metrics.clone());
     let fanout: Arc<dyn Fanout> = Arc::new(hub.clone());
     let (thumbnail_queue, thumbnail_jobs) = crate::thumbnails::queue();
-    let sink = HubSink { fanout: fanout.clone(), metrics: metrics.clone(), thumbnails: thumbnail_queue };
+    let pages = Arc::new(RenderedPages::new(config.page_cache_entries, config.page_cache_bytes));
+    let sink =
+        HubSink { fanout: fanout.clone(), metrics: metrics.clone(), thumbnails: thumbnail_queue, pages: pages.clone() };
     let (reader, writer) = store::open(&config, Box::new(sink), store::Opener::Server)?;
     let presence_writer = writer.clone();
     tokio::spawn(async move {
@@ -115,6 +118,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         ws_tasks: TaskTracker::new(),
         shutting_down,
         links,
+        pages,
         hasher,
         tokens: TokenState::new(revoked),
         limiter,
@@ -276,11 +280,13 @@ fn spawn_scheduler(writer: store::WriterHandle, static_dir: std::path::PathBuf) 
     });
 }
 
-/// The writer's sink: committed events go to the hub, batch figures to metrics.
+/// The writer's sink: committed events go to the hub, batch figures to
+/// metrics, and what they change out of the page cache.
 struct HubSink {
     fanout: Arc<dyn Fanout>,
     metrics: Arc<Metrics>,
     thumbnails: crate::thumbnails::Queue,
+    pages: Arc<RenderedPages>,
 }
 
 impl store::EventSink for HubSink {
@@ -295,6 +301,18 @@ impl store::EventSink for HubSink {
     fn batch_committed(&mut self, commands: usize, commit_seconds: f64) {
         self.metrics.writer_batch_size.observe(commands as f64);
         self.metrics.writer_commit_seconds.observe(commit_seconds);
+    }
+
+    fn committed(&mut self, batch: &store::Committed<'_>) {
+        if !self.pages.enabled() {
+            return;
+        }
+        self.pages.forget(&Changes {
+            events: batch.events,
+            rooms: &batch.read_marks,
+            users: &batch.presence,
+            everything: batch.messages_expired,
+        });
     }
 }
 

@@ -41,6 +41,8 @@ pub struct AppState {
     pub limiter: Limiter,
     /// Renders file URLs (signed unless links are public).
     pub links: Arc<Links>,
+    /// Rendered pages of messages; the writer's sink drops what it changes.
+    pub pages: Arc<crate::pages::RenderedPages>,
     /// Uploads receiving bytes now.
     pub uploads: crate::http::UploadsInProgress,
 }

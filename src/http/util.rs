@@ -17,10 +17,15 @@ use crate::state::AppState;
 /// A JSON response.
 pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Result<Response<Body>, ApiError> {
     let bytes = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut response = Response::new(body::full(bytes));
+    Ok(json_text(status, bytes))
+}
+
+/// A JSON response of text already rendered.
+pub fn json_text(status: StatusCode, text: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(body::full(text));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(response)
+    response
 }
 
 /// The request body, at most `limit` bytes (413 beyond), within the body

@@ -17,7 +17,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::config::{Config, DbSync};
-pub use writer::{EventSink, NullSink, WriterHandle};
+pub use writer::{Committed, EventSink, NullSink, WriterHandle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

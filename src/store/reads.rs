@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::StoreError;
 use crate::model::{
-    Event, FileMeta, ForwardedFrom, GROUP_PARTICIPANTS_SHOWN, Message, MessageId, MessageType, Reaction, ReadState,
-    ReplyTo, Room, RoomId, RoomView, Scheduled, User, UserId,
+    Event, FileMeta, ForwardedFrom, GROUP_PARTICIPANTS_SHOWN, Message, MessageId, MessageType, NOBODY, Reaction,
+    ReadState, ReplyTo, Room, RoomId, RoomView, Scheduled, User, UserId,
 };
 
 const USER_COLS: &str = "u.id, u.name, u.email, u.avatar_url, COALESCE(p.is_online, 0)";
@@ -173,21 +173,6 @@ pub fn participants(conn: &Connection, room_id: RoomId) -> Result<Vec<User>, Sto
          LEFT JOIN user_presence p ON p.user_id = u.id WHERE cp.room_id = ?1 ORDER BY u.id"
     ))?;
     Ok(stmt.query_map([room_id], user_from_row)?.collect::<Result<Vec<_>, _>>()?)
-}
-
-/// The first `limit` users of a room, in id order.
-fn some_participants(conn: &Connection, room_id: RoomId, limit: usize) -> Result<Vec<User>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {USER_COLS} FROM chat_participants cp JOIN users u ON u.id = cp.user_id
-         LEFT JOIN user_presence p ON p.user_id = u.id WHERE cp.room_id = ?1 ORDER BY u.id"
-    ))?;
-    let mut rows = stmt.query([room_id])?;
-    let mut out = Vec::new();
-    while out.len() < limit {
-        let Some(row) = rows.next()? else { break };
-        out.push(user_from_row(row)?);
-    }
-    Ok(out)
 }
 
 /// The ids of a room's members, in id order.
@@ -373,51 +358,89 @@ pub fn message_by_temp_id(conn: &Connection, sender: UserId, temp_id: &str) -> R
     Ok(stmt.query_row(params![sender, temp_id], message_from_row).optional()?)
 }
 
-/// The people a set of message rows names, by id.
-fn people_of(conn: &Connection, rows: &[MessageRow]) -> Result<HashMap<UserId, Arc<User>>, StoreError> {
-    let mut people = HashMap::new();
-    for row in rows {
-        for id in std::iter::once(row.sender_id).chain(row.receiver_id) {
-            if let std::collections::hash_map::Entry::Vacant(slot) = people.entry(id)
-                && let Some(user) = user_by_id(conn, id)?
-            {
-                slot.insert(Arc::new(user));
-            }
+/// Ids as a JSON array, the one parameter of `IN (SELECT value FROM
+/// json_each(?))`: a set of any size in one statement, planned once.
+fn id_list(ids: impl IntoIterator<Item = i64>) -> String {
+    let mut list = String::from("[");
+    for id in ids {
+        if list.len() > 1 {
+            list.push(',');
         }
+        list.push_str(&id.to_string());
     }
-    Ok(people)
+    list.push(']');
+    list
 }
 
-/// The messages some rows answer, as they are now, by id.
-pub fn replies_of(conn: &Connection, rows: &[MessageRow]) -> Result<HashMap<MessageId, ReplyTo>, StoreError> {
-    let mut replies = HashMap::new();
-    for id in rows.iter().filter_map(|r| r.reply_to_id) {
-        if replies.contains_key(&id) {
-            continue;
-        }
-        if let Some(reply) = reply_to(conn, id)? {
-            replies.insert(id, reply);
-        }
+/// Users by id, in one query; unknown ids are left out.
+pub fn users_by_id(
+    conn: &Connection,
+    ids: impl IntoIterator<Item = UserId>,
+) -> Result<HashMap<UserId, Arc<User>>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {USER_COLS} FROM {USER_FROM} WHERE u.id IN (SELECT value FROM json_each(?1))"
+    ))?;
+    let users = stmt.query_map([id_list(ids)], user_from_row)?;
+    let mut out = HashMap::new();
+    for user in users {
+        let user = user?;
+        out.insert(user.id, Arc::new(user));
     }
-    Ok(replies)
+    Ok(out)
+}
+
+/// The people a set of message rows names, by id.
+fn people_of(conn: &Connection, rows: &[MessageRow]) -> Result<HashMap<UserId, Arc<User>>, StoreError> {
+    let mut ids: Vec<UserId> = rows.iter().flat_map(|r| std::iter::once(r.sender_id).chain(r.receiver_id)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if let [id] = ids[..] {
+        // One person (the writer's single message): its own indexed lookup.
+        return Ok(user_by_id(conn, id)?.map(|user| (id, Arc::new(user))).into_iter().collect());
+    }
+    users_by_id(conn, ids)
+}
+
+const REPLY_COLS: &str = "m.id, m.sender_id, m.message_type, m.content, m.is_deleted, u.id, u.name, u.email,
+    u.avatar_url, COALESCE(p.is_online, 0)";
+const REPLY_FROM: &str =
+    "chat_messages m JOIN users u ON u.id = m.sender_id LEFT JOIN user_presence p ON p.user_id = u.id";
+
+fn reply_from_row(r: &Row<'_>) -> rusqlite::Result<ReplyTo> {
+    let kind: String = r.get(2)?;
+    let content: String = r.get(3)?;
+    let deleted: bool = r.get(4)?;
+    let sender = User { id: r.get(5)?, name: r.get(6)?, email: r.get(7)?, avatar_url: r.get(8)?, is_online: r.get(9)? };
+    let kind = MessageType::parse(&kind).unwrap_or(MessageType::Text);
+    Ok(ReplyTo::new(r.get(0)?, &sender, kind, &content, deleted))
+}
+
+/// The messages some rows answer, as they are now, by id (one query).
+pub fn replies_of(conn: &Connection, rows: &[MessageRow]) -> Result<HashMap<MessageId, ReplyTo>, StoreError> {
+    let mut ids: Vec<MessageId> = rows.iter().filter_map(|r| r.reply_to_id).collect();
+    match ids[..] {
+        [] => return Ok(HashMap::new()),
+        [id] => return Ok(reply_to(conn, id)?.map(|reply| (id, reply)).into_iter().collect()),
+        _ => {}
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {REPLY_COLS} FROM {REPLY_FROM} WHERE m.id IN (SELECT value FROM json_each(?1))"
+    ))?;
+    let replies = stmt.query_map([id_list(ids)], reply_from_row)?;
+    let mut out = HashMap::new();
+    for reply in replies {
+        let reply = reply?;
+        out.insert(reply.id, reply);
+    }
+    Ok(out)
 }
 
 /// One replied message as it is now.
 pub fn reply_to(conn: &Connection, id: MessageId) -> Result<Option<ReplyTo>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT m.sender_id, m.message_type, m.content, m.is_deleted, {USER_COLS} FROM chat_messages m
-         JOIN users u ON u.id = m.sender_id LEFT JOIN user_presence p ON p.user_id = u.id WHERE m.id = ?1"
-    ))?;
-    let found = stmt.query_row([id], |r| {
-        let kind: String = r.get(1)?;
-        let content: String = r.get(2)?;
-        let deleted: bool = r.get(3)?;
-        let sender =
-            User { id: r.get(4)?, name: r.get(5)?, email: r.get(6)?, avatar_url: r.get(7)?, is_online: r.get(8)? };
-        let kind = MessageType::parse(&kind).unwrap_or(MessageType::Text);
-        Ok(ReplyTo::new(id, &sender, kind, &content, deleted))
-    });
-    Ok(found.optional()?)
+    let mut stmt = conn.prepare_cached(&format!("SELECT {REPLY_COLS} FROM {REPLY_FROM} WHERE m.id = ?1"))?;
+    Ok(stmt.query_row([id], reply_from_row).optional()?)
 }
 
 /// The reactions of one message, in order of first use.
@@ -436,14 +459,50 @@ pub fn reactions(conn: &Connection, message: MessageId) -> Result<Vec<Reaction>,
     Ok(out)
 }
 
-/// The reactions of some rows' messages, by message id.
+/// The reactions of some rows' messages, by message id (one query).
 pub fn reactions_of(conn: &Connection, rows: &[MessageRow]) -> Result<HashMap<MessageId, Vec<Reaction>>, StoreError> {
-    let mut out = HashMap::new();
-    for row in rows {
+    let mut out: HashMap<MessageId, Vec<Reaction>> = HashMap::new();
+    if let [row] = rows {
+        // The writer's single message: its own indexed lookup.
         let list = reactions(conn, row.id)?;
         if !list.is_empty() {
             out.insert(row.id, list);
         }
+        return Ok(out);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT message_id, emoji, user_id FROM message_reactions
+         WHERE message_id IN (SELECT value FROM json_each(?1)) ORDER BY message_id, id",
+    )?;
+    let rows = stmt.query_map([id_list(rows.iter().map(|r| r.id))], |r| {
+        Ok((r.get::<_, MessageId>(0)?, r.get::<_, String>(1)?, r.get::<_, UserId>(2)?))
+    })?;
+    for row in rows {
+        let (message, emoji, user) = row?;
+        let list = out.entry(message).or_default();
+        match list.iter_mut().find(|r| r.emoji == emoji) {
+            Some(known) => known.users.push(user),
+            None => list.push(Reaction { emoji, users: vec![user] }),
+        }
+    }
+    Ok(out)
+}
+
+/// Who liked each of some messages, by message id, each list in id order
+/// (one query; messages nobody liked are left out).
+pub fn likers_of(
+    conn: &Connection,
+    ids: impl IntoIterator<Item = MessageId>,
+) -> Result<HashMap<MessageId, Vec<UserId>>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT message_id, user_id FROM message_likes
+         WHERE message_id IN (SELECT value FROM json_each(?1)) ORDER BY message_id, user_id",
+    )?;
+    let rows = stmt.query_map([id_list(ids)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut out: HashMap<MessageId, Vec<UserId>> = HashMap::new();
+    for row in rows {
+        let (message, user) = row?;
+        out.entry(message).or_default().push(user);
     }
     Ok(out)
 }
@@ -496,6 +555,29 @@ pub fn messages_page(
     if !is_participant(conn, room_id, viewer)? {
         return Ok(None);
     }
+    Ok(Some(page_rows(conn, viewer, room_id, query)?))
+}
+
+/// A page as every member sees it, for a cache shared by all of them: the
+/// page rendered for nobody (no message liked), who liked each message,
+/// and the room's members (who may be shown it).
+pub struct SharedPage {
+    pub page: MessagePage,
+    pub likers: HashMap<MessageId, Vec<UserId>>,
+    /// In id order; empty when the room does not exist.
+    pub members: Vec<UserId>,
+}
+
+/// The page `query` of a room for every member at once.
+pub fn shared_page(conn: &Connection, room_id: RoomId, query: PageQuery) -> Result<SharedPage, StoreError> {
+    let members = member_ids(conn, room_id)?;
+    let page = page_rows(conn, NOBODY, room_id, query)?;
+    let likers = likers_of(conn, page.messages.iter().map(|(m, _)| m.id))?;
+    Ok(SharedPage { page, likers, members })
+}
+
+/// The page `query` of a room as `viewer` sees it.
+fn page_rows(conn: &Connection, viewer: UserId, room_id: RoomId, query: PageQuery) -> Result<MessagePage, StoreError> {
     let total: i64 = conn
         .prepare_cached("SELECT count(*) FROM chat_messages WHERE room_id = ?1")?
         .query_row([room_id], |r| r.get(0))?;
@@ -567,7 +649,7 @@ pub fn messages_page(
         per_page,
         total_pages,
     };
-    Ok(Some(page))
+    Ok(page)
 }
 
 /// Messages from others after the member's `last_read_id` (a range of the
@@ -596,50 +678,7 @@ pub fn room_view(conn: &Connection, viewer: UserId, room_id: RoomId) -> Result<O
 }
 
 fn room_of(conn: &Connection, viewer: UserId, room_id: RoomId) -> Result<Option<Room>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, name, room_type, created_by, created_at, updated_at, is_active FROM chat_rooms WHERE id = ?1",
-    )?;
-    let Some(mut room) = stmt
-        .query_row([room_id], |r| {
-            Ok(Room {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                room_type: r.get(2)?,
-                created_by: r.get(3)?,
-                created_at: r.get(4)?,
-                updated_at: r.get(5)?,
-                is_active: r.get(6)?,
-                participants: Vec::new(),
-                member_count: 0,
-                admins: Vec::new(),
-                last_message: None,
-                unread_count: 0,
-            })
-        })
-        .optional()?
-    else {
-        return Ok(None);
-    };
-    room.participants = some_participants(conn, room_id, GROUP_PARTICIPANTS_SHOWN)?;
-    room.member_count = conn
-        .prepare_cached("SELECT count(*) FROM chat_participants WHERE room_id = ?1")?
-        .query_row([room_id], |r| r.get(0))?;
-    room.admins = conn
-        .prepare_cached("SELECT user_id FROM chat_participants WHERE room_id = ?1 AND role = 'admin'")?
-        .query_map([room_id], |r| r.get(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut last = conn.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.room_id = ?2 ORDER BY m.id DESC LIMIT 1"
-    ))?;
-    room.last_message = match last.query_row(params![viewer, room_id], message_from_row).optional()? {
-        Some(row) => Some(message_of(conn, row)?),
-        None => None,
-    };
-    if let Some((m, _)) = &room.last_message {
-        room.updated_at = room.updated_at.max(m.created_at);
-    }
-    room.unread_count = unread_in_room(conn, viewer, room_id)?;
-    Ok(Some(room))
+    Ok(rooms_by_id(conn, viewer, &[room_id])?.pop())
 }
 
 /// One room, if `viewer` is in it.
@@ -652,14 +691,98 @@ pub fn room(conn: &Connection, viewer: UserId, room_id: RoomId) -> Result<Option
 
 /// The rooms of `viewer`, most recent activity first.
 pub fn rooms(conn: &Connection, viewer: UserId) -> Result<Vec<Room>, StoreError> {
-    let ids = room_ids(conn, viewer)?;
-    let mut rooms = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(room) = room_of(conn, viewer, id)? {
-            rooms.push(room);
+    let mut rooms = rooms_by_id(conn, viewer, &room_ids(conn, viewer)?)?;
+    rooms.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(b.id.cmp(&a.id)));
+    Ok(rooms)
+}
+
+/// Rooms as `viewer` sees them (its unread counts and likes), in six
+/// queries whatever their number: the rooms with their counts and newest
+/// message id; their memberships; the newest messages; their people,
+/// replies and reactions. Unknown ids are left out; the order is not
+/// specified.
+fn rooms_by_id(conn: &Connection, viewer: UserId, ids: &[RoomId]) -> Result<Vec<Room>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = id_list(ids.iter().copied());
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT r.id, r.name, r.room_type, r.created_by, r.created_at, r.updated_at, r.is_active,
+             (SELECT count(*) FROM chat_participants c WHERE c.room_id = r.id),
+             (SELECT ({UNREAD}) FROM chat_participants cp WHERE cp.room_id = r.id AND cp.user_id = ?1),
+             (SELECT max(m.id) FROM chat_messages m WHERE m.room_id = r.id)
+         FROM chat_rooms r WHERE r.id IN (SELECT value FROM json_each(?2))"
+    ))?;
+    let found = stmt.query_map(params![viewer, ids], |r| {
+        let room = Room {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            room_type: r.get(2)?,
+            created_by: r.get(3)?,
+            created_at: r.get(4)?,
+            updated_at: r.get(5)?,
+            is_active: r.get(6)?,
+            participants: Vec::new(),
+            member_count: r.get(7)?,
+            admins: Vec::new(),
+            last_message: None,
+            unread_count: r.get::<_, Option<i64>>(8)?.unwrap_or(0),
+        };
+        Ok((room, r.get::<_, Option<MessageId>>(9)?))
+    })?;
+    let (mut rooms, mut newest) = (Vec::new(), Vec::new());
+    for row in found {
+        let (room, last) = row?;
+        rooms.push(room);
+        newest.extend(last);
+    }
+
+    // Every membership of these rooms: the first participants, the admins
+    // and the read state (for the newest messages' read counts).
+    let mut stmt = conn.prepare_cached(
+        "SELECT room_id, user_id, role = 'admin', last_read_id FROM chat_participants
+         WHERE room_id IN (SELECT value FROM json_each(?1)) ORDER BY room_id, user_id",
+    )?;
+    let mut members: HashMap<RoomId, Vec<(UserId, MessageId)>> = HashMap::new();
+    let mut admins: HashMap<RoomId, Vec<UserId>> = HashMap::new();
+    let memberships = stmt.query_map([&ids], |r| {
+        Ok((r.get::<_, RoomId>(0)?, r.get::<_, UserId>(1)?, r.get::<_, bool>(2)?, r.get::<_, MessageId>(3)?))
+    })?;
+    for membership in memberships {
+        let (room, user, admin, last_read) = membership?;
+        members.entry(room).or_default().push((user, last_read));
+        if admin {
+            admins.entry(room).or_default().push(user);
         }
     }
-    rooms.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(b.id.cmp(&a.id)));
+
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.id IN (SELECT value FROM json_each(?2))"
+    ))?;
+    let rows = stmt.query_map(params![viewer, id_list(newest)], message_from_row)?.collect::<Result<Vec<_>, _>>()?;
+    let shown =
+        |room: RoomId| members.get(&room).into_iter().flatten().take(GROUP_PARTICIPANTS_SHOWN).map(|(user, _)| *user);
+    let people_ids = rooms
+        .iter()
+        .flat_map(|room| shown(room.id))
+        .chain(rows.iter().flat_map(|r| std::iter::once(r.sender_id).chain(r.receiver_id)));
+    let people = users_by_id(conn, people_ids)?;
+    let replies = replies_of(conn, &rows)?;
+    let mut reactions = reactions_of(conn, &rows)?;
+    let mut last: HashMap<RoomId, (Message, bool)> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let room = row.room_id;
+        let reads = ReadState::new(members.get(&room).cloned().unwrap_or_default());
+        last.insert(room, row.into_message(&people, &reads, &replies, &mut reactions));
+    }
+    for room in &mut rooms {
+        room.participants = shown(room.id).filter_map(|id| people.get(&id).map(|user| User::clone(user))).collect();
+        room.admins = admins.remove(&room.id).unwrap_or_default();
+        room.last_message = last.remove(&room.id);
+        if let Some((m, _)) = &room.last_message {
+            room.updated_at = room.updated_at.max(m.created_at);
+        }
+    }
     Ok(rooms)
 }
 

@@ -28,6 +28,23 @@ pub trait EventSink: Send + 'static {
     fn publish(&mut self, envelope: Envelope);
     /// Called once per committed batch with its size and commit time.
     fn batch_committed(&mut self, _commands: usize, _commit_seconds: f64) {}
+    /// Called once per committed batch, after the commit and before any
+    /// command is answered (so a client that sees its answer never reads
+    /// a copy from before it), for caches of what readers see.
+    fn committed(&mut self, _batch: &Committed<'_>) {}
+}
+
+/// A committed batch: its events, and the changes that may leave none.
+pub struct Committed<'a> {
+    pub events: &'a [Envelope],
+    /// Rooms where a read mark may have moved: a mark that passed only the
+    /// reader's own or deleted messages has no event.
+    pub read_marks: Vec<RoomId>,
+    /// Users whose presence was stored: nobody is told when nobody shares
+    /// a room with them.
+    pub presence: Vec<UserId>,
+    /// Retention removed messages (never an event).
+    pub messages_expired: bool,
 }
 
 /// A sink that drops events (subcommands, store tests).
@@ -604,6 +621,14 @@ impl Writer {
         let commands = batch.len();
         // Retention writes no envelope, but the index must forget what went.
         let expiring = batch.iter().any(|c| matches!(c, Command::ExpireMessages { .. }));
+        let (mut read_marks, mut presence) = (Vec::new(), Vec::new());
+        for cmd in batch.iter() {
+            match cmd {
+                Command::MarkRead { room_id, .. } => read_marks.push(*room_id),
+                Command::Presence { user, .. } => presence.push(*user),
+                _ => {}
+            }
+        }
         let mut finishes: Vec<Finish> = Vec::with_capacity(commands);
         let mut events: Vec<Envelope> = Vec::new();
         let mut shutdown = None;
@@ -660,6 +685,9 @@ impl Writer {
             events.clear();
         }
         self.sink.batch_committed(commands, started.elapsed().as_secs_f64());
+        if committed {
+            self.sink.committed(&Committed { events: &events, read_marks, presence, messages_expired: expiring });
+        }
         if let Some(indexer) = self.indexer.as_ref().filter(|_| !events.is_empty() || (committed && expiring)) {
             indexer.poke();
         }

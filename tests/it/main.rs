@@ -14,6 +14,7 @@ mod logs;
 mod messages;
 mod metrics;
 mod openapi;
+mod page_cache;
 mod reactions;
 mod replies;
 mod retention;

@@ -20,6 +20,7 @@ use tokio::time::{Instant, sleep, timeout};
 use crate::client::{CONNECT_TIMEOUT, REQUEST_TIMEOUT, Target, close_quietly, connect_ws_or_fail, send_texts};
 use crate::context::{Bench, CpuMeter, Report, progress, rss_change_human, snapshot_json};
 use crate::error::{BenchError, Result, describe};
+use crate::procfs::{ProcessSnapshot, TICKS_PER_SECOND};
 use crate::random::XorShift;
 use crate::stats::{LatencySummary, rate, round2, summary_human, summary_json};
 
@@ -124,6 +125,7 @@ pub async fn run(bench: &Bench, args: &RestArgs) -> Result<Report> {
     let cpu_use = cpu.finish(after.as_ref());
 
     let answered: u64 = total.statuses.values().sum();
+    let cpu_per_request = cpu_us_per_request(before.as_ref(), after.as_ref(), answered);
     let non_200: u64 = total.statuses.iter().filter(|(status, _)| **status != 200).map(|(_, count)| count).sum();
     let per_second = round2(rate(answered as f64, elapsed));
     let mut all = total.message_latencies.clone();
@@ -154,6 +156,7 @@ pub async fn run(bench: &Bench, args: &RestArgs) -> Result<Report> {
         ("rooms_latency", summary_json(room_latency.as_ref())),
         ("server_cpu_percent", json!(cpu_use.server_percent)),
         ("bench_cpu_percent", json!(cpu_use.bench_percent)),
+        ("server_cpu_us_per_request", json!(cpu_per_request)),
         ("server_before", snapshot_json(before.as_ref())),
         ("server_after", snapshot_json(after.as_ref())),
     ] {
@@ -184,8 +187,19 @@ pub async fn run(bench: &Bench, args: &RestArgs) -> Result<Report> {
     for sample in &total.error_samples {
         text.push_str(&format!("  error: {sample}\n"));
     }
-    text.push_str(&format!("  {}\n  {}", cpu_use.human(), rss_change_human(before.as_ref(), after.as_ref())));
+    text.push_str(&format!(
+        "  {}; server CPU {} µs per request\n  {}",
+        cpu_use.human(),
+        cpu_per_request.map_or("?".to_string(), |us| format!("{us:.1}")),
+        rss_change_human(before.as_ref(), after.as_ref())
+    ));
     Ok(Report { json: Value::Object(json), text })
+}
+
+/// Server CPU time per answered request, in microseconds.
+fn cpu_us_per_request(before: Option<&ProcessSnapshot>, after: Option<&ProcessSnapshot>, requests: u64) -> Option<f64> {
+    let ticks = after?.cpu_ticks.checked_sub(before?.cpu_ticks)?;
+    (requests > 0).then(|| round2(ticks as f64 / TICKS_PER_SECOND * 1e6 / requests as f64))
 }
 
 /// One read through the pooled client first: the page must be there and

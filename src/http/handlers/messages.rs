@@ -8,10 +8,14 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::http::Body;
-use crate::http::util::{int_param, is_form, json, pairs, parse_json, query, read_body, user_of};
-use crate::model::{MAX_FORWARD_ROOMS, MessageId, MessageJson, RoomId, Scheduled, TempId, is_emoji, reactions_json};
+use crate::http::util::{int_param, is_form, json, json_text, pairs, parse_json, query, read_body, user_of};
+use crate::links::Links;
+use crate::model::{
+    MAX_FORWARD_ROOMS, MessageId, MessageJson, NOBODY, RoomId, Scheduled, TempId, UserId, is_emoji, reactions_json,
+};
+use crate::pages::{PageFacts, PageKey, PageTemplate};
 use crate::state::AppState;
-use crate::store::reads::PageQuery;
+use crate::store::reads::{MessagePage, PageQuery};
 use crate::ws::protocol::MAX_TEXT_CHARS;
 
 /// The deepest offset a `page` may start at.
@@ -40,21 +44,62 @@ pub async fn page(state: &Arc<AppState>, req: Request<Incoming>, room_id: RoomId
             PageQuery::Page { page, per_page }
         }
     };
+    if let PageQuery::Page { page: 1, per_page } = query
+        && state.pages.enabled()
+    {
+        return newest_page(state, user, PageKey { room_id, per_page }).await;
+    }
+    uncached_page(state, user, room_id, query).await
+}
+
+async fn uncached_page(
+    state: &Arc<AppState>,
+    user: UserId,
+    room_id: RoomId,
+    query: PageQuery,
+) -> Result<Response<Body>, ApiError> {
     let page = state.reader.messages_page(user, room_id, query).await?;
     let page = page.ok_or(ApiError::NotFound("Room not found"))?;
-    let base = &state.links;
-    let messages: Vec<_> = page.messages.iter().map(|(m, liked)| m.json(user, *liked, base, TempId::Hide)).collect();
-    json(
-        StatusCode::OK,
-        &PageJson {
-            messages,
-            total: page.total,
-            has_more: page.has_more,
-            page: page.page,
-            per_page: page.per_page,
-            total_pages: page.total_pages,
-        },
-    )
+    json(StatusCode::OK, &PageJson::new(&page, user, &state.links))
+}
+
+/// The newest page, the one clients load most, through the rendered-page
+/// cache: one rendering per room shared by its members, with the
+/// per-viewer fields filled in for `user`.
+async fn newest_page(state: &Arc<AppState>, user: UserId, key: PageKey) -> Result<Response<Body>, ApiError> {
+    let links_exp = state.links.expiry_now();
+    if let Some(page) = state.pages.get(key, links_exp) {
+        if !page.may_see(user) {
+            return Err(ApiError::NotFound("Room not found"));
+        }
+        return Ok(json_text(StatusCode::OK, page.render(user)));
+    }
+    // Taken before the read: a commit after it keeps this page out.
+    let ticket = state.pages.ticket(key.room_id);
+    let query = PageQuery::Page { page: 1, per_page: key.per_page };
+    let shared = state.reader.shared_page(key.room_id, query).await?;
+    if shared.members.binary_search(&user).is_err() {
+        return Err(ApiError::NotFound("Room not found"));
+    }
+    let messages = &shared.page.messages;
+    let text = serde_json::to_string(&PageJson::new(&shared.page, NOBODY, &state.links))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let no_likers = Vec::new();
+    let fields =
+        messages.iter().flat_map(|(m, _)| m.viewer_fields(shared.likers.get(&m.id).unwrap_or(&no_likers))).collect();
+    let people =
+        messages.iter().flat_map(|(m, _)| std::iter::once(m.sender.id).chain(m.receiver.as_ref().map(|r| r.id)));
+    let facts = PageFacts { members: shared.members.clone(), people: people.collect(), links_exp };
+    let Some(template) = PageTemplate::new(text, fields, facts) else {
+        tracing::warn!(room_id = key.room_id, "a page's per-viewer fields do not match its rendering; not cached");
+        return uncached_page(state, user, key.room_id, query).await;
+    };
+    let text = template.render(user);
+    // A rendering that straddled the hour of its links holds two expiries.
+    if state.links.expiry_now() == links_exp {
+        state.pages.insert(key, ticket, template);
+    }
+    Ok(json_text(StatusCode::OK, text))
 }
 
 /// The seed's page object, serialised straight from the rows' views.
@@ -66,6 +111,20 @@ struct PageJson<'a> {
     page: Option<u32>,
     per_page: u32,
     total_pages: Option<i64>,
+}
+
+impl<'a> PageJson<'a> {
+    /// `page` (read for `viewer`) as `viewer` sees it.
+    fn new(page: &'a MessagePage, viewer: UserId, links: &Links) -> PageJson<'a> {
+        PageJson {
+            messages: page.messages.iter().map(|(m, liked)| m.json(viewer, *liked, links, TempId::Hide)).collect(),
+            total: page.total,
+            has_more: page.has_more,
+            page: page.page,
+            per_page: page.per_page,
+            total_pages: page.total_pages,
+        }
+    }
 }
 
 #[derive(Deserialize)]
