@@ -11,6 +11,7 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, SplitSink};
@@ -308,8 +309,7 @@ async fn live(
             ending = &mut *end => return ending.unwrap_or(Ending::Gone),
             item = outbox.recv() => {
                 let Some(item) = item else { return Ending::Gone };
-                // A peer that accepts no bytes for the idle timeout is gone.
-                let written = tokio::time::timeout(timers.idle_timeout, async {
+                let write = std::pin::pin!(async {
                     if fresh(&item) {
                         sink.feed(WsMessage::Text(item.frame)).await?;
                     }
@@ -320,9 +320,12 @@ async fn live(
                         }
                     }
                     sink.flush().await
-                })
-                .await;
-                if !matches!(written, Ok(Ok(()))) {
+                });
+                // A peer that accepts no bytes for the idle timeout is gone.
+                // The timer is armed only when the socket does not take the
+                // frames at once: arming one per write cost a timer-wheel
+                // insert and removal per delivered copy.
+                if !matches!(write_within(write, timers.idle_timeout).await, Some(Ok(()))) {
                     return Ending::Gone;
                 }
             }
@@ -338,6 +341,15 @@ async fn live(
             _ = &mut expiry => return Ending::Close(CloseCode::Policy, "token expired"),
         }
     }
+}
+
+/// Runs `write`, giving up after `limit` once it has to wait: the first
+/// poll runs without a timer (a socket with room takes the bytes at once).
+async fn write_within<T>(mut write: Pin<&mut impl Future<Output = T>>, limit: Duration) -> Option<T> {
+    if let Poll::Ready(done) = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        return Some(done);
+    }
+    tokio::time::timeout(limit, write).await.ok()
 }
 
 struct Reader {
