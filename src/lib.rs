@@ -12,7 +12,8 @@
 //! - `attach`: attachment validation and streaming base64 decoding;
 //! - `auth`: Argon2id passwords, HS256 tokens, revocation;
 //! - `limits`: rate limits, caps and the frame budget (pure bookkeeping);
-//! - `model`: the API's objects and their JSON; `metrics`: Prometheus text.
+//! - `model`: the API's objects and their JSON; `metrics`: Prometheus text;
+//! - `memory`: gives freed heap back to the system after connections close.
 
 pub mod attach;
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod links;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod server;
