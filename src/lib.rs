@@ -13,7 +13,9 @@
 //! - `auth`: Argon2id passwords, HS256 tokens, revocation;
 //! - `limits`: rate limits, caps and the frame budget (pure bookkeeping);
 //! - `pages`: rendered pages of messages shared by a room's members (bounded);
-//! - `model`: the API's objects and their JSON; `metrics`: Prometheus text.
+//! - `json`: the message JSON written by hand for the hot frames;
+//! - `model`: the API's objects and their JSON; `metrics`: Prometheus text;
+//! - `memory`: gives freed heap back to the system after connections close.
 
 pub mod attach;
 pub mod auth;
@@ -27,6 +29,7 @@ pub mod hub;
 pub mod json;
 pub mod limits;
 pub mod links;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod pages;

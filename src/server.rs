@@ -124,6 +124,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         limiter,
         uploads: Default::default(),
     });
+    crate::memory::spawn_trimmer(state.ws_tasks.clone());
     Ok(Server { state, shutdown_tx })
 }
 

@@ -1,5 +1,7 @@
 //! `idle`: opens N WebSocket connections spread over a few users, holds them
-//! for a while, and reads how much resident memory the server spent on them.
+//! for a while, and reads how much resident memory the server spent on them;
+//! then closes them all and follows the server's VmRSS to see whether (and
+//! how fast) that memory comes back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,7 +34,17 @@ pub struct IdleArgs {
     /// Connections being opened at the same time.
     #[arg(long, default_value_t = 256, value_parser = value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
+    /// Seconds to follow the server's VmRSS after every connection closed.
+    #[arg(long, default_value_t = 10, value_parser = value_parser!(u64).range(1..=600))]
+    pub settle: u64,
 }
+
+/// How often the server's VmRSS is read after the connections close.
+const SETTLE_SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+/// The memory counts as returned once VmRSS is within this factor of the
+/// reading before any connection opened.
+const RETURNED_FACTOR: f64 = 1.25;
 
 /// File descriptors a process needs beyond its connections.
 const FD_HEADROOM: u64 = 100;
@@ -118,6 +130,7 @@ pub async fn run(bench: &Bench, args: &IdleArgs) -> Result<Report> {
     let after_open = bench.server_snapshot();
     sleep(Duration::from_secs(args.hold)).await;
     let after_hold = bench.server_snapshot();
+    let peak_kb = [&after_open, &after_hold].into_iter().flatten().map(|s| s.memory.vm_rss_kb).max();
     let still_open = opened.saturating_sub(closed_early.load(Ordering::Relaxed));
 
     progress("idle: closing");
@@ -136,8 +149,12 @@ pub async fn run(bench: &Bench, args: &IdleArgs) -> Result<Report> {
     if timeout(Duration::from_secs(30), join_all).await.is_err() {
         progress("idle: some connections did not close within 30 s");
     }
-    sleep(Duration::from_secs(1)).await;
-    let after_close = bench.server_snapshot();
+    progress(format!("idle: closed; following the server's VmRSS for {} s", args.settle));
+    let settle = follow_rss(bench, Duration::from_secs(args.settle)).await;
+    let after_close = settle.after_one_second;
+    let memory_return = before
+        .as_ref()
+        .map(|before| MemoryReturn::from_samples(before.memory.vm_rss_kb, peak_kb.unwrap_or(0), &settle.samples));
 
     if opened == 0 {
         return Err(BenchError::new(format!("idle: no connection could be opened: {}", failure_samples.join("; "))));
@@ -166,8 +183,60 @@ pub async fn run(bench: &Bench, args: &IdleArgs) -> Result<Report> {
             after_open,
             after_hold,
             after_close,
+            memory_return,
+            settle_samples: settle.samples,
         },
     ))
+}
+
+/// VmRSS readings after the close: (milliseconds since every connection
+/// closed, KiB), plus the full snapshot about one second in (the reading
+/// `server_after_close` always was).
+struct Settle {
+    samples: Vec<(u64, u64)>,
+    after_one_second: Option<ProcessSnapshot>,
+}
+
+async fn follow_rss(bench: &Bench, window: Duration) -> Settle {
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut after_one_second = None;
+    let mut next = started;
+    while next.duration_since(started) <= window {
+        tokio::time::sleep_until(next).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if let Some(snapshot) = bench.server_snapshot() {
+            samples.push((elapsed_ms, snapshot.memory.vm_rss_kb));
+            if after_one_second.is_none() && elapsed_ms >= 1000 {
+                after_one_second = Some(snapshot);
+            }
+        }
+        next += SETTLE_SAMPLE_EVERY;
+    }
+    Settle { samples, after_one_second }
+}
+
+/// Whether the connections' memory came back after they closed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct MemoryReturn {
+    before_kb: u64,
+    peak_kb: u64,
+    /// The last reading of the settle window.
+    after_close_kb: u64,
+    /// When VmRSS first came within `RETURNED_FACTOR` of `before_kb`.
+    returned_after_ms: Option<u64>,
+}
+
+impl MemoryReturn {
+    fn from_samples(before_kb: u64, peak_kb: u64, samples: &[(u64, u64)]) -> MemoryReturn {
+        let bound = before_kb as f64 * RETURNED_FACTOR;
+        MemoryReturn {
+            before_kb,
+            peak_kb,
+            after_close_kb: samples.last().map_or(0, |&(_, kb)| kb),
+            returned_after_ms: samples.iter().find(|&&(_, kb)| kb as f64 <= bound).map(|&(ms, _)| ms),
+        }
+    }
 }
 
 /// Keeps one connection open (reading, so pings get their pongs) until told
@@ -204,6 +273,8 @@ struct Outcome {
     after_open: Option<ProcessSnapshot>,
     after_hold: Option<ProcessSnapshot>,
     after_close: Option<ProcessSnapshot>,
+    memory_return: Option<MemoryReturn>,
+    settle_samples: Vec<(u64, u64)>,
 }
 
 /// Advice for a server whose open-file limit is below `needed`. Raising the
@@ -250,6 +321,13 @@ fn report(bench: &Bench, args: &IdleArgs, outcome: Outcome) -> Report {
         ("server_after_open", snapshot_json(outcome.after_open.as_ref())),
         ("server_after_hold", snapshot_json(outcome.after_hold.as_ref())),
         ("server_after_close", snapshot_json(outcome.after_close.as_ref())),
+        ("settle_s", json!(args.settle)),
+        ("rss_before_kb", json!(outcome.memory_return.map(|m| m.before_kb))),
+        ("rss_peak_kb", json!(outcome.memory_return.map(|m| m.peak_kb))),
+        ("rss_after_close_kb", json!(outcome.memory_return.map(|m| m.after_close_kb))),
+        ("rss_returned_within", json!(RETURNED_FACTOR)),
+        ("rss_returned_after_ms", json!(outcome.memory_return.and_then(|m| m.returned_after_ms))),
+        ("rss_after_close_samples", json!(outcome.settle_samples)),
         ("hints", json!(outcome.hints)),
     ] {
         json.insert(key.to_string(), value);
@@ -292,6 +370,16 @@ fn report(bench: &Bench, args: &IdleArgs, outcome: Outcome) -> Report {
         rss(&outcome.after_hold),
         rss(&outcome.after_close)
     ));
+    if let Some(memory) = outcome.memory_return {
+        text.push_str(&format!(
+            "  memory return: before {}, peak {}, {} s after closing {}; within {RETURNED_FACTOR}x of before {}\n",
+            kb_human(memory.before_kb),
+            kb_human(memory.peak_kb),
+            args.settle,
+            kb_human(memory.after_close_kb),
+            memory.returned_after_ms.map_or("never".to_string(), |ms| format!("after {ms} ms"))
+        ));
+    }
     text.push_str(&format!(
         "  per connection: {}",
         outcome.per_connection_kb.map_or("unknown (no server pid)".to_string(), |kb| format!("{kb:.1} KiB"))
@@ -311,6 +399,22 @@ mod tests {
         let hint = server_limit_hint(7, Limit { soft: 1024, hard: 524_288 }, 10_100);
         assert!(hint.contains("`prlimit --pid 7 --nofile=10100:524288`"), "{hint}");
         assert!(hint.contains("too low for 10000 connections"), "{hint}");
+    }
+
+    #[test]
+    fn memory_returns_at_the_first_reading_within_the_factor() {
+        let samples = [(0, 190_000), (250, 120_000), (500, 62_000), (750, 60_000)];
+        let memory = MemoryReturn::from_samples(50_000, 191_000, &samples);
+        assert_eq!(memory.returned_after_ms, Some(500));
+        assert_eq!(memory.after_close_kb, 60_000);
+        assert_eq!(memory.peak_kb, 191_000);
+    }
+
+    #[test]
+    fn memory_that_stays_up_never_returns() {
+        let memory = MemoryReturn::from_samples(50_000, 191_000, &[(0, 190_000), (250, 189_000)]);
+        assert_eq!(memory.returned_after_ms, None);
+        assert_eq!(memory.after_close_kb, 189_000);
     }
 
     #[test]
