@@ -154,6 +154,11 @@ pub struct Settings {
     /// Bytes the cached pages may hold together; 0 turns the cache off.
     #[arg(long, env = "CHAT_PAGE_CACHE_BYTES", default_value_t = 64 * 1024 * 1024, global = true)]
     pub page_cache_bytes: usize,
+    /// Bytes of a WebSocket's read buffer, held for the connection's life
+    /// and the most one socket read takes: 1024 saves 3 KB per idle
+    /// connection and costs large attachments ~40% more CPU per MiB.
+    #[arg(long, env = "CHAT_WS_READ_BUFFER_BYTES", default_value_t = 4096, global = true)]
+    pub ws_read_buffer_bytes: usize,
     #[command(flatten)]
     pub limits: LimitSettings,
 }
@@ -278,6 +283,7 @@ pub struct Config {
     /// Bounds of the rendered-page cache (`pages`); either 0: no cache.
     pub page_cache_entries: usize,
     pub page_cache_bytes: usize,
+    pub ws_read_buffer_bytes: usize,
     pub limits: Limits,
 }
 
@@ -413,6 +419,9 @@ impl Config {
         if !(1..=3650).contains(&s.event_retention_days) {
             return Err(ConfigError("CHAT_EVENT_RETENTION_DAYS must be in 1..=3650".into()));
         }
+        if !(512..=1 << 20).contains(&s.ws_read_buffer_bytes) {
+            return Err(ConfigError("CHAT_WS_READ_BUFFER_BYTES must be in 512..=1048576".into()));
+        }
         if s.page_cache_entries > 1_000_000 {
             return Err(ConfigError("CHAT_PAGE_CACHE_ENTRIES must be at most 1000000".into()));
         }
@@ -449,6 +458,7 @@ impl Config {
             wal_limit_bytes: s.wal_limit_bytes,
             page_cache_entries: s.page_cache_entries,
             page_cache_bytes: s.page_cache_bytes,
+            ws_read_buffer_bytes: s.ws_read_buffer_bytes,
             limits,
         })
     }
@@ -501,6 +511,7 @@ impl Settings {
             wal_limit_bytes: 64 * 1024 * 1024,
             page_cache_entries: 4096,
             page_cache_bytes: 64 * 1024 * 1024,
+            ws_read_buffer_bytes: 4096,
             limits: LimitSettings {
                 rate_limits: Switch::Off,
                 header_timeout_secs: 10,

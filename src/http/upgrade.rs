@@ -33,16 +33,16 @@ fn header_has(req: &Request<Incoming>, name: hyper::header::HeaderName, token: &
 }
 
 /// Small buffers keep an idle connection cheap; frames may be as large as the
-/// configured message limit. The read buffer is allocated (and touched) for
-/// the whole life of a connection, and it is also the most one read takes
-/// from the socket: 1 KiB instead of 4 saves 3 KiB per idle connection and
-/// costs a large attachment ~40% more CPU per MiB (BENCHMARKS.md, issue 15);
-/// chat frames fit in one read either way. Frames are gathered up to 16 KiB
-/// before a write, so a burst to one connection costs one `send` instead of
-/// one per frame.
-pub fn ws_config(max_message: usize) -> WebSocketConfig {
+/// configured message limit. The read buffer (`CHAT_WS_READ_BUFFER_BYTES`)
+/// is held for the whole life of a connection and is also the most one read
+/// takes from the socket: the default 4 KiB keeps large attachments at full
+/// speed; 1 KiB saves 3 KiB per idle connection for ~40% more CPU per MiB
+/// of attachment (BENCHMARKS.md, issue 15). Frames are gathered up to
+/// 16 KiB before a write, so a burst to one connection costs one `send`
+/// instead of one per frame.
+pub fn ws_config(max_message: usize, read_buffer: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(1024)
+        .read_buffer_size(read_buffer)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(max_message.saturating_mul(2).max(1 << 20))
         .max_message_size(Some(max_message))
@@ -127,7 +127,7 @@ pub async fn upgrade(state: &Arc<AppState>, mut req: Request<Incoming>) -> Resul
         let deadline = task_state.config.limits.ws_handshake_timeout;
         match tokio::time::timeout(deadline, on_upgrade).await {
             Ok(Ok(upgraded)) => {
-                let config = ws_config(task_state.config.max_ws_message_bytes);
+                let config = ws_config(task_state.config.max_ws_message_bytes, task_state.config.ws_read_buffer_bytes);
                 let meter = Arc::new(task_state.limiter.frame_budget.meter());
                 let socket = Metered::new(TokioIo::new(upgraded), meter.clone());
                 let ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(config)).await;
