@@ -7,6 +7,7 @@
 mod shard;
 
 use crate::links::Links;
+use std::num::NonZeroI64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
@@ -43,12 +44,16 @@ pub struct ConnectionEntry {
 }
 
 /// One frame for one connection, with the position of its stored event
-/// (so a replaying connection can drop what it already sent).
+/// (so a replaying connection can drop what it already sent). Positions
+/// start at 1, so `NonZeroI64` keeps the item at 40 bytes: every outbox
+/// holds a block of 32 of them from the start.
 #[derive(Clone, Debug)]
 pub struct Outgoing {
     pub frame: Utf8Bytes,
-    pub position: Option<i64>,
+    pub position: Option<NonZeroI64>,
 }
+
+const _: () = assert!(std::mem::size_of::<Outgoing>() == 40);
 
 impl Outgoing {
     /// A reply to this connection alone (never stored).

@@ -121,6 +121,7 @@ fn deliver(
     // message to a group of a thousand is rendered twice, not a thousand times.
     let mut rendered: [Option<Utf8Bytes>; VIEWER_CLASSES] = Default::default();
     let position = envelope.position;
+    let stored = position.and_then(std::num::NonZeroI64::new);
     // One shared counter update per event, not per copy.
     let mut delivered = 0;
     for user in envelope.audience.iter() {
@@ -138,7 +139,7 @@ fn deliver(
                 i += 1;
                 continue;
             }
-            match conns[i].outbox.try_send(Outgoing { frame: frame.clone(), position }) {
+            match conns[i].outbox.try_send(Outgoing { frame: frame.clone(), position: stored }) {
                 Ok(()) => {
                     delivered += 1;
                     i += 1;

@@ -286,7 +286,7 @@ async fn live(
     timers: &WriterTimers,
     replayed: i64,
 ) -> Ending {
-    let fresh = |item: &Outgoing| item.position.is_none_or(|p| p > replayed);
+    let fresh = |item: &Outgoing| item.position.is_none_or(|p| p.get() > replayed);
     let mut ping = tokio::time::interval_at(Instant::now() + timers.ping_every, timers.ping_every);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let until_expiry = timers.expires_at.saturating_sub(crate::auth::jwt::unix_now());
