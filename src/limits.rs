@@ -282,6 +282,11 @@ impl Meter {
         allowed
     }
 
+    /// Bytes of the unfinished message counted so far.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
     /// Whether this connection was refused more bytes.
     pub fn refused(&self) -> bool {
         self.refused.load(Ordering::Relaxed)

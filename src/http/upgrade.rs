@@ -33,13 +33,13 @@ fn header_has(req: &Request<Incoming>, name: hyper::header::HeaderName, token: &
 }
 
 /// Small buffers keep an idle connection cheap; frames may be as large as the
-/// configured message limit. The read buffer (`CHAT_WS_READ_BUFFER_BYTES`)
-/// is held for the whole life of a connection and is also the most one read
-/// takes from the socket: the default 4 KiB keeps large attachments at full
-/// speed; 1 KiB saves 3 KiB per idle connection for ~40% more CPU per MiB
-/// of attachment (BENCHMARKS.md, issue 15). Frames are gathered up to
-/// 16 KiB before a write, so a burst to one connection costs one `send`
-/// instead of one per frame.
+/// configured message limit. The read buffer (`CHAT_WS_READ_BUFFER_BYTES`,
+/// 1 KiB) is held for the whole life of a connection and is the most one
+/// read of tungstenite's takes; `ws::metered` reads ahead in 64 KiB chunks
+/// while a large message arrives, so attachments do not pay for its size
+/// (BENCHMARKS.md, issue 15). Frames are gathered up to 16 KiB before a
+/// write, so a burst to one connection costs one `send` instead of one per
+/// frame.
 pub fn ws_config(max_message: usize, read_buffer: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(read_buffer)
