@@ -381,8 +381,12 @@ impl Server {
             let io = Watched { inner: stream, clock: clock.clone() };
             let conn_state = state.clone();
             let request_clock = clock.clone();
-            let service = service_fn(move |req| {
+            // Held by this task and by the WebSocket a request upgrades to.
+            let slot = crate::http::util::ConnectionSlot::new((permit, per_ip));
+            let request_slot = slot.clone();
+            let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let state = conn_state.clone();
+                req.extensions_mut().insert(request_slot.clone());
                 let request = InFlight::start(&request_clock);
                 async move {
                     let response = crate::http::serve(state, ip, req).await;
@@ -423,8 +427,7 @@ impl Server {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "http connection ended with an error");
                 }
-                drop(permit);
-                drop(per_ip);
+                drop(slot);
             });
         }
         drop(listener);

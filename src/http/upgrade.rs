@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::error::ApiError;
 use crate::http::body::{self, Body};
-use crate::http::util::{authenticate, bearer, int_param, query};
+use crate::http::util::{ConnectionSlot, authenticate, bearer, int_param, query};
 use crate::model::Cursor;
 use crate::state::AppState;
 use crate::ws::connection::{self, Registration, ReplayFrom, Session};
@@ -121,6 +121,7 @@ pub async fn upgrade(state: &Arc<AppState>, mut req: Request<Incoming>) -> Resul
         replay_from,
     };
     let registration = Registration::new(state, &session).await?;
+    let connection_slot = req.extensions_mut().remove::<ConnectionSlot>();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_state = state.clone();
     state.ws_tasks.spawn(async move {
@@ -143,6 +144,7 @@ pub async fn upgrade(state: &Arc<AppState>, mut req: Request<Incoming>) -> Resul
             }
         }
         drop(slot);
+        drop(connection_slot);
     });
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -133,6 +133,22 @@ pub async fn user_of(state: &AppState, req: &Request<Incoming>) -> Result<UserId
 #[derive(Clone, Copy, Debug)]
 pub struct ClientIp(pub std::net::IpAddr);
 
+/// The TCP connection's place under the connection limits (the global
+/// permit and the per-address slot), shared by its requests. A WebSocket
+/// upgrade takes a clone into the connection's task, so an upgraded
+/// connection keeps counting after hyper's HTTP task has ended.
+#[derive(Clone)]
+pub struct ConnectionSlot {
+    /// Kept for its `Drop`: the last clone gone frees the places.
+    _held: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl ConnectionSlot {
+    pub fn new(held: impl std::any::Any + Send + Sync) -> ConnectionSlot {
+        ConnectionSlot { _held: std::sync::Arc::new(held) }
+    }
+}
+
 pub fn client_ip(req: &Request<Incoming>) -> std::net::IpAddr {
     req.extensions().get::<ClientIp>().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0)
 }

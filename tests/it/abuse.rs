@@ -179,6 +179,40 @@ async fn connections_per_address_are_capped_with_a_429() {
     s.stop().await;
 }
 
+/// An upgraded connection is still a connection: hyper's HTTP task ends at
+/// the upgrade, and the WebSocket must keep the address's slot (and the
+/// global permit) until it closes.
+#[tokio::test]
+async fn a_websocket_keeps_its_connection_slot_until_it_closes() {
+    let s = TestServer::start_limited(|c| c.limits.max_connections_per_ip = Some(2)).await;
+    let ann = s.user("ann").await;
+    let from = [127, 0, 0, 7];
+    let held = || s.state.limiter.connections_per_ip.held(IpAddr::from(from));
+    let open = || async {
+        let url = format!("ws://{}/api/chat/ws?token={}", s.addr, ann.token);
+        let stream = connect_from(from, s.addr).await;
+        let (ws, _) = tokio_tungstenite::client_async(url, stream).await.expect("WebSocket");
+        ws
+    };
+    let mut first = open().await;
+    let _second = open().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(held(), 2, "both WebSockets still hold their slots after the upgrade");
+    let refused = request_from(from, s.addr, "GET", "/healthz", None, &Value::Null).await;
+    assert_eq!(refused.status, 429, "two open WebSockets hold both slots of the address");
+    first.close(None).await.expect("close");
+    drop(first);
+    for _ in 0..200 {
+        if held() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let again = request_from(from, s.addr, "GET", "/healthz", None, &Value::Null).await;
+    assert_eq!(again.status, 200, "a closed WebSocket gives its slot back");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_login_flood_from_one_address_does_not_lock_out_a_real_user() {
     let s = TestServer::start_limited(|_| {}).await;
