@@ -787,6 +787,30 @@ mod tests {
         );
     }
 
+    /// A text message in room 9 with temp id `t-1` and nothing else set.
+    fn text_message(sender: Arc<User>, content: &str) -> Message {
+        Message {
+            id: 5,
+            room_id: 9,
+            sender,
+            receiver: None,
+            message_type: MessageType::Text,
+            content: content.into(),
+            files: None,
+            duration: None,
+            local_temp_id: Some("t-1".into()),
+            created_at: 1_700_000_000_123,
+            edited_at: None,
+            is_read: false,
+            read_count: 0,
+            is_deleted: false,
+            like_count: 0,
+            reply_to: None,
+            reactions: Vec::new(),
+            forwarded_from: None,
+        }
+    }
+
     /// Viewers of one class must get the same bytes (the hub renders once
     /// per class); viewers of different classes differ.
     #[test]
@@ -800,26 +824,8 @@ mod tests {
                 is_online: true,
             })
         };
-        let message = |reactions: Vec<Reaction>| Message {
-            id: 5,
-            room_id: 9,
-            sender: person(1),
-            receiver: None,
-            message_type: MessageType::Text,
-            content: "hi \"there\"".into(),
-            files: None,
-            duration: None,
-            local_temp_id: Some("t-1".into()),
-            created_at: 1_700_000_000_123,
-            edited_at: None,
-            is_read: false,
-            read_count: 0,
-            is_deleted: false,
-            like_count: 2,
-            reply_to: None,
-            reactions,
-            forwarded_from: None,
-        };
+        let message =
+            |reactions: Vec<Reaction>| Message { like_count: 2, reactions, ..text_message(person(1), "hi \"there\"") };
         let reacted = || vec![Reaction { emoji: "👍".into(), users: vec![3] }];
         let events = [
             Event::NewMessage(message(Vec::new())),
@@ -873,24 +879,8 @@ mod tests {
             is_online: false,
         });
         let plain = Message {
-            id: 5,
-            room_id: 9,
-            sender: ann.clone(),
             receiver: Some(bob.clone()),
-            message_type: MessageType::Text,
-            content: "line\nbreak \t \"quoted\" </script> \u{7f}\u{2028}".into(),
-            files: None,
-            duration: None,
-            local_temp_id: Some("t-1".into()),
-            created_at: 1_700_000_000_123,
-            edited_at: None,
-            is_read: false,
-            read_count: 0,
-            is_deleted: false,
-            like_count: 0,
-            reply_to: None,
-            reactions: Vec::new(),
-            forwarded_from: None,
+            ..text_message(ann.clone(), "line\nbreak \t \"quoted\" </script> \u{7f}\u{2028}")
         };
         let rich = Message {
             receiver: None,
