@@ -92,6 +92,13 @@ pub struct Settings {
     /// HS256 secret; default: generated once and kept in the data directory.
     #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
+    /// PostgreSQL instead of the embedded SQLite (SPEC section 12):
+    /// `postgres://user@host:port/db`. Nodes with the same URL share everything.
+    #[arg(long, env = "CHAT_DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+    /// NATS for live events, typing and presence between nodes: `nats://host:port`.
+    #[arg(long, env = "CHAT_NATS_URL", global = true)]
+    pub nats_url: Option<String>,
     /// Lifetime of issued tokens, in seconds.
     #[arg(long, env = "CHAT_TOKEN_TTL_SECS", default_value_t = 86_400, global = true)]
     pub token_ttl_secs: u64,
@@ -254,6 +261,11 @@ pub struct Config {
     /// Without a trailing slash.
     pub base_url: String,
     pub jwt_secret: Option<String>,
+    /// The cluster's database (none: the embedded SQLite file).
+    pub database_url: Option<String>,
+    /// The cluster's bus (none: this node's commits reach only its own
+    /// connections at once; others find them by polling the database).
+    pub nats_url: Option<String>,
     pub token_ttl: Duration,
     pub max_ws_message_bytes: usize,
     pub db_sync: DbSync,
@@ -424,6 +436,21 @@ impl Config {
         if s.page_cache_entries > 1_000_000 {
             return Err(ConfigError("CHAT_PAGE_CACHE_ENTRIES must be at most 1000000".into()));
         }
+        if let Some(url) = s.database_url.as_deref().filter(|url| !url.is_empty())
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError("CHAT_DATABASE_URL must be a postgres:// URL".into()));
+        }
+        if let Some(url) = s.nats_url.as_deref().filter(|url| !url.is_empty())
+            && !url.starts_with("nats://")
+        {
+            return Err(ConfigError("CHAT_NATS_URL must be a nats:// URL".into()));
+        }
+        if s.nats_url.as_deref().is_some_and(|url| !url.is_empty())
+            && s.database_url.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(ConfigError("CHAT_NATS_URL needs CHAT_DATABASE_URL: nodes share one database".into()));
+        }
         if s.message_retention_days.is_some_and(|days| !(1..=36_500).contains(&days)) {
             return Err(ConfigError("CHAT_MESSAGE_RETENTION_DAYS must be in 1..=36500".into()));
         }
@@ -435,6 +462,8 @@ impl Config {
             static_dir: s.static_dir.clone(),
             base_url,
             jwt_secret: s.jwt_secret.clone(),
+            database_url: s.database_url.clone().filter(|url| !url.is_empty()),
+            nats_url: s.nats_url.clone().filter(|url| !url.is_empty()),
             token_ttl: Duration::from_secs(s.token_ttl_secs),
             max_ws_message_bytes: s.max_ws_message_bytes,
             db_sync: s.db_sync,
@@ -490,6 +519,8 @@ impl Settings {
             static_dir: dir.join("static"),
             base_url: None,
             jwt_secret: None,
+            database_url: None,
+            nats_url: None,
             token_ttl_secs: 86_400,
             max_ws_message_bytes: 75_497_472,
             db_sync: DbSync::Normal,

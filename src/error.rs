@@ -43,6 +43,11 @@ pub enum ApiError {
     WebSocketVersion,
     #[error("Server is shutting down")]
     Unavailable,
+    /// The database cannot be reached: nothing was done, try again.
+    #[error("The database is unavailable; try again shortly")]
+    DatabaseDown,
+    #[error("{0}")]
+    NotImplemented(String),
     #[error("Internal server error")]
     Internal(String),
 }
@@ -66,6 +71,8 @@ impl ApiError {
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::WebSocketVersion => StatusCode::BAD_REQUEST,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DatabaseDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,6 +131,11 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(what) => ApiError::BadRequest(what.into()),
             StoreError::Forbidden(what) => ApiError::Forbidden(what),
             StoreError::Unavailable => ApiError::Unavailable,
+            StoreError::Down(cause) => {
+                tracing::warn!(%cause, "database unavailable");
+                ApiError::DatabaseDown
+            }
+            StoreError::NotInCluster => ApiError::NotImplemented(e.to_string()),
             StoreError::QuotaExceeded(_) | StoreError::TooManyMembers(_) | StoreError::TooManyReactions(_) => {
                 ApiError::Unprocessable(e.to_string())
             }

@@ -20,6 +20,7 @@
 pub mod attach;
 pub mod auth;
 pub mod backup;
+pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod doctor;

@@ -86,7 +86,7 @@ fn main() -> ExitCode {
 async fn serve(config: Config) -> Result<(), String> {
     let addr = config.addr;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let server = chatd::server::start(config).map_err(|e| e.to_string())?;
+    let server = chatd::server::start(config).await.map_err(|e| e.to_string())?;
     tracing::info!(addr = %listener.local_addr().map_err(|e| e.to_string())?, "chatd listening");
     server.run(listener, chatd::server::shutdown_signal()).await;
     Ok(())

@@ -47,9 +47,10 @@ pub struct Server {
     shutdown_tx: watch::Sender<bool>,
 }
 
-/// Builds everything: directories, secret, database (migrated), writer, hub.
+/// Builds everything: directories, secret, database (migrated), writer, hub;
+/// with `CHAT_DATABASE_URL`, the PostgreSQL store and the cluster's parts.
 /// Must run inside a tokio runtime (the hub spawns its shards).
-pub fn start(config: Config) -> Result<Server, StartError> {
+pub async fn start(config: Config) -> Result<Server, StartError> {
     for dir in [&config.data_dir, &config.static_dir] {
         std::fs::create_dir_all(dir).map_err(|source| StartError::Dir { path: dir.display().to_string(), source })?;
     }
@@ -71,12 +72,48 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     // one ordered forwarding task (so a quick reconnect can never store
     // "offline" after "online"). Neither knows the other.
     let (hub, mut presence) = HubHandle::start(config.hub_shards, links.clone(), metrics.clone());
-    let fanout: Arc<dyn Fanout> = Arc::new(hub.clone());
-    let (thumbnail_queue, thumbnail_jobs) = crate::thumbnails::queue();
-    let pages = Arc::new(RenderedPages::new(config.page_cache_entries, config.page_cache_bytes));
-    let sink =
-        HubSink { fanout: fanout.clone(), metrics: metrics.clone(), thumbnails: thumbnail_queue, pages: pages.clone() };
-    let (reader, writer) = store::open(&config, Box::new(sink), store::Opener::Server)?;
+    let (reader, writer, fanout, tokens, pages) = match config.database_url.clone() {
+        None => {
+            let fanout: Arc<dyn Fanout> = Arc::new(hub.clone());
+            let (thumbnail_queue, thumbnail_jobs) = crate::thumbnails::queue();
+            let pages = Arc::new(RenderedPages::new(config.page_cache_entries, config.page_cache_bytes));
+            let sink = HubSink {
+                fanout: fanout.clone(),
+                metrics: metrics.clone(),
+                thumbnails: Some(thumbnail_queue),
+                pages: pages.clone(),
+            };
+            let (reader, writer) = store::open(&config, Box::new(sink), store::Opener::Server)?;
+            spawn_event_retention(writer.clone(), config.event_retention);
+            if let Some(retention) = config.message_retention {
+                spawn_message_retention(writer.clone(), config.static_dir.clone(), retention);
+            }
+            spawn_scheduler(writer.clone(), config.static_dir.clone());
+            crate::thumbnails::spawn(
+                thumbnail_jobs,
+                writer.clone(),
+                config.static_dir.clone(),
+                config.thumbnail_workers,
+            );
+            sweep_orphan_uploads(&reader, &config.data_dir);
+            match reader.run_blocking(store::reads::referenced_files) {
+                Ok(referenced) => match crate::attach::sweep_orphans(&config.static_dir, &referenced) {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::info!(removed, "removed stored files no message uses"),
+                    Err(e) => tracing::warn!(error = %e, "cannot sweep stored files"),
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot list the files messages use; leaving them"),
+            }
+            spawn_upload_expiry(
+                writer.clone(),
+                config.data_dir.clone(),
+                config.upload_ttl.min(Duration::from_secs(60)),
+            );
+            let revoked = reader.revoked_tokens(crate::auth::jwt::unix_now()).await?;
+            (reader, writer, fanout, Arc::new(TokenState::new(revoked)), pages)
+        }
+        Some(url) => start_cluster(&config, &url, &hub, &metrics).await?,
+    };
     let presence_writer = writer.clone();
     tokio::spawn(async move {
         while let Some((user, online)) = presence.recv().await {
@@ -85,25 +122,8 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             }
         }
     });
-    spawn_event_retention(writer.clone(), config.event_retention);
-    if let Some(retention) = config.message_retention {
-        spawn_message_retention(writer.clone(), config.static_dir.clone(), retention);
-    }
-    spawn_scheduler(writer.clone(), config.static_dir.clone());
-    crate::thumbnails::spawn(thumbnail_jobs, writer.clone(), config.static_dir.clone(), config.thumbnail_workers);
-    sweep_orphan_uploads(&reader, &config.data_dir);
-    match reader.run_blocking(store::reads::referenced_files) {
-        Ok(referenced) => match crate::attach::sweep_orphans(&config.static_dir, &referenced) {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "removed stored files no message uses"),
-            Err(e) => tracing::warn!(error = %e, "cannot sweep stored files"),
-        },
-        Err(e) => tracing::warn!(error = %e, "cannot list the files messages use; leaving them"),
-    }
-    spawn_upload_expiry(writer.clone(), config.data_dir.clone(), config.upload_ttl.min(Duration::from_secs(60)));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hasher = crate::auth::password::HashPool::start(cores, 64).map_err(StartError::Hasher)?;
-    let revoked = reader.revoked_tokens_blocking(crate::auth::jwt::unix_now())?;
     let limiter = Limiter::new(&config.limits);
     let (shutdown_tx, shutting_down) = watch::channel(false);
     let state = Arc::new(AppState {
@@ -120,12 +140,78 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         links,
         pages,
         hasher,
-        tokens: TokenState::new(revoked),
+        tokens,
         limiter,
         uploads: Default::default(),
     });
     crate::memory::spawn_trimmer(state.ws_tasks.clone());
     Ok(Server { state, shutdown_tx })
+}
+
+/// What `start` builds on PostgreSQL (and NATS, when set): the store and
+/// its executor, this node's tail of the event stream into the hub, the bus,
+/// and the heartbeat. No page cache: another node's commit could not drop
+/// this node's pages (SPEC 12 asks for correctness first; the cache comes
+/// back when invalidations travel the bus).
+async fn start_cluster(
+    config: &Config,
+    url: &str,
+    hub: &HubHandle,
+    metrics: &Arc<Metrics>,
+) -> Result<(store::Reader, store::WriterHandle, Arc<dyn Fanout>, Arc<TokenState>, Arc<RenderedPages>), StartError> {
+    let pool_size = (config.read_pool_size as usize * 4).clamp(8, 64);
+    let pg = store::pg::Pg::open(url, pool_size).await?;
+    let reader = store::Reader::postgres(pg.clone());
+    let tokens = Arc::new(TokenState::new(reader.revoked_tokens(crate::auth::jwt::unix_now()).await?));
+    // Registered before serving: presence sessions name their node.
+    crate::cluster::beat(&pg).await?;
+    let tail = Arc::new(tokio::sync::Notify::new());
+    let bus = match &config.nats_url {
+        Some(nats) => Some(
+            crate::cluster::Bus::start(
+                nats,
+                crate::cluster::prefix_for(url),
+                pg.node_id().to_owned(),
+                tail.clone(),
+                hub.clone(),
+                tokens.clone(),
+                config.token_ttl,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let fanout: Arc<dyn Fanout> = Arc::new(crate::cluster::ClusterFanout { hub: hub.clone(), bus: bus.clone() });
+    let pages = Arc::new(RenderedPages::new(0, 0));
+    let sink = HubSink { fanout: fanout.clone(), metrics: metrics.clone(), thumbnails: None, pages: pages.clone() };
+    let local = tail.clone();
+    let poke: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        local.notify_one();
+        if let Some(bus) = &bus {
+            bus.poke();
+        }
+    });
+    let writer = store::pg::writes::spawn(pg.clone(), Box::new(sink), writer_options(config), poke, pool_size / 2);
+    let (deliver_hub, deliver_metrics) = (hub.clone(), metrics.clone());
+    tokio::spawn(store::pg::stream::tail(pg.clone(), tail, move |envelope| {
+        if let crate::model::Event::NewMessage(m) = envelope.event.as_ref() {
+            deliver_metrics.message_stored(m.message_type);
+        }
+        deliver_hub.publish(envelope);
+    }));
+    tokio::spawn(crate::cluster::heartbeat(pg, fanout.clone()));
+    tracing::info!(nats = config.nats_url.is_some(), "chatd runs on PostgreSQL as one node of a cluster");
+    Ok((reader, writer, fanout, tokens, pages))
+}
+
+fn writer_options(config: &Config) -> store::writer::WriterOptions {
+    store::writer::WriterOptions {
+        batch_max: config.writer_batch_max,
+        user_quota_bytes: config.limits.user_quota_bytes,
+        max_group_members: config.max_group_members,
+        wal_path: None,
+        wal_limit_bytes: config.wal_limit_bytes,
+    }
 }
 
 /// Removes stored events past their retention, a batch at a time, once a
@@ -286,7 +372,7 @@ fn spawn_scheduler(writer: store::WriterHandle, static_dir: std::path::PathBuf) 
 struct HubSink {
     fanout: Arc<dyn Fanout>,
     metrics: Arc<Metrics>,
-    thumbnails: crate::thumbnails::Queue,
+    thumbnails: Option<crate::thumbnails::Queue>,
     pages: Arc<RenderedPages>,
 }
 
@@ -294,7 +380,9 @@ impl store::EventSink for HubSink {
     fn publish(&mut self, envelope: crate::model::Envelope) {
         if let crate::model::Event::NewMessage(m) = envelope.event.as_ref() {
             self.metrics.message_stored(m.message_type);
-            self.thumbnails.offer(m);
+            if let Some(thumbnails) = &self.thumbnails {
+                thumbnails.offer(m);
+            }
         }
         self.fanout.publish(envelope);
     }

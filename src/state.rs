@@ -36,7 +36,7 @@ pub struct AppState {
     /// Argon2id runs here, never on the shared blocking pool.
     pub hasher: HashPool,
     /// Current token versions and revoked token ids.
-    pub tokens: TokenState,
+    pub tokens: Arc<TokenState>,
     /// Rate limits, caps and the frame budget.
     pub limiter: Limiter,
     /// Renders file URLs (signed unless links are public).

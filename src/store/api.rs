@@ -5,7 +5,7 @@
 
 use super::reads::{self, Credentials, Member, MessagePage, PageQuery, SharedPage};
 use super::search;
-use super::{Reader, StoreError};
+use super::{Reader, StoreError, pg};
 use crate::links::Links;
 use crate::model::{Cursor, FileMeta, MessageId, Room, RoomId, Scheduled, User, UserId};
 
@@ -49,33 +49,61 @@ fn one_snapshot<T>(
 impl Reader {
     /// Whether the database answers.
     pub async fn healthy(&self) -> Result<bool, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return Ok(c.query_one("SELECT 1", &[]).await?.get::<_, i32>(0) == 1);
+        }
         self.run(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))? == 1)).await
     }
 
     pub async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::reads::user_by_id(&**c, id).await;
+        }
         self.run(move |c| reads::user_by_id(c, id)).await
     }
 
     /// The user with its password hash and token version, by email.
     pub async fn credentials_by_email(&self, email: String) -> Result<Option<Credentials>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::reads::credentials_by_email(&**c, &email).await;
+        }
         self.run(move |c| reads::user_by_email(c, &email)).await
     }
 
     pub async fn credentials(&self, id: UserId) -> Result<Option<Credentials>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::reads::credentials_by_id(&**c, id).await;
+        }
         self.run(move |c| reads::credentials_by_id(c, id)).await
     }
 
     /// The current token version of a user; `None` for an unknown user.
     pub async fn token_version(&self, id: UserId) -> Result<Option<u32>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::reads::token_version(&**c, id).await;
+        }
         self.run(move |c| reads::token_version(c, id)).await
     }
 
     /// Token ids logged out and not yet expired (at start, before serving).
-    pub fn revoked_tokens_blocking(&self, now_secs: u64) -> Result<Vec<(String, u64)>, StoreError> {
-        self.run_blocking(|c| reads::revoked_tokens(c, now_secs))
+    pub async fn revoked_tokens(&self, now_secs: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::reads::revoked_tokens(&**c, now_secs).await;
+        }
+        self.run(move |c| reads::revoked_tokens(c, now_secs)).await
     }
 
     pub async fn storage_bytes(&self, id: UserId) -> Result<u64, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::reads::storage_bytes(&**c, id).await;
+        }
         self.run(move |c| reads::storage_bytes(c, id)).await
     }
 
@@ -85,19 +113,35 @@ impl Reader {
         needle: String,
         limit: u32,
     ) -> Result<(Vec<User>, i64), StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::reads::search_users(&**c, caller, &needle, limit).await;
+        }
         self.run(move |c| reads::search_users(c, caller, &needle, limit)).await
     }
 
     pub async fn online_users(&self, caller: UserId) -> Result<Vec<User>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::reads::online_users(&**c, caller).await;
+        }
         self.run(move |c| reads::online_users(c, caller)).await
     }
 
     pub async fn is_member(&self, room_id: RoomId, user: UserId) -> Result<bool, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::reads::is_participant(&**c, room_id, user).await;
+        }
         self.run(move |c| reads::is_participant(c, room_id, user)).await
     }
 
     /// The members of a room, in id order.
     pub async fn member_ids(&self, room_id: RoomId) -> Result<Vec<UserId>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::reads::member_ids(&**c, room_id).await;
+        }
         self.run(move |c| reads::member_ids(c, room_id)).await
     }
 
@@ -110,6 +154,13 @@ impl Reader {
         after: UserId,
         limit: u32,
     ) -> Result<Option<(Vec<Member>, i64)>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            if !pg::reads::is_participant(&**c, room_id, viewer).await? {
+                return Ok(None);
+            }
+            return pg::reads::members(&**c, room_id, after, limit).await.map(Some);
+        }
         self.run(move |c| {
             if !reads::is_participant(c, room_id, viewer)? {
                 return Ok(None);
@@ -120,19 +171,35 @@ impl Reader {
     }
 
     pub async fn member(&self, room_id: RoomId, user: UserId) -> Result<Option<Member>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::reads::member(&**c, room_id, user).await;
+        }
         self.run(move |c| reads::member(c, room_id, user)).await
     }
 
     /// One room as `viewer` sees it, if `viewer` is in it.
     pub async fn room(&self, viewer: UserId, room_id: RoomId) -> Result<Option<Room>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::reads::room(&**c, viewer, room_id).await;
+        }
         self.run(move |c| one_snapshot(c, |c| reads::room(c, viewer, room_id))).await
     }
 
     pub async fn rooms(&self, viewer: UserId) -> Result<Vec<Room>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::reads::rooms(&**c, viewer).await;
+        }
         self.run(move |c| one_snapshot(c, |c| reads::rooms(c, viewer))).await
     }
 
     pub async fn unread_counts(&self, user: UserId) -> Result<Vec<(RoomId, i64)>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::reads::unread_counts(&**c, user).await;
+        }
         self.run(move |c| reads::unread_counts(c, user)).await
     }
 
@@ -142,6 +209,10 @@ impl Reader {
         room_id: RoomId,
         query: PageQuery,
     ) -> Result<Option<MessagePage>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::reads::messages_page(&**c, viewer, room_id, query).await;
+        }
         self.run(move |c| one_snapshot(c, |c| reads::messages_page(c, viewer, room_id, query))).await
     }
 
@@ -157,6 +228,10 @@ impl Reader {
         sender: UserId,
         temp_id: String,
     ) -> Result<Option<MessageId>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return Ok(pg::reads::message_by_temp_id(&**c, sender, &temp_id).await?.map(|row| row.id));
+        }
         self.run(move |c| Ok(reads::message_by_temp_id(c, sender, &temp_id)?.map(|row| row.id))).await
     }
 
@@ -189,6 +264,14 @@ impl Reader {
     /// The files of a message `viewer` can see now (`None`: no such message
     /// for it: unknown, deleted, or in a room it is not in).
     pub async fn message_files(&self, viewer: UserId, id: MessageId) -> Result<Option<Vec<FileMeta>>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            let Some(row) = pg::reads::message_row(&**c, viewer, id).await? else { return Ok(None) };
+            if row.is_deleted || !pg::reads::is_participant(&**c, row.room_id, viewer).await? {
+                return Ok(None);
+            }
+            return Ok(Some(row.files.unwrap_or_default()));
+        }
         self.run(move |c| {
             let Some(row) = reads::message_row(c, viewer, id)? else { return Ok(None) };
             if row.is_deleted || !reads::is_participant(c, row.room_id, viewer)? {
@@ -217,6 +300,12 @@ impl Reader {
     }
 
     pub async fn stream_bounds(&self) -> Result<StreamBounds, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            // Only what this node has released: a cursor never passes a
+            // position that may still commit below it.
+            return Ok(StreamBounds { head: pg.released(), horizon: pg::reads::event_horizon(&**c).await? });
+        }
         self.run(|c| Ok(StreamBounds { head: reads::event_head(c)?, horizon: reads::event_horizon(c)? })).await
     }
 
@@ -229,6 +318,21 @@ impl Reader {
         limit: u32,
         links: std::sync::Arc<Links>,
     ) -> Result<EventsPage, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            let upto = pg.released();
+            let events = pg::reads::events_for(&**c, user, after, upto, i64::from(limit)).await?;
+            let has_more = events.len() == limit as usize;
+            let mut through = after;
+            let mut frames = Vec::with_capacity(events.len());
+            for stored in &events {
+                through = stored.position;
+                if let Some(event) = pg::reads::event_of(&**c, stored).await? {
+                    frames.push(event.render(user, &links, Some(stored.position)));
+                }
+            }
+            return Ok(EventsPage { frames, through, has_more });
+        }
         self.run(move |c| {
             let (frames, through, has_more) = reads::replay_page(c, user, after, limit, &links)?;
             Ok(EventsPage { frames, through, has_more })

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod export;
 pub mod migrate;
+pub mod pg;
 pub mod reads;
 pub mod search;
 pub mod writer;
@@ -37,6 +38,15 @@ pub enum StoreError {
     TooManyReactions(usize),
     #[error("the writer has stopped")]
     Unavailable,
+    /// The database cannot be reached (PostgreSQL down, pool exhausted).
+    #[error("the database is unavailable: {0}")]
+    Down(String),
+    /// A statement PostgreSQL refused.
+    #[error("database: {0}")]
+    Database(String),
+    /// A feature the PostgreSQL store does not have yet.
+    #[error("This is not available yet when chatd runs on PostgreSQL (CHAT_DATABASE_URL)")]
+    NotInCluster,
     #[error("commit failed: {0}")]
     CommitFailed(String),
     #[error("database: {0}")]
@@ -147,21 +157,42 @@ pub fn open_read_pool(path: &Path, index: &Path, size: u32) -> Result<ReadPool, 
     Ok(Pool::builder().max_size(size).min_idle(Some(1)).build(manager)?)
 }
 
-/// Reads off the async threads: `f` runs on a blocking thread with a pooled
-/// read-only connection.
+/// Reads off the async threads: on SQLite, `f` runs on a blocking thread
+/// with a pooled read-only connection; on PostgreSQL, `api` asks `pg`.
 #[derive(Clone)]
 pub struct Reader {
-    pool: ReadPool,
-    /// One permit per pooled connection, taken before a blocking thread is
-    /// started, so a burst of reads waits here instead of parking a thread
-    /// per request in front of the pool.
-    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    backend: ReadBackend,
+}
+
+#[derive(Clone)]
+enum ReadBackend {
+    Sqlite {
+        pool: ReadPool,
+        /// One permit per pooled connection, taken before a blocking thread
+        /// is started, so a burst of reads waits here instead of parking a
+        /// thread per request in front of the pool.
+        permits: std::sync::Arc<tokio::sync::Semaphore>,
+    },
+    Postgres(std::sync::Arc<pg::Pg>),
 }
 
 impl Reader {
     pub fn new(pool: ReadPool) -> Reader {
         let size = pool.max_size() as usize;
-        Reader { pool, permits: std::sync::Arc::new(tokio::sync::Semaphore::new(size)) }
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(size));
+        Reader { backend: ReadBackend::Sqlite { pool, permits } }
+    }
+
+    pub fn postgres(pg: std::sync::Arc<pg::Pg>) -> Reader {
+        Reader { backend: ReadBackend::Postgres(pg) }
+    }
+
+    /// The PostgreSQL store, when this is one.
+    pub(in crate::store) fn pg(&self) -> Option<&pg::Pg> {
+        match &self.backend {
+            ReadBackend::Postgres(pg) => Some(pg),
+            ReadBackend::Sqlite { .. } => None,
+        }
     }
 
     pub(in crate::store) async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -169,8 +200,9 @@ impl Reader {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let pool = self.pool.clone();
-        let permit = self.permits.clone().acquire_owned().await.map_err(|_| StoreError::Unavailable)?;
+        let ReadBackend::Sqlite { pool, permits } = &self.backend else { return Err(StoreError::NotInCluster) };
+        let pool = pool.clone();
+        let permit = permits.clone().acquire_owned().await.map_err(|_| StoreError::Unavailable)?;
         tokio::task::spawn_blocking(move || {
             let conn = pool.get()?;
             let result = f(&conn);
@@ -181,9 +213,10 @@ impl Reader {
         .map_err(|e| StoreError::Join(e.to_string()))?
     }
 
-    /// Synchronous access, for subcommands and tests.
+    /// Synchronous access, for subcommands and tests (SQLite only).
     pub fn run_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let conn = self.pool.get()?;
+        let ReadBackend::Sqlite { pool, .. } = &self.backend else { return Err(StoreError::NotInCluster) };
+        let conn = pool.get()?;
         f(&conn)
     }
 }

@@ -115,7 +115,7 @@ pub struct LikeState {
     pub like_count: i64,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// Which tokens a logout ends.
 #[derive(Debug, Clone)]
@@ -141,7 +141,7 @@ pub struct WriterOptions {
     pub wal_limit_bytes: u64,
 }
 
-enum Command {
+pub(crate) enum Command {
     Register(NewUser, Reply<User>),
     CreateRoom {
         creator: UserId,
@@ -298,7 +298,7 @@ pub struct Due {
 }
 
 /// Commands that may wait for the writer; senders wait (backpressure) beyond it.
-const QUEUE: usize = 8192;
+pub(crate) const QUEUE: usize = 8192;
 
 /// Starts the writer thread; `indexer`, if given, is poked after every
 /// commit that stored events.
@@ -322,6 +322,11 @@ pub fn spawn(
 }
 
 impl WriterHandle {
+    /// A handle on another executor of the same commands (PostgreSQL).
+    pub(crate) fn from_sender(tx: mpsc::Sender<Command>) -> WriterHandle {
+        WriterHandle { tx, thread: Arc::new(Mutex::new(None)), schedule_changed: Arc::new(tokio::sync::Notify::new()) }
+    }
+
     async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(make(reply)).await.map_err(|_| StoreError::Unavailable)?;

@@ -61,7 +61,7 @@ impl TestServer {
         let addr = listener.local_addr().expect("addr");
         config.addr = addr;
         config.base_url = format!("http://{addr}");
-        let server = chatd::server::start(config).expect("start");
+        let server = chatd::server::start(config).await.expect("start");
         let state = server.state.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(listener, async {

@@ -1,0 +1,128 @@
+//! The PostgreSQL store (SPEC section 12, `CHAT_DATABASE_URL`): the same
+//! typed reads (`reads`) and the same writer commands (`writes`) as the
+//! embedded store, over a deadpool of tokio-postgres connections, so that
+//! several chatd nodes share one database. The event stream's positions
+//! come from a sequence taken before commit; `stream` releases them in
+//! order only behind the safe horizon (ARCHITECTURE.md, "Several writers").
+
+pub mod reads;
+pub mod stream;
+pub mod writes;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use super::StoreError;
+
+/// The schema, in order; each applied once, recorded in `schema_migrations`.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../../sql/postgres/001_init.sql"))];
+
+/// How long a request waits for a pooled connection (or a new one) before
+/// it is answered 503: a database that is down fails requests quickly.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+
+/// The shared store of one node.
+pub struct Pg {
+    pool: Pool,
+    /// The highest position this node has released to its connections:
+    /// every position at or below it is committed or will never be. Replays
+    /// read no further, so no cursor a client holds can skip a late commit.
+    released: AtomicI64,
+    /// This process's name among the nodes (presence sessions are per node).
+    node_id: String,
+}
+
+impl Pg {
+    /// Connects (the pool opens connections as they are needed), applies
+    /// the migrations under an advisory lock (nodes may start together),
+    /// and reads where the stream stands.
+    pub async fn open(url: &str, pool_size: usize) -> Result<Arc<Pg>, StoreError> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Down(format!("CHAT_DATABASE_URL is not a PostgreSQL URL: {e}")))?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .recycle_timeout(Some(POOL_WAIT))
+            .build()
+            .map_err(|e| StoreError::Down(format!("cannot build the PostgreSQL pool: {e}")))?;
+        let pg = Arc::new(Pg { pool, released: AtomicI64::new(0), node_id: new_node_id()? });
+        pg.migrate().await?;
+        let head = stream::safe_head(&*pg.client().await?).await?;
+        pg.released.store(head, Ordering::Release);
+        Ok(pg)
+    }
+
+    /// A pooled connection; 503 when the database cannot be reached.
+    pub async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| StoreError::Down(e.to_string()))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The highest position released to this node's connections.
+    pub fn released(&self) -> i64 {
+        self.released.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn release(&self, position: i64) {
+        self.released.fetch_max(position, Ordering::AcqRel);
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = raw(&mut client).transaction().await?;
+        // One node migrates; the others wait here and find nothing to do.
+        tx.execute("SELECT pg_advisory_xact_lock(7210, 481)", &[]).await?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY)").await?;
+        for (version, sql) in MIGRATIONS {
+            let done = tx.query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version]).await?;
+            if done.is_none() {
+                tx.batch_execute(sql).await?;
+                tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version]).await?;
+                tracing::info!(version, "PostgreSQL schema migrated");
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// A fresh random node name: a restarted node is a new node (the old one's
+/// sessions go when its heartbeat stops).
+fn new_node_id() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| StoreError::Down(format!("no randomness for a node id: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The tokio-postgres client of a pooled connection (its transactions are
+/// the ones `reads` and `writes` take).
+pub fn raw(conn: &mut deadpool_postgres::Object) -> &mut tokio_postgres::Client {
+    conn
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    /// An error the server reported is a failed statement; anything else
+    /// (a closed connection, a timeout) means the database is unreachable.
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        match e.as_db_error() {
+            Some(db) => StoreError::Database(format!("{}: {}", db.code().code(), db.message())),
+            None => StoreError::Down(e.to_string()),
+        }
+    }
+}
+
+/// Whether a statement failed on a unique index.
+pub fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}

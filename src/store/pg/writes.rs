@@ -1,0 +1,645 @@
+//! The writer's commands on PostgreSQL. The embedded writer runs commands
+//! one batch at a time on one connection; here each command is its own
+//! transaction on a pooled connection, and commands run side by side (the
+//! database orders them). What must stay ordered is ordered by locks: the
+//! commands that change a room take its advisory lock first, so a room's
+//! message ids, event positions and commits all come in one order; one
+//! user's presence changes are applied by one task, in the order the hub
+//! reported them.
+
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_postgres::Transaction;
+
+use super::{Pg, is_unique_violation, reads};
+use crate::model::{Envelope, Event, Message, MessageId, MessageType, Revocation, RoomId, User, UserId};
+use crate::store::StoreError;
+use crate::store::writer::{
+    Command, EventSink, LikeState, NewMessage, NewUser, Revoke, SendOutcome, WriterHandle, WriterOptions,
+};
+use crate::time::now_ms;
+
+/// Starts the executor: commands from the handle run on `pg`, at most one
+/// per pooled connection at a time. `sink` hears of what is not stored
+/// (presence, revoked tokens) and `poke` of every commit that stored an
+/// event (the tail then looks at once).
+pub fn spawn(
+    pg: Arc<Pg>,
+    sink: Box<dyn EventSink>,
+    options: WriterOptions,
+    poke: Arc<dyn Fn() + Send + Sync>,
+    concurrency: usize,
+) -> WriterHandle {
+    let (tx, rx) = mpsc::channel(crate::store::writer::QUEUE);
+    let sink = Arc::new(std::sync::Mutex::new(sink));
+    let context = Arc::new(Context { pg, sink, options, poke });
+    tokio::spawn(run(rx, context, concurrency.max(1)));
+    WriterHandle::from_sender(tx)
+}
+
+struct Context {
+    pg: Arc<Pg>,
+    sink: Arc<std::sync::Mutex<Box<dyn EventSink>>>,
+    options: WriterOptions,
+    poke: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Context {
+    fn publish(&self, envelope: Envelope) {
+        if let Ok(mut sink) = self.sink.lock() {
+            sink.publish(envelope);
+        }
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<Command>, cx: Arc<Context>, concurrency: usize) {
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let tasks = tokio_util::task::TaskTracker::new();
+    let (presence_tx, presence_rx) = mpsc::unbounded_channel();
+    tasks.spawn(presence_task(presence_rx, cx.clone()));
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Command::Presence { user, online } => {
+                let _ = presence_tx.send((user, online));
+            }
+            Command::Barrier(reply) => {
+                // Everything started before it has finished.
+                while permits.available_permits() < concurrency {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                let _ = reply.send(Ok(()));
+            }
+            Command::Shutdown(done) => {
+                drop(presence_tx);
+                tasks.close();
+                tasks.wait().await;
+                let _ = done.send(());
+                return;
+            }
+            cmd => {
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let cx = cx.clone();
+                tasks.spawn(async move {
+                    execute(&cx, cmd).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+fn answer<T>(reply: oneshot::Sender<Result<T, StoreError>>, result: Result<T, StoreError>) {
+    let _ = reply.send(result);
+}
+
+/// What the embedded store has and this one does not have yet.
+const NOT_YET: StoreError = StoreError::NotInCluster;
+
+async fn execute(cx: &Context, cmd: Command) {
+    let pg = &cx.pg;
+    match cmd {
+        Command::Register(user, reply) => answer(reply, register(pg, user).await),
+        Command::CreateRoom { creator, other, reply } => {
+            let result = create_room(pg, creator, other).await;
+            if matches!(result, Ok((_, true))) {
+                (cx.poke)();
+            }
+            answer(reply, result);
+        }
+        Command::Send(message, reply) => {
+            let result = send_message(pg, &cx.options, *message).await;
+            if matches!(result, Ok(SendOutcome::Stored(_))) {
+                (cx.poke)();
+            }
+            answer(reply, result);
+        }
+        Command::Edit { user, id, content, reply } => {
+            let result = edit(pg, user, id, content).await;
+            if result.is_ok() {
+                (cx.poke)();
+            }
+            answer(reply, result);
+        }
+        Command::Delete { user, id, reply } => {
+            let result = delete(pg, user, id).await;
+            if result.is_ok() {
+                (cx.poke)();
+            }
+            answer(reply, result);
+        }
+        Command::Like { user, id, like, reply } => {
+            let result = like_message(pg, user, id, like).await;
+            if result.is_ok() {
+                (cx.poke)();
+            }
+            answer(reply, result);
+        }
+        Command::MarkRead { user, room_id, reply } => {
+            let result = mark_read(pg, user, room_id).await;
+            if matches!(result, Ok(marked) if marked > 0) {
+                (cx.poke)();
+            }
+            answer(reply, result);
+        }
+        Command::ChangePassword { user, password_hash, reply } => {
+            let result = change_password(pg, user, password_hash).await;
+            if let Ok(version) = result {
+                cx.publish(Envelope::new(vec![user], Event::TokensRevoked(Revocation::Below(version))));
+            }
+            answer(reply, result);
+        }
+        Command::RevokeToken { user, revoke, reply } => {
+            let result = revoke_token(pg, user, revoke).await;
+            if let Ok((version, revocation)) = &result {
+                let revocation = match revocation {
+                    Some(token) => Revocation::Token(token.as_str().into()),
+                    None => Revocation::Below(*version),
+                };
+                cx.publish(Envelope::new(vec![user], Event::TokensRevoked(revocation)));
+            }
+            answer(reply, result.map(|(version, _)| version));
+        }
+        Command::PruneEvents { reply, .. } => answer(reply, Ok(0)),
+        Command::ExpireMessages { reply, .. } => answer(reply, Ok(Default::default())),
+        Command::ExpireUploads { reply, .. } => answer(reply, Ok(Vec::new())),
+        Command::DeliverDue { reply, .. } => answer(
+            reply,
+            Ok(crate::store::writer::Due { delivered: 0, unused_files: Vec::new(), more: false, next: None }),
+        ),
+        Command::CreateGroup(_, reply) => answer(reply, Err(NOT_YET)),
+        Command::RenameRoom { reply, .. }
+        | Command::RemoveMember { reply, .. }
+        | Command::SetRole { reply, .. }
+        | Command::FinishUpload { reply, .. } => answer(reply, Err(NOT_YET)),
+        Command::AddMembers { reply, .. } => answer(reply, Err(NOT_YET)),
+        Command::React { reply, .. } => answer(reply, Err(NOT_YET)),
+        Command::Forward { reply, .. } => answer(reply, Err(NOT_YET)),
+        Command::CreateUpload(_, reply) => answer(reply, Err(NOT_YET)),
+        Command::SetThumbnails { reply, .. } => answer(reply, Err(NOT_YET)),
+        Command::Schedule { reply, .. } => answer(reply, Err(NOT_YET)),
+        Command::CancelScheduled { reply, .. } => answer(reply, Err(NOT_YET)),
+        // Handled by `run`.
+        Command::Presence { .. } | Command::Barrier(_) | Command::Shutdown(_) => {}
+    }
+}
+
+/// Serialises a room's changes across every node until the commit.
+async fn lock_room(tx: &Transaction<'_>, room_id: RoomId) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&room_id]).await?;
+    Ok(())
+}
+
+/// Stores an event row and answers its position. The transaction's id is
+/// taken (in the materialised CTE) before the position: the order the
+/// safe horizon relies on (see `stream`).
+async fn emit(
+    tx: &Transaction<'_>,
+    room_id: Option<RoomId>,
+    user_id: Option<UserId>,
+    kind: &str,
+    data: serde_json::Value,
+) -> Result<i64, StoreError> {
+    let row = tx
+        .query_one(
+            "WITH x AS MATERIALIZED (SELECT pg_current_xact_id() AS xid)
+             INSERT INTO events (xid, room_id, user_id, kind, data, created_at)
+             SELECT x.xid, $1, $2, $3, $4, $5 FROM x RETURNING position",
+            &[&room_id, &user_id, &kind, &data.to_string(), &now_ms()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+async fn register(pg: &Pg, user: NewUser) -> Result<User, StoreError> {
+    let client = pg.client().await?;
+    let inserted = client
+        .query_one(
+            "INSERT INTO users (name, email, password_hash, avatar_url, created_at) VALUES ($1, $2, $3, $4, $5)
+             RETURNING id",
+            &[&user.name, &user.email, &user.password_hash, &user.avatar_url, &now_ms()],
+        )
+        .await;
+    let id: UserId = match inserted {
+        Ok(row) => row.get(0),
+        Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict("Email already registered")),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(User { id, name: user.name, email: user.email, avatar_url: user.avatar_url, is_online: false })
+}
+
+async fn create_room(pg: &Pg, creator: UserId, other: UserId) -> Result<(RoomId, bool), StoreError> {
+    if creator == other {
+        return Err(StoreError::Invalid("Cannot create a room with yourself"));
+    }
+    let mut client = pg.client().await?;
+    let tx = super::raw(&mut client).transaction().await?;
+    if reads::user_by_id(&tx, other).await?.is_none() {
+        return Err(StoreError::NotFound("User not found"));
+    }
+    let (low, high) = (creator.min(other), creator.max(other));
+    let key = format!("{low}:{high}");
+    let now = now_ms();
+    // Two nodes creating the same room meet at the unique key: the second
+    // waits for the first's commit, then finds its room.
+    let inserted = tx
+        .query_opt(
+            "INSERT INTO chat_rooms (room_type, created_by, created_at, updated_at, direct_key)
+             VALUES ('direct', $1, $2, $2, $3) ON CONFLICT (direct_key) DO NOTHING RETURNING id",
+            &[&creator, &now, &key],
+        )
+        .await?;
+    let Some(row) = inserted else {
+        let id: RoomId = tx.query_one("SELECT id FROM chat_rooms WHERE direct_key = $1", &[&key]).await?.get(0);
+        return Ok((id, false));
+    };
+    let room_id: RoomId = row.get(0);
+    lock_room(&tx, room_id).await?;
+    for user in [low, high] {
+        tx.execute(
+            "INSERT INTO chat_participants (room_id, user_id, joined_at) VALUES ($1, $2, $3)",
+            &[&room_id, &user, &now],
+        )
+        .await?;
+    }
+    let position = emit(&tx, Some(room_id), None, "room_created", serde_json::json!({})).await?;
+    tx.execute("UPDATE chat_participants SET joined_event_id = $1 WHERE room_id = $2", &[&position, &room_id]).await?;
+    tx.commit().await?;
+    Ok((room_id, true))
+}
+
+/// The room's members if `user` is one of them (and the room is active),
+/// and whether it is a group.
+async fn room_of_member(
+    tx: &Transaction<'_>,
+    room_id: RoomId,
+    user: UserId,
+) -> Result<Option<(Vec<UserId>, bool)>, StoreError> {
+    let room = tx.query_opt("SELECT room_type, is_active FROM chat_rooms WHERE id = $1", &[&room_id]).await?;
+    let Some(room) = room.filter(|r| r.get::<_, bool>(1)) else { return Ok(None) };
+    let members = reads::member_ids(tx, room_id).await?;
+    if !members.contains(&user) {
+        return Ok(None);
+    }
+    Ok(Some((members, room.get::<_, String>(0) == crate::model::GROUP)))
+}
+
+async fn send_message(pg: &Pg, options: &WriterOptions, m: NewMessage) -> Result<SendOutcome, StoreError> {
+    let mut client = pg.client().await?;
+    let tx = super::raw(&mut client).transaction().await?;
+    lock_room(&tx, m.room_id).await?;
+    let Some((members, group)) = room_of_member(&tx, m.room_id, m.sender).await? else {
+        return Err(StoreError::NotFound("Room not found"));
+    };
+    let receiver = if group {
+        None
+    } else {
+        let other = members.iter().copied().find(|u| *u != m.sender).unwrap_or(m.sender);
+        if m.receiver_id.is_some_and(|r| r != other) {
+            return Err(StoreError::Invalid("receiver_id is not the other participant of this room"));
+        }
+        Some(other)
+    };
+    if let Some(id) = m.reply_to_id {
+        let room = tx.query_opt("SELECT room_id FROM chat_messages WHERE id = $1", &[&id]).await?;
+        if room.map(|r| r.get::<_, RoomId>(0)) != Some(m.room_id) {
+            return Err(StoreError::Invalid("reply_to_id must be a message of the same room"));
+        }
+    }
+    let files_json = match &m.files {
+        Some(files) => {
+            Some(serde_json::to_string(files).map_err(|_| StoreError::Invalid("files_data cannot be stored"))?)
+        }
+        None => None,
+    };
+    let first = m.files.as_ref().and_then(|f| f.first());
+    // A temp id this sender used before (on any node) meets the unique
+    // index: nothing is inserted and the original is answered.
+    let inserted = tx
+        .query_opt(
+            "INSERT INTO chat_messages (room_id, sender_id, receiver_id, message_type, content, file_name, file_path,
+                 file_size, mime_type, files_data, duration, local_temp_id, created_at, reply_to_id,
+                 forwarded_from_id, forwarded_from_name)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+             ON CONFLICT DO NOTHING RETURNING id",
+            &[
+                &m.room_id,
+                &m.sender,
+                &receiver,
+                &m.message_type.as_str(),
+                &m.content,
+                &first.map(|f| &f.file_name),
+                &first.map(|f| &f.file_path),
+                &first.map(|f| f.file_size as i64),
+                &first.map(|f| &f.mime_type),
+                &files_json,
+                &m.duration,
+                &m.local_temp_id,
+                &now_ms(),
+                &m.reply_to_id,
+                &m.forwarded_from.as_ref().map(|f| f.message_id),
+                &m.forwarded_from.as_ref().map(|f| &f.sender_name),
+            ],
+        )
+        .await?;
+    let Some(row) = inserted else {
+        let temp_id = m.local_temp_id.as_deref().unwrap_or_default();
+        let row = reads::message_by_temp_id(&tx, m.sender, temp_id)
+            .await?
+            .ok_or(StoreError::Conflict("Duplicate message"))?;
+        return Ok(SendOutcome::Duplicate(Box::new(reads::message_of(&tx, row).await?.0)));
+    };
+    let id: MessageId = row.get(0);
+    for upload in &m.uploads {
+        let used =
+            tx.execute("DELETE FROM uploads WHERE id = $1 AND user_id = $2 AND complete", &[upload, &m.sender]).await?;
+        if used == 0 {
+            return Err(StoreError::Invalid("upload_id is unknown, unfinished or already used"));
+        }
+    }
+    if let Some(files) = m.files.as_ref().filter(|_| !m.files_counted) {
+        let bytes: u64 = files.iter().map(|f| f.file_size).sum();
+        let used: i64 = tx
+            .query_one(
+                "UPDATE users SET storage_bytes = storage_bytes + $1 WHERE id = $2 RETURNING storage_bytes",
+                &[&(bytes as i64), &m.sender],
+            )
+            .await?
+            .get(0);
+        if let Some(quota) = options.user_quota_bytes.filter(|quota| used.max(0) as u64 > *quota) {
+            return Err(StoreError::QuotaExceeded(quota));
+        }
+    }
+    emit(&tx, Some(m.room_id), None, "new_message", serde_json::json!({"message_id": id})).await?;
+    tx.commit().await?;
+    Ok(SendOutcome::Stored(id))
+}
+
+/// The message (locked until the commit) and its room, if `user` is in it.
+async fn visible_message(
+    tx: &Transaction<'_>,
+    user: UserId,
+    id: MessageId,
+) -> Result<crate::store::reads::MessageRow, StoreError> {
+    let room: RoomId = tx
+        .query_opt("SELECT room_id FROM chat_messages WHERE id = $1", &[&id])
+        .await?
+        .ok_or(StoreError::NotFound("Message not found"))?
+        .get(0);
+    lock_room(tx, room).await?;
+    if room_of_member(tx, room, user).await?.is_none() {
+        return Err(StoreError::NotFound("Message not found"));
+    }
+    reads::message_row(tx, user, id).await?.ok_or(StoreError::NotFound("Message not found"))
+}
+
+async fn edit(pg: &Pg, user: UserId, id: MessageId, content: String) -> Result<(Message, bool), StoreError> {
+    let mut client = pg.client().await?;
+    let tx = super::raw(&mut client).transaction().await?;
+    let row = visible_message(&tx, user, id).await?;
+    if row.sender_id != user {
+        return Err(StoreError::Forbidden("Only the sender can edit this message"));
+    }
+    if row.is_deleted {
+        return Err(StoreError::Invalid("Cannot edit a deleted message"));
+    }
+    if row.message_type != MessageType::Text {
+        return Err(StoreError::Invalid("Only text messages can be edited"));
+    }
+    let now = now_ms();
+    tx.execute("UPDATE chat_messages SET content = $1, edited_at = $2 WHERE id = $3", &[&content, &now, &id]).await?;
+    let room_id = row.room_id;
+    let liked = row.liked;
+    let (mut message, _) = reads::message_of(&tx, row).await?;
+    message.content = content;
+    message.edited_at = Some(now);
+    message.local_temp_id = None;
+    emit(&tx, Some(room_id), None, "message_update", serde_json::json!({"message_id": id})).await?;
+    tx.commit().await?;
+    Ok((message, liked))
+}
+
+async fn delete(pg: &Pg, user: UserId, id: MessageId) -> Result<(Message, bool, Vec<String>), StoreError> {
+    let mut client = pg.client().await?;
+    let tx = super::raw(&mut client).transaction().await?;
+    let row = visible_message(&tx, user, id).await?;
+    if row.sender_id != user {
+        return Err(StoreError::Forbidden("Only the sender can delete this message"));
+    }
+    let (liked, room_id, already) = (row.liked, row.room_id, row.is_deleted);
+    let files: Vec<String> = row.files.iter().flatten().map(|f| f.file_path.clone()).collect();
+    let bytes: u64 =
+        if row.forwarded_from.is_some() { 0 } else { row.files.iter().flatten().map(|f| f.file_size).sum() };
+    let (mut message, _) = reads::message_of(&tx, row).await?;
+    let mut unused = Vec::new();
+    if !already {
+        if bytes > 0 {
+            tx.execute(
+                "UPDATE users SET storage_bytes = GREATEST(storage_bytes - $1, 0) WHERE id = $2",
+                &[&(bytes as i64), &user],
+            )
+            .await?;
+        }
+        tx.execute(
+            "UPDATE chat_messages SET content = '', files_data = NULL, file_name = NULL, file_path = NULL,
+                 file_size = NULL, mime_type = NULL, duration = NULL, is_deleted = true WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+        emit(&tx, Some(room_id), None, "message_delete", serde_json::json!({"message_id": id})).await?;
+        for path in files {
+            let left = tx
+                .query_opt("UPDATE file_refs SET refs = refs - 1 WHERE file_path = $1 RETURNING refs", &[&path])
+                .await?;
+            match left.map(|r| r.get::<_, i64>(0)) {
+                Some(left) if left <= 1 => {
+                    tx.execute("DELETE FROM file_refs WHERE file_path = $1", &[&path]).await?;
+                }
+                Some(_) => {}
+                None => unused.push(path),
+            }
+        }
+    }
+    tx.commit().await?;
+    message.content.clear();
+    message.files = None;
+    message.duration = None;
+    message.is_deleted = true;
+    message.local_temp_id = None;
+    Ok((message, liked, unused))
+}
+
+async fn like_message(pg: &Pg, user: UserId, id: MessageId, like: bool) -> Result<LikeState, StoreError> {
+    let mut client = pg.client().await?;
+    let tx = super::raw(&mut client).transaction().await?;
+    let row = visible_message(&tx, user, id).await?;
+    if like && row.is_deleted {
+        return Err(StoreError::Invalid("Cannot like a deleted message"));
+    }
+    let changed = if like {
+        tx.execute(
+            "INSERT INTO message_likes (message_id, user_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&id, &user, &now_ms()],
+        )
+        .await?
+    } else {
+        tx.execute("DELETE FROM message_likes WHERE message_id = $1 AND user_id = $2", &[&id, &user]).await?
+    };
+    let mut like_count = row.like_count;
+    if changed > 0 {
+        let delta: i64 = if like { 1 } else { -1 };
+        like_count = tx
+            .query_one(
+                "UPDATE chat_messages SET like_count = like_count + $1 WHERE id = $2 RETURNING like_count",
+                &[&delta, &id],
+            )
+            .await?
+            .get(0);
+        emit(&tx, Some(row.room_id), None, "message_like", serde_json::json!({"message_id": id, "user_id": user}))
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(LikeState { id, is_liked: like, like_count })
+}
+
+async fn mark_read(pg: &Pg, user: UserId, room_id: RoomId) -> Result<i64, StoreError> {
+    let mut client = pg.client().await?;
+    let tx = super::raw(&mut client).transaction().await?;
+    lock_room(&tx, room_id).await?;
+    if room_of_member(&tx, room_id, user).await?.is_none() {
+        return Err(StoreError::NotFound("Room not found"));
+    }
+    let row = tx
+        .query_one(
+            "SELECT cp.last_read_id, (SELECT COALESCE(MAX(id), 0) FROM chat_messages WHERE room_id = $1)
+             FROM chat_participants cp WHERE cp.room_id = $1 AND cp.user_id = $2",
+            &[&room_id, &user],
+        )
+        .await?;
+    let (last_read, newest): (i64, i64) = (row.get(0), row.get(1));
+    let marked: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM chat_messages WHERE room_id = $1 AND id > $2 AND id <= $3
+                 AND sender_id != $4 AND NOT is_deleted",
+            &[&room_id, &last_read, &newest, &user],
+        )
+        .await?
+        .get(0);
+    tx.execute(
+        "UPDATE chat_participants SET last_read_at = $1, last_read_id = $2 WHERE room_id = $3 AND user_id = $4",
+        &[&now_ms(), &newest.max(last_read), &room_id, &user],
+    )
+    .await?;
+    if marked > 0 {
+        let data = serde_json::json!({"user_id": user, "last_read_id": newest});
+        emit(&tx, Some(room_id), None, "message_read", data).await?;
+    }
+    tx.commit().await?;
+    Ok(marked)
+}
+
+async fn change_password(pg: &Pg, user: UserId, password_hash: String) -> Result<u32, StoreError> {
+    let client = pg.client().await?;
+    let row = client
+        .query_opt(
+            "UPDATE users SET password_hash = $1, token_version = token_version + 1 WHERE id = $2
+             RETURNING token_version",
+            &[&password_hash, &user],
+        )
+        .await?
+        .ok_or(StoreError::NotFound("User not found"))?;
+    Ok(row.get::<_, i32>(0).max(0) as u32)
+}
+
+/// Ends one token (answers its id) or all of a user's; and the version.
+async fn revoke_token(pg: &Pg, user: UserId, revoke: Revoke) -> Result<(u32, Option<String>), StoreError> {
+    let mut client = pg.client().await?;
+    let tx = super::raw(&mut client).transaction().await?;
+    let (version, token) = match revoke {
+        Revoke::Token { id, expires_at } => {
+            let now = crate::auth::jwt::unix_now() as i64;
+            tx.execute("DELETE FROM revoked_tokens WHERE expires_at <= $1", &[&now]).await?;
+            tx.execute(
+                "INSERT INTO revoked_tokens (token_id, user_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&id, &user, &(expires_at as i64)],
+            )
+            .await?;
+            (reads::token_version(&tx, user).await?.ok_or(StoreError::NotFound("User not found"))?, Some(id))
+        }
+        Revoke::All => {
+            let row = tx
+                .query_opt(
+                    "UPDATE users SET token_version = token_version + 1 WHERE id = $1 RETURNING token_version",
+                    &[&user],
+                )
+                .await?
+                .ok_or(StoreError::NotFound("User not found"))?;
+            (row.get::<_, i32>(0).max(0) as u32, None)
+        }
+    };
+    tx.commit().await?;
+    Ok((version, token))
+}
+
+/// Applies presence changes one after another (a user's `online` must not
+/// overtake the `offline` before it), each in its own transaction.
+async fn presence_task(mut rx: mpsc::UnboundedReceiver<(UserId, bool)>, cx: Arc<Context>) {
+    while let Some((user, online)) = rx.recv().await {
+        match presence(&cx.pg, user, online).await {
+            Ok(Some(envelope)) => cx.publish(envelope),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, user, "presence not stored"),
+        }
+    }
+}
+
+/// Records that this node holds (or no longer holds) a connection of
+/// `user`; when that changes whether the user is online anywhere, stores
+/// it and answers the event for the user's contacts.
+pub async fn presence(pg: &Pg, user: UserId, online: bool) -> Result<Option<Envelope>, StoreError> {
+    let mut client = pg.client().await?;
+    let tx = super::raw(&mut client).transaction().await?;
+    // One user's presence changes one at a time, whichever nodes report them.
+    let Some(me) = tx.query_opt("SELECT name FROM users WHERE id = $1 FOR NO KEY UPDATE", &[&user]).await? else {
+        return Ok(None);
+    };
+    if online {
+        tx.execute(
+            "INSERT INTO presence_sessions (node_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&pg.node_id(), &user],
+        )
+        .await?;
+    } else {
+        tx.execute("DELETE FROM presence_sessions WHERE node_id = $1 AND user_id = $2", &[&pg.node_id(), &user])
+            .await?;
+    }
+    let envelope = settle_presence(&tx, user, me.get(0)).await?;
+    tx.commit().await?;
+    Ok(envelope)
+}
+
+/// Stores whether `user` has a session on any node; the event, if that changed.
+pub async fn settle_presence(
+    tx: &Transaction<'_>,
+    user: UserId,
+    user_name: String,
+) -> Result<Option<Envelope>, StoreError> {
+    let online: bool =
+        tx.query_one("SELECT EXISTS (SELECT 1 FROM presence_sessions WHERE user_id = $1)", &[&user]).await?.get(0);
+    let was = tx.query_opt("SELECT is_online FROM user_presence WHERE user_id = $1", &[&user]).await?;
+    tx.execute(
+        "INSERT INTO user_presence (user_id, is_online, last_seen) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id) DO UPDATE SET is_online = excluded.is_online, last_seen = excluded.last_seen",
+        &[&user, &online, &now_ms()],
+    )
+    .await?;
+    let was = was.map(|r| r.get::<_, bool>(0));
+    if was == Some(online) || (was.is_none() && !online) {
+        return Ok(None);
+    }
+    let contacts = reads::contacts(tx, user).await?;
+    if contacts.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Envelope::new(contacts, Event::Presence { user_id: user, user_name, is_online: online })))
+}
