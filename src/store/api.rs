@@ -24,12 +24,17 @@ pub struct EventsPage {
 pub struct StreamBounds {
     pub head: i64,
     pub horizon: i64,
+    /// The highest position any node may have handed out. One node: the
+    /// head. In a cluster another node's tail may be ahead of this one's:
+    /// a cursor up to here is good (what follows it arrives as this node
+    /// catches up), a cursor past it is from another database.
+    pub issued: i64,
 }
 
 impl StreamBounds {
     /// Whether everything after `cursor` can still be served.
     pub fn serves(&self, cursor: Cursor) -> bool {
-        cursor.0 >= self.horizon && cursor.0 <= self.head
+        cursor.0 >= self.horizon && cursor.0 <= self.head.max(self.issued)
     }
 }
 
@@ -304,9 +309,15 @@ impl Reader {
             let c = pg.client().await?;
             // Only what this node has released: a cursor never passes a
             // position that may still commit below it.
-            return Ok(StreamBounds { head: pg.released(), horizon: pg::reads::event_horizon(&**c).await? });
+            let head = pg.released();
+            let (horizon, issued) = pg::reads::event_bounds(&**c).await?;
+            return Ok(StreamBounds { head, horizon, issued });
         }
-        self.run(|c| Ok(StreamBounds { head: reads::event_head(c)?, horizon: reads::event_horizon(c)? })).await
+        self.run(|c| {
+            let head = reads::event_head(c)?;
+            Ok(StreamBounds { head, horizon: reads::event_horizon(c)?, issued: head })
+        })
+        .await
     }
 
     /// Up to `limit` events after position `after` that `user` may see,

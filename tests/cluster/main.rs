@@ -5,7 +5,12 @@
 //! nats-server installed: `.ci/cluster.sh` installs them
 //! (`.ci/cluster-deps.sh`) and runs `cargo test --test cluster -- --ignored`.
 
+mod chat;
+mod faults;
 mod services;
+#[allow(dead_code)]
+#[path = "../it/support.rs"]
+mod support;
 
 use services::{Nats, Node, Postgres, lock, nats_info, services};
 

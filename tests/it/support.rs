@@ -32,7 +32,23 @@ pub struct TestServer {
     pub state: Arc<AppState>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The HTTP and WebSocket client of this server (`Deref`: `s.get(…)`).
+    remote: Remote,
+}
+
+/// A client of a chatd at `addr`: this process's test server, or another
+/// process (the cluster tests' nodes).
+pub struct Remote {
+    pub addr: SocketAddr,
     http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Remote;
+
+    fn deref(&self) -> &Remote {
+        &self.remote
+    }
 }
 
 impl TestServer {
@@ -67,8 +83,7 @@ impl TestServer {
         let task = tokio::spawn(server.run(listener, async {
             let _ = stopped.await;
         }));
-        let http = Client::builder(TokioExecutor::new()).build_http();
-        TestServer { addr, dir, state, stop: Some(stop), task: Some(task), http }
+        TestServer { addr, dir, state, stop: Some(stop), task: Some(task), remote: Remote::new(addr) }
     }
 
     /// Runs the shutdown path and waits for it to finish.
@@ -91,10 +106,6 @@ impl TestServer {
         TestServer::start_in(dir, config).await
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
     #[allow(dead_code)]
     /// The signed link (path and query) of a stored file, as a render now gives it.
     pub fn file_link(&self, rel_path: &str) -> String {
@@ -104,6 +115,16 @@ impl TestServer {
 
     pub fn static_dir(&self) -> std::path::PathBuf {
         self.state.config.static_dir.clone()
+    }
+}
+
+impl Remote {
+    pub fn new(addr: SocketAddr) -> Remote {
+        Remote { addr, http: Client::builder(TokioExecutor::new()).build_http() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 
     pub async fn raw(

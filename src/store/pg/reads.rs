@@ -468,9 +468,16 @@ pub async fn room_view(c: &impl GenericClient, room_id: RoomId) -> Result<Option
     Ok(Some(RoomView { room, unread: unread_by_member(c, room_id).await? }))
 }
 
-/// Positions at or below this were removed by retention.
-pub async fn event_horizon(c: &impl GenericClient) -> Result<i64, StoreError> {
-    Ok(c.query_one("SELECT pruned_through FROM event_horizon WHERE id = 1", &[]).await?.get(0))
+/// Positions at or below the first were removed by retention; the second
+/// is the highest stored (committed) position.
+pub async fn event_bounds(c: &impl GenericClient) -> Result<(i64, i64), StoreError> {
+    let row = c
+        .query_one(
+            "SELECT pruned_through, (SELECT COALESCE(max(position), 0) FROM events) FROM event_horizon WHERE id = 1",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
 }
 
 fn stored_from(row: &Row) -> StoredEvent {

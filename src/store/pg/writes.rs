@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Transaction;
 
 use super::{Pg, is_unique_violation, reads};
@@ -20,8 +20,8 @@ use crate::store::writer::{
 };
 use crate::time::now_ms;
 
-/// Starts the executor: commands from the handle run on `pg`, at most one
-/// per pooled connection at a time. `sink` hears of what is not stored
+/// Starts the executor: commands from the handle run on `pg`, in `lanes`
+/// lanes (see `run`). `sink` hears of what is not stored
 /// (presence, revoked tokens) and `poke` of every commit that stored an
 /// event (the tail then looks at once).
 pub fn spawn(
@@ -29,12 +29,12 @@ pub fn spawn(
     sink: Box<dyn EventSink>,
     options: WriterOptions,
     poke: Arc<dyn Fn() + Send + Sync>,
-    concurrency: usize,
+    lanes: usize,
 ) -> WriterHandle {
     let (tx, rx) = mpsc::channel(crate::store::writer::QUEUE);
     let sink = Arc::new(std::sync::Mutex::new(sink));
     let context = Arc::new(Context { pg, sink, options, poke });
-    tokio::spawn(run(rx, context, concurrency.max(1)));
+    tokio::spawn(run(rx, context, lanes.max(1)));
     WriterHandle::from_sender(tx)
 }
 
@@ -53,39 +53,99 @@ impl Context {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Command>, cx: Arc<Context>, concurrency: usize) {
-    let permits = Arc::new(Semaphore::new(concurrency));
+/// Commands a lane may hold before the dispatcher waits for it.
+const LANE_QUEUE: usize = 256;
+
+/// Dispatches commands to `lanes` lanes by the user who made them: one
+/// user's commands run one after another, in the order they came (a
+/// client's messages are stored in the order it sent them, as the single
+/// embedded writer stores them); different users' commands run side by side.
+async fn run(mut rx: mpsc::Receiver<Command>, cx: Arc<Context>, lanes: usize) {
     let tasks = tokio_util::task::TaskTracker::new();
     let (presence_tx, presence_rx) = mpsc::unbounded_channel();
     tasks.spawn(presence_task(presence_rx, cx.clone()));
+    let lanes: Vec<mpsc::Sender<Lane>> = (0..lanes)
+        .map(|_| {
+            let (tx, rx) = mpsc::channel(LANE_QUEUE);
+            tasks.spawn(lane(rx, cx.clone()));
+            tx
+        })
+        .collect();
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Command::Presence { user, online } => {
                 let _ = presence_tx.send((user, online));
             }
             Command::Barrier(reply) => {
-                // Everything started before it has finished.
-                while permits.available_permits() < concurrency {
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                // Everything dispatched before it has finished.
+                let mut done = Vec::with_capacity(lanes.len());
+                for lane in &lanes {
+                    let (tx, rx) = oneshot::channel();
+                    if lane.send(Lane::Barrier(tx)).await.is_ok() {
+                        done.push(rx);
+                    }
+                }
+                for rx in done {
+                    let _ = rx.await;
                 }
                 let _ = reply.send(Ok(()));
             }
             Command::Shutdown(done) => {
                 drop(presence_tx);
+                drop(lanes);
                 tasks.close();
                 tasks.wait().await;
                 let _ = done.send(());
                 return;
             }
             cmd => {
-                let Ok(permit) = permits.clone().acquire_owned().await else { return };
-                let cx = cx.clone();
-                tasks.spawn(async move {
-                    execute(&cx, cmd).await;
-                    drop(permit);
-                });
+                let index = (author(&cmd).unsigned_abs() as usize) % lanes.len();
+                if lanes[index].send(Lane::Run(cmd)).await.is_err() {
+                    return;
+                }
             }
         }
+    }
+}
+
+enum Lane {
+    Run(Command),
+    Barrier(oneshot::Sender<()>),
+}
+
+async fn lane(mut rx: mpsc::Receiver<Lane>, cx: Arc<Context>) {
+    while let Some(item) = rx.recv().await {
+        match item {
+            Lane::Run(cmd) => execute(&cx, cmd).await,
+            Lane::Barrier(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// The user a command comes from (its lane); 0 for the server's own.
+fn author(cmd: &Command) -> UserId {
+    match cmd {
+        Command::CreateRoom { creator, .. } => *creator,
+        Command::Send(message, _) => message.sender,
+        Command::Schedule { message, .. } => message.sender,
+        Command::Edit { user, .. }
+        | Command::Delete { user, .. }
+        | Command::Like { user, .. }
+        | Command::React { user, .. }
+        | Command::Forward { user, .. }
+        | Command::MarkRead { user, .. }
+        | Command::ChangePassword { user, .. }
+        | Command::RevokeToken { user, .. }
+        | Command::RenameRoom { user, .. }
+        | Command::AddMembers { user, .. }
+        | Command::RemoveMember { user, .. }
+        | Command::SetRole { user, .. }
+        | Command::CancelScheduled { user, .. } => *user,
+        Command::CreateGroup(group, _) => group.creator,
+        Command::CreateUpload(upload, _) => upload.user,
+        _ => 0,
     }
 }
 
