@@ -200,6 +200,13 @@ async fn start_cluster(
         deliver_hub.publish(envelope);
     }));
     tokio::spawn(crate::cluster::heartbeat(pg, fanout.clone()));
+    // Every node runs the maintenance; each step is safe side by side.
+    spawn_event_retention(writer.clone(), config.event_retention);
+    if let Some(retention) = config.message_retention {
+        spawn_message_retention(writer.clone(), config.static_dir.clone(), retention);
+    }
+    spawn_scheduler(writer.clone(), config.static_dir.clone());
+    spawn_upload_expiry(writer.clone(), config.data_dir.clone(), config.upload_ttl.min(Duration::from_secs(60)));
     tracing::info!(nats = config.nats_url.is_some(), "chatd runs on PostgreSQL as one node of a cluster");
     Ok((reader, writer, fanout, tokens, pages))
 }

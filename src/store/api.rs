@@ -248,6 +248,10 @@ impl Reader {
         static_dir: std::path::PathBuf,
         dir: std::path::PathBuf,
     ) -> Result<(std::fs::File, u64), StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::search::export(&**c, user, static_dir, dir).await;
+        }
         self.run(move |c| {
             let io = |e: std::io::Error| StoreError::CommitFailed(format!("cannot write the export: {e}"));
             let mut file = tempfile::tempfile_in(&dir).map_err(io)?;
@@ -259,10 +263,18 @@ impl Reader {
     }
 
     pub async fn upload(&self, id: String) -> Result<Option<reads::Upload>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::later::upload(&**c, &id).await;
+        }
         self.run(move |c| reads::upload(c, &id)).await
     }
 
     pub async fn upload_ids(&self) -> Result<Vec<String>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::later::upload_ids(&**c).await;
+        }
         self.run(reads::upload_ids).await
     }
 
@@ -289,6 +301,10 @@ impl Reader {
 
     /// The user's pending scheduled messages, soonest first.
     pub async fn scheduled(&self, user: UserId) -> Result<Vec<Scheduled>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::later::scheduled_of(&**c, user).await;
+        }
         self.run(move |c| reads::scheduled_of(c, user)).await
     }
 
@@ -301,6 +317,10 @@ impl Reader {
         before: Option<MessageId>,
         limit: usize,
     ) -> Result<(Vec<search::Found>, Option<MessageId>), StoreError> {
+        if let Some(pg) = self.pg() {
+            let c = pg.client().await?;
+            return pg::search::search(&**c, viewer, &query, room_id, before, limit).await;
+        }
         self.run(move |c| search::search(c, &search::Query { viewer, text: &query, room_id, before, limit })).await
     }
 
@@ -338,7 +358,7 @@ impl Reader {
             let mut frames = Vec::with_capacity(events.len());
             for stored in &events {
                 through = stored.position;
-                if let Some(event) = pg::reads::event_of(&**c, stored).await? {
+                if let Some(event) = pg::reads::event_of(&**c, user, stored).await? {
                     frames.push(event.render(user, &links, Some(stored.position)));
                 }
             }

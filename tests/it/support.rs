@@ -73,6 +73,14 @@ impl TestServer {
     }
 
     pub async fn start_in(dir: TempDir, mut config: Config) -> TestServer {
+        if config.database_url.is_none()
+            && let Ok(server) = std::env::var("CHATD_IT_POSTGRES")
+        {
+            // The suite against the PostgreSQL store: a database of its own
+            // per server (`CHATD_IT_POSTGRES=postgres://…/db cargo test --test it`).
+            config.database_url = Some(fresh_database(&server).await);
+            config.nats_url = std::env::var("CHATD_IT_NATS").ok();
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         config.addr = addr;
@@ -227,6 +235,16 @@ impl Remote {
         let echo = ws.expect_where("new_message", |v| v["data"]["local_temp_id"] == temp.as_str()).await;
         echo["data"].clone()
     }
+}
+
+/// A new, empty database on the PostgreSQL server of `url`; its URL.
+async fn fresh_database(url: &str) -> String {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("CHATD_IT_POSTGRES");
+    tokio::spawn(connection);
+    let name = format!("it_{}", rand_id());
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
+    format!("{base}/{name}")
 }
 
 pub fn rand_id() -> u64 {

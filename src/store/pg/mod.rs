@@ -5,7 +5,11 @@
 //! come from a sequence taken before commit; `stream` releases them in
 //! order only behind the safe horizon (ARCHITECTURE.md, "Several writers").
 
+pub mod extras;
+pub mod groups;
+pub mod later;
 pub mod reads;
+pub mod search;
 pub mod stream;
 pub mod writes;
 

@@ -538,7 +538,7 @@ pub async fn envelope(
     stored: &StoredEvent,
     user: Option<UserId>,
 ) -> Result<Option<Envelope>, StoreError> {
-    let Some(event) = event_of(c, stored).await? else { return Ok(None) };
+    let Some(event) = event_of(c, user.unwrap_or(NOBODY), stored).await? else { return Ok(None) };
     let audience: Vec<UserId> = match (stored.room_id, user) {
         (Some(room), _) => member_ids(c, room).await?,
         (None, Some(user)) => vec![user],
@@ -550,8 +550,13 @@ pub async fn envelope(
 }
 
 /// A stored event rebuilt from the current state of its objects, for
-/// every viewer at once (per-viewer fields come from `render`).
-pub async fn event_of(c: &impl GenericClient, stored: &StoredEvent) -> Result<Option<Event>, StoreError> {
+/// every viewer at once (per-viewer fields come from `render`); `viewer`
+/// is the one user of a personal event.
+pub async fn event_of(
+    c: &impl GenericClient,
+    viewer: UserId,
+    stored: &StoredEvent,
+) -> Result<Option<Event>, StoreError> {
     let id = |key: &str| stored.data.get(key).and_then(serde_json::Value::as_i64).unwrap_or(0);
     let room_id = stored.room_id.unwrap_or_else(|| id("room_id"));
     let event = match stored.kind.as_str() {
@@ -582,6 +587,9 @@ pub async fn event_of(c: &impl GenericClient, stored: &StoredEvent) -> Result<Op
             if stored.kind == "room_created" { Event::RoomCreated(view) } else { Event::RoomUpdated(view) }
         }
         "room_removed" => Event::RoomRemoved { room_id },
+        "member_added" | "member_removed" => return super::groups::event_of(c, stored).await,
+        "message_reaction" => return super::extras::event_of(c, stored).await,
+        "message_scheduled" => return super::later::event_of(c, viewer, stored).await,
         _ => return Ok(None),
     };
     Ok(Some(event))

@@ -46,6 +46,13 @@ struct Context {
 }
 
 impl Context {
+    /// Rings the tail's doorbell when a command stored events.
+    fn poke_if(&self, stored: bool) {
+        if stored {
+            (self.poke)();
+        }
+    }
+
     fn publish(&self, envelope: Envelope) {
         if let Ok(mut sink) = self.sink.lock() {
             sink.publish(envelope);
@@ -153,9 +160,6 @@ fn answer<T>(reply: oneshot::Sender<Result<T, StoreError>>, result: Result<T, St
     let _ = reply.send(result);
 }
 
-/// What the embedded store has and this one does not have yet.
-const NOT_YET: StoreError = StoreError::NotInCluster;
-
 async fn execute(cx: &Context, cmd: Command) {
     let pg = &cx.pg;
     match cmd {
@@ -220,25 +224,68 @@ async fn execute(cx: &Context, cmd: Command) {
             }
             answer(reply, result.map(|(version, _)| version));
         }
-        Command::PruneEvents { reply, .. } => answer(reply, Ok(0)),
-        Command::ExpireMessages { reply, .. } => answer(reply, Ok(Default::default())),
-        Command::ExpireUploads { reply, .. } => answer(reply, Ok(Vec::new())),
-        Command::DeliverDue { reply, .. } => answer(
-            reply,
-            Ok(crate::store::writer::Due { delivered: 0, unused_files: Vec::new(), more: false, next: None }),
-        ),
-        Command::CreateGroup(_, reply) => answer(reply, Err(NOT_YET)),
-        Command::RenameRoom { reply, .. }
-        | Command::RemoveMember { reply, .. }
-        | Command::SetRole { reply, .. }
-        | Command::FinishUpload { reply, .. } => answer(reply, Err(NOT_YET)),
-        Command::AddMembers { reply, .. } => answer(reply, Err(NOT_YET)),
-        Command::React { reply, .. } => answer(reply, Err(NOT_YET)),
-        Command::Forward { reply, .. } => answer(reply, Err(NOT_YET)),
-        Command::CreateUpload(_, reply) => answer(reply, Err(NOT_YET)),
-        Command::SetThumbnails { reply, .. } => answer(reply, Err(NOT_YET)),
-        Command::Schedule { reply, .. } => answer(reply, Err(NOT_YET)),
-        Command::CancelScheduled { reply, .. } => answer(reply, Err(NOT_YET)),
+        Command::CreateGroup(group, reply) => {
+            let result = super::groups::create_group(pg, &cx.options, group).await;
+            cx.poke_if(result.is_ok());
+            answer(reply, result);
+        }
+        Command::RenameRoom { user, room_id, name, reply } => {
+            let result = super::groups::rename_room(pg, user, room_id, name).await;
+            cx.poke_if(result.is_ok());
+            answer(reply, result);
+        }
+        Command::AddMembers { user, room_id, user_ids, reply } => {
+            let result = super::groups::add_members(pg, &cx.options, user, room_id, user_ids).await;
+            cx.poke_if(result.is_ok());
+            answer(reply, result);
+        }
+        Command::RemoveMember { user, room_id, target, reply } => {
+            let result = super::groups::remove_member(pg, user, room_id, target).await;
+            cx.poke_if(result.is_ok());
+            answer(reply, result);
+        }
+        Command::SetRole { user, room_id, target, admin, reply } => {
+            let result = super::groups::set_role(pg, user, room_id, target, admin).await;
+            cx.poke_if(result.is_ok());
+            answer(reply, result);
+        }
+        Command::React { user, id, emoji, add, reply } => {
+            let result = super::extras::react(pg, user, id, emoji, add).await;
+            cx.poke_if(result.is_ok());
+            answer(reply, result);
+        }
+        Command::Forward { user, id, room_ids, reply } => {
+            let result = super::extras::forward(pg, &cx.options, user, id, room_ids).await;
+            cx.poke_if(result.is_ok());
+            answer(reply, result);
+        }
+        Command::SetThumbnails { message_id, thumbnails, reply } => {
+            let result = super::extras::set_thumbnails(pg, message_id, thumbnails).await;
+            cx.poke_if(matches!(result, Ok(true)));
+            answer(reply, result);
+        }
+        Command::Schedule { message, send_at, reply } => {
+            let result = super::later::schedule(pg, &cx.options, *message, send_at).await;
+            cx.poke_if(result.is_ok());
+            answer(reply, result);
+        }
+        Command::CancelScheduled { user, id, reply } => {
+            answer(reply, super::later::cancel_scheduled(pg, user, id).await);
+        }
+        Command::DeliverDue { now, reply } => {
+            let result = super::later::deliver_due(pg, &cx.options, now).await;
+            cx.poke_if(matches!(&result, Ok(due) if due.delivered > 0));
+            answer(reply, result);
+        }
+        Command::CreateUpload(upload, reply) => {
+            answer(reply, super::later::create_upload(pg, &cx.options, upload).await)
+        }
+        Command::FinishUpload { id, passed, reply } => answer(reply, super::later::finish_upload(pg, id, passed).await),
+        Command::ExpireUploads { now, reply } => answer(reply, super::later::expire_uploads(pg, now).await),
+        Command::PruneEvents { before_ms, reply } => answer(reply, super::later::prune_events(pg, before_ms).await),
+        Command::ExpireMessages { before_ms, reply } => {
+            answer(reply, super::later::expire_messages(pg, before_ms).await)
+        }
         // Handled by `run`.
         Command::Presence { .. } | Command::Barrier(_) | Command::Shutdown(_) => {}
     }
