@@ -292,7 +292,7 @@ async fn execute(cx: &Context, cmd: Command) {
 }
 
 /// Serialises a room's changes across every node until the commit.
-async fn lock_room(tx: &Transaction<'_>, room_id: RoomId) -> Result<(), StoreError> {
+pub(super) async fn lock_room(tx: &Transaction<'_>, room_id: RoomId) -> Result<(), StoreError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&room_id]).await?;
     Ok(())
 }
@@ -300,7 +300,7 @@ async fn lock_room(tx: &Transaction<'_>, room_id: RoomId) -> Result<(), StoreErr
 /// Stores an event row and answers its position. The transaction's id is
 /// taken (in the materialised CTE) before the position: the order the
 /// safe horizon relies on (see `stream`).
-async fn emit(
+pub(super) async fn emit(
     tx: &Transaction<'_>,
     room_id: Option<RoomId>,
     user_id: Option<UserId>,
@@ -377,7 +377,7 @@ async fn create_room(pg: &Pg, creator: UserId, other: UserId) -> Result<(RoomId,
 
 /// The room's members if `user` is one of them (and the room is active),
 /// and whether it is a group.
-async fn room_of_member(
+pub(super) async fn room_of_member(
     tx: &Transaction<'_>,
     room_id: RoomId,
     user: UserId,
@@ -483,7 +483,7 @@ async fn send_message(pg: &Pg, options: &WriterOptions, m: NewMessage) -> Result
 }
 
 /// The message (locked until the commit) and its room, if `user` is in it.
-async fn visible_message(
+pub(super) async fn visible_message(
     tx: &Transaction<'_>,
     user: UserId,
     id: MessageId,
