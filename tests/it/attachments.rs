@@ -80,8 +80,8 @@ fn stored_files(static_dir: &Path) -> Vec<String> {
     out
 }
 
-fn message_rows(s: &TestServer) -> i64 {
-    s.state.reader.run_blocking(|c| Ok(c.query_row("SELECT count(*) FROM chat_messages", [], |r| r.get(0))?)).unwrap()
+async fn message_rows(s: &TestServer) -> i64 {
+    s.sql_i64("SELECT count(*) FROM chat_messages").await
 }
 
 async fn fetch(s: &TestServer, url: &str, user: &TestUser) -> (StatusCode, Vec<u8>, hyper::HeaderMap) {
@@ -239,7 +239,7 @@ async fn every_bad_attachment_is_refused_and_leaves_nothing_behind() {
         let message = e["message"].as_str().unwrap();
         assert!(message.contains(expected), "case {i}: {message:?} lacks {expected:?}");
         assert!(stored_files(&s.static_dir()).is_empty(), "case {i} left files");
-        assert_eq!(message_rows(&s), 0, "case {i} stored a row");
+        assert_eq!(message_rows(&s).await, 0, "case {i} stored a row");
     }
     // Slashes are reduced to the last path component, not refused.
     a.send(send(room, "image", vec![file("dir/sub\\pic.png", &png, "image/png")], "slashes")).await;

@@ -101,8 +101,7 @@ async fn registration_refuses_duplicates_and_bad_input_without_writing() {
     let huge =
         s.raw(Method::POST, "/api/auth/register", None, Some("application/json"), vec![b' '; 2 * 1024 * 1024]).await;
     assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
-    let count: i64 =
-        s.state.reader.run_blocking(|c| Ok(c.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)).unwrap();
+    let count: i64 = s.sql_i64("SELECT count(*) FROM users").await;
     assert_eq!(count, 1, "failed registrations wrote nothing");
     s.stop().await;
 }

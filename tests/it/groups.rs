@@ -234,11 +234,7 @@ async fn members_come_and_go_with_roles_and_404s() {
             .await;
         assert_eq!(r.status, StatusCode::OK);
     }
-    let active: bool = s
-        .state
-        .reader
-        .run_blocking(move |c| Ok(c.query_row("SELECT is_active FROM chat_rooms WHERE id = ?1", [id], |r| r.get(0))?))
-        .expect("room row");
+    let active = s.sql_i64(&format!("SELECT count(*) FROM chat_rooms WHERE id = {id} AND is_active")).await == 1;
     assert!(!active);
     s.stop().await;
 }

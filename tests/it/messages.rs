@@ -230,11 +230,7 @@ async fn edit_delete_and_like_follow_the_rules_and_reach_the_room() {
         (page.json["messages"][0]["content"].as_str(), page.json["messages"][0]["is_deleted"].as_bool()),
         (Some(""), Some(true))
     );
-    let stored: String = s
-        .state
-        .reader
-        .run_blocking(move |c| Ok(c.query_row("SELECT content FROM chat_messages WHERE id = ?1", [id], |r| r.get(0))?))
-        .unwrap();
+    let stored = s.sql_text(&format!("SELECT content FROM chat_messages WHERE id = {id}")).await;
     assert_eq!(stored, "", "the row is kept and blanked");
     s.stop().await;
 }

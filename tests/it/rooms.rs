@@ -46,8 +46,7 @@ async fn room_creation_is_idempotent_and_race_safe() {
     let ids: std::collections::HashSet<_> = replies.iter().map(|r| r.json["id"].as_i64().unwrap()).collect();
     assert_eq!(ids.len(), 1, "one room for one pair");
     assert_eq!(replies.iter().filter(|r| r.status == StatusCode::CREATED).count(), 1);
-    let rooms: i64 =
-        s.state.reader.run_blocking(|c| Ok(c.query_row("SELECT count(*) FROM chat_rooms", [], |r| r.get(0))?)).unwrap();
+    let rooms: i64 = s.sql_i64("SELECT count(*) FROM chat_rooms").await;
     assert_eq!(rooms, 2);
 
     let me = s.post("/api/chat/rooms", &ann.token, json!({"receiver_id": ann.id})).await;

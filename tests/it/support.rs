@@ -114,6 +114,40 @@ impl TestServer {
         TestServer::start_in(dir, config).await
     }
 
+    /// One integer a query answers, on whichever store the server runs
+    /// (SQLite, or PostgreSQL under `CHATD_IT_POSTGRES`): for tests that
+    /// check what was (not) written. Write the SQL for both (no `?1`/`$1`).
+    #[allow(dead_code)]
+    pub async fn sql_i64(&self, sql: &str) -> i64 {
+        match self.state.config.database_url.clone() {
+            None => {
+                let sql = sql.to_owned();
+                self.state.reader.run_blocking(move |c| Ok(c.query_row(&sql, [], |r| r.get(0))?)).expect("query")
+            }
+            Some(url) => {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+                tokio::spawn(connection);
+                client.query_one(sql, &[]).await.expect("query").get(0)
+            }
+        }
+    }
+
+    /// One text a query answers (see `sql_i64`).
+    #[allow(dead_code)]
+    pub async fn sql_text(&self, sql: &str) -> String {
+        match self.state.config.database_url.clone() {
+            None => {
+                let sql = sql.to_owned();
+                self.state.reader.run_blocking(move |c| Ok(c.query_row(&sql, [], |r| r.get(0))?)).expect("query")
+            }
+            Some(url) => {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+                tokio::spawn(connection);
+                client.query_one(sql, &[]).await.expect("query").get(0)
+            }
+        }
+    }
+
     #[allow(dead_code)]
     /// The signed link (path and query) of a stored file, as a render now gives it.
     pub fn file_link(&self, rel_path: &str) -> String {

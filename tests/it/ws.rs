@@ -70,16 +70,9 @@ async fn presence_goes_online_at_the_first_connection_and_offline_after_the_last
     let off = watcher.expect_where("presence", |v| v["data"]["user_id"] == bob.id).await;
     assert_eq!(off["data"]["is_online"], false);
     let bob_id = bob.id;
-    let (online, seen): (bool, Option<i64>) = s
-        .state
-        .reader
-        .run_blocking(move |c| {
-            Ok(c.query_row("SELECT is_online, last_seen FROM user_presence WHERE user_id = ?1", [bob_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?)
-        })
-        .unwrap();
-    assert!(!online && seen.is_some());
+    let online = s.sql_i64(&format!("SELECT count(*) FROM user_presence WHERE user_id = {bob_id} AND is_online")).await;
+    let seen = s.sql_i64(&format!("SELECT count(last_seen) FROM user_presence WHERE user_id = {bob_id}")).await;
+    assert!(online == 0 && seen == 1);
     s.stop().await;
 }
 
@@ -141,11 +134,7 @@ async fn every_bad_request_answers_one_error_and_the_connection_stays_usable() {
     assert!(ws.expect("error").await["message"].as_str().unwrap().contains("Binary"));
     let ok = s.say(&mut ws, room, "still here").await;
     assert_eq!(ok["content"], "still here");
-    let rows: i64 = s
-        .state
-        .reader
-        .run_blocking(|c| Ok(c.query_row("SELECT count(*) FROM chat_messages", [], |r| r.get(0))?))
-        .unwrap();
+    let rows = s.sql_i64("SELECT count(*) FROM chat_messages").await;
     assert_eq!(rows, 1, "nothing half-stored");
     s.stop().await;
 }
@@ -168,11 +157,7 @@ async fn a_retried_temp_id_stores_nothing_new_and_echoes_the_original() {
     let a = again.expect("new_message").await;
     let b = again.expect("new_message").await;
     assert_eq!(a["data"]["id"], b["data"]["id"]);
-    let rows: i64 = s
-        .state
-        .reader
-        .run_blocking(|c| Ok(c.query_row("SELECT count(*) FROM chat_messages", [], |r| r.get(0))?))
-        .unwrap();
+    let rows = s.sql_i64("SELECT count(*) FROM chat_messages").await;
     assert_eq!(rows, 2);
     s.stop().await;
 }

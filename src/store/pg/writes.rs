@@ -123,7 +123,14 @@ enum Lane {
 async fn lane(mut rx: mpsc::Receiver<Lane>, cx: Arc<Context>) {
     while let Some(item) = rx.recv().await {
         match item {
-            Lane::Run(cmd) => execute(&cx, cmd).await,
+            Lane::Run(cmd) => {
+                let started = std::time::Instant::now();
+                execute(&cx, cmd).await;
+                // One command, one transaction: the writer metrics count them.
+                if let Ok(mut sink) = cx.sink.lock() {
+                    sink.batch_committed(1, started.elapsed().as_secs_f64());
+                }
+            }
             Lane::Barrier(done) => {
                 let _ = done.send(());
             }
