@@ -118,11 +118,7 @@ impl Bus {
 /// The subject prefix of a cluster: its database's name, so that clusters
 /// sharing one NATS server (tests, staging beside production) stay apart.
 pub fn prefix_for(database_url: &str) -> String {
-    let name = database_url
-        .parse::<tokio_postgres::Config>()
-        .ok()
-        .and_then(|c| c.get_dbname().map(str::to_owned))
-        .unwrap_or_else(|| "chatd".into());
+    let name = crate::store::pg::database_name(database_url).unwrap_or_else(|| "chatd".into());
     let clean: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
     format!("chatd.{clean}")
 }
@@ -209,54 +205,12 @@ fn decode(payload: &[u8]) -> Option<(String, Envelope)> {
 /// stored offline and announced through `fanout`.
 pub async fn heartbeat(pg: Arc<Pg>, fanout: Arc<dyn Fanout>) {
     loop {
-        match beat(&pg).await {
+        match crate::store::pg::writes::beat(&pg, NODE_TIMEOUT).await {
             Ok(envelopes) => envelopes.into_iter().for_each(|e| fanout.publish(e)),
             Err(e) => tracing::warn!(error = %e, "cluster heartbeat failed"),
         }
         tokio::time::sleep(HEARTBEAT).await;
     }
-}
-
-/// One heartbeat: answers the presence events of users whose last node died.
-pub async fn beat(pg: &Pg) -> Result<Vec<Envelope>, StoreError> {
-    let now = crate::time::now_ms();
-    let cutoff = now - NODE_TIMEOUT.as_millis() as i64;
-    let mut client = pg.client().await?;
-    let tx = crate::store::pg::raw(&mut client).transaction().await?;
-    tx.execute(
-        "INSERT INTO cluster_nodes (node_id, seen_at) VALUES ($1, $2)
-         ON CONFLICT (node_id) DO UPDATE SET seen_at = excluded.seen_at",
-        &[&pg.node_id(), &now],
-    )
-    .await?;
-    // SKIP LOCKED: two nodes sweeping at once share the work.
-    let dead: Vec<String> = tx
-        .query("SELECT node_id FROM cluster_nodes WHERE seen_at < $1 FOR UPDATE SKIP LOCKED", &[&cutoff])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut envelopes = Vec::new();
-    if !dead.is_empty() {
-        let users: Vec<(UserId, String)> = tx
-            .query(
-                "SELECT DISTINCT s.user_id, u.name FROM presence_sessions s JOIN users u ON u.id = s.user_id
-                 WHERE s.node_id = ANY($1)",
-                &[&dead],
-            )
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        tx.execute("DELETE FROM cluster_nodes WHERE node_id = ANY($1)", &[&dead]).await?;
-        for (user, name) in users {
-            tx.query_opt("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", &[&user]).await?;
-            envelopes.extend(crate::store::pg::writes::settle_presence(&tx, user, name).await?);
-        }
-        tracing::info!(nodes = dead.len(), "removed nodes whose heartbeat stopped");
-    }
-    tx.commit().await?;
-    Ok(envelopes)
 }
 
 #[cfg(test)]

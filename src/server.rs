@@ -164,7 +164,7 @@ async fn start_cluster(
     let reader = store::Reader::postgres(pg.clone());
     let tokens = Arc::new(TokenState::new(reader.revoked_tokens(crate::auth::jwt::unix_now()).await?));
     // Registered before serving: presence sessions name their node.
-    crate::cluster::beat(&pg).await?;
+    store::pg::writes::beat(&pg, crate::cluster::NODE_TIMEOUT).await?;
     let tail = Arc::new(tokio::sync::Notify::new());
     let bus = match &config.nats_url {
         Some(nats) => Some(

@@ -43,6 +43,10 @@ pub struct DmArgs {
     /// Seconds to wait for messages in flight once sending stops; what has not arrived by then is lost.
     #[arg(long, default_value_t = 5, value_parser = value_parser!(u64).range(1..=300))]
     pub grace: u64,
+    /// Another node of the same cluster for the receivers (senders stay on
+    /// --url): every message crosses nodes, through PostgreSQL and NATS.
+    #[arg(long)]
+    pub receivers_url: Option<String>,
 }
 
 /// What every pair task is told.
@@ -90,10 +94,14 @@ pub async fn run(bench: &Bench, args: &DmArgs) -> Result<Report> {
     let pairs = bench.api.make_pairs(&bench.run_id, pair_count).await?;
     progress(format!("dm: opening {} WebSocket connections", pair_count * 2));
     let target = bench.target;
+    let receivers = match &args.receivers_url {
+        Some(url) => crate::client::Target::parse(url)?,
+        None => target,
+    };
     let connected: Vec<Result<(Pair, WsStream, WsStream)>> = stream::iter(pairs)
         .map(|pair| async move {
             let sender = connect_ws_or_fail(&target, &pair.sender).await?;
-            let receiver = connect_ws_or_fail(&target, &pair.receiver).await?;
+            let receiver = connect_ws_or_fail(&receivers, &pair.receiver).await?;
             Ok((pair, sender, receiver))
         })
         .buffered(32)
@@ -318,6 +326,7 @@ fn report(bench: &Bench, args: &DmArgs, plan: &Plan, outcomes: Vec<PairOutcome>,
         ("window", json!(args.window)),
         ("size", json!(args.size)),
         ("messages_per_sender", json!(args.messages)),
+        ("receivers_url", json!(args.receivers_url)),
         ("duration_s", json!(args.duration)),
         ("sent", json!(total.sent)),
         ("delivered", json!(delivered)),

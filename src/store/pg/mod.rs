@@ -101,6 +101,11 @@ impl Pg {
     }
 }
 
+/// The database a PostgreSQL URL names, if it is one.
+pub fn database_name(url: &str) -> Option<String> {
+    url.parse::<tokio_postgres::Config>().ok().and_then(|c| c.get_dbname().map(str::to_owned))
+}
+
 /// A fresh random node name: a restarted node is a new node (the old one's
 /// sessions go when its heartbeat stops).
 fn new_node_id() -> Result<String, StoreError> {

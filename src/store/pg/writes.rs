@@ -757,3 +757,46 @@ pub async fn settle_presence(
     }
     Ok(Some(Envelope::new(contacts, Event::Presence { user_id: user, user_name, is_online: online })))
 }
+
+/// One heartbeat of this node (and the sweep of nodes silent for
+/// `node_timeout`): answers the presence events of users whose last node died.
+pub async fn beat(pg: &Pg, node_timeout: std::time::Duration) -> Result<Vec<Envelope>, StoreError> {
+    let now = crate::time::now_ms();
+    let cutoff = now - node_timeout.as_millis() as i64;
+    let mut client = pg.client().await?;
+    let tx = super::raw(&mut client).transaction().await?;
+    tx.execute(
+        "INSERT INTO cluster_nodes (node_id, seen_at) VALUES ($1, $2)
+         ON CONFLICT (node_id) DO UPDATE SET seen_at = excluded.seen_at",
+        &[&pg.node_id(), &now],
+    )
+    .await?;
+    // SKIP LOCKED: two nodes sweeping at once share the work.
+    let dead: Vec<String> = tx
+        .query("SELECT node_id FROM cluster_nodes WHERE seen_at < $1 FOR UPDATE SKIP LOCKED", &[&cutoff])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut envelopes = Vec::new();
+    if !dead.is_empty() {
+        let users: Vec<(UserId, String)> = tx
+            .query(
+                "SELECT DISTINCT s.user_id, u.name FROM presence_sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.node_id = ANY($1)",
+                &[&dead],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        tx.execute("DELETE FROM cluster_nodes WHERE node_id = ANY($1)", &[&dead]).await?;
+        for (user, name) in users {
+            tx.query_opt("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", &[&user]).await?;
+            envelopes.extend(settle_presence(&tx, user, name).await?);
+        }
+        tracing::info!(nodes = dead.len(), "removed nodes whose heartbeat stopped");
+    }
+    tx.commit().await?;
+    Ok(envelopes)
+}
