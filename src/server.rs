@@ -159,7 +159,10 @@ async fn start_cluster(
     hub: &HubHandle,
     metrics: &Arc<Metrics>,
 ) -> Result<(store::Reader, store::WriterHandle, Arc<dyn Fanout>, Arc<TokenState>, Arc<RenderedPages>), StartError> {
-    let pool_size = (config.read_pool_size as usize * 4).clamp(8, 64);
+    // Commands wait on the database (a durable commit: milliseconds), not
+    // on this CPU: many run side by side, and PostgreSQL groups their
+    // commits. Three nodes of 32 fit PostgreSQL's default 100 connections.
+    let pool_size = 32;
     let pg = store::pg::Pg::open(url, pool_size).await?;
     let reader = store::Reader::postgres(pg.clone());
     let tokens = Arc::new(TokenState::new(reader.revoked_tokens(crate::auth::jwt::unix_now()).await?));
@@ -191,7 +194,7 @@ async fn start_cluster(
             bus.poke();
         }
     });
-    let writer = store::pg::writes::spawn(pg.clone(), Box::new(sink), writer_options(config), poke, pool_size / 2);
+    let writer = store::pg::writes::spawn(pg.clone(), Box::new(sink), writer_options(config), poke, pool_size - 8);
     let (deliver_hub, deliver_metrics) = (hub.clone(), metrics.clone());
     tokio::spawn(store::pg::stream::tail(pg.clone(), tail, move |envelope| {
         if let crate::model::Event::NewMessage(m) = envelope.event.as_ref() {

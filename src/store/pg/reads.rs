@@ -531,6 +531,67 @@ pub async fn events_for(
     Ok(rows.iter().map(stored_from).collect())
 }
 
+/// Stored events as their audiences see them now, in their order, with a
+/// fixed number of queries for the messages among them (the tail's hot
+/// path: a page of `new_message`s costs five queries, not five each);
+/// other kinds go one by one through `envelope`.
+pub async fn envelopes(
+    c: &impl GenericClient,
+    events: &[(StoredEvent, Option<UserId>)],
+) -> Result<Vec<Envelope>, StoreError> {
+    let is_message = |e: &StoredEvent| matches!(e.kind.as_str(), "new_message" | "message_update");
+    let message_id = |e: &StoredEvent| e.data.get("message_id").and_then(serde_json::Value::as_i64).unwrap_or(0);
+    let ids: Vec<MessageId> = events.iter().filter(|(e, _)| is_message(e)).map(|(e, _)| message_id(e)).collect();
+    let mut rooms: Vec<RoomId> = events.iter().filter_map(|(e, _)| e.room_id).collect();
+    rooms.sort_unstable();
+    rooms.dedup();
+    // Every membership of these rooms: the audiences and the read states.
+    let mut members: HashMap<RoomId, Vec<(UserId, MessageId)>> = HashMap::new();
+    if !ids.is_empty() {
+        let rows = c
+            .query(
+                "SELECT room_id, user_id, last_read_id FROM chat_participants WHERE room_id = ANY($1)
+                 ORDER BY room_id, user_id",
+                &[&rooms],
+            )
+            .await?;
+        for r in &rows {
+            members.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
+        }
+    }
+    let mut messages: HashMap<MessageId, Message> = HashMap::new();
+    let mut likers = HashMap::new();
+    if !ids.is_empty() {
+        let sql = format!("SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.id = ANY($2)");
+        let rows: Vec<MessageRow> = c.query(&sql, &[&NOBODY, &ids]).await?.iter().map(message_from).collect();
+        let reads: HashMap<RoomId, ReadState> =
+            members.iter().map(|(room, list)| (*room, ReadState::new(list.clone()))).collect();
+        messages = messages_of(c, rows, &reads).await?.into_iter().map(|(m, _)| (m.id, m)).collect();
+        if events.iter().any(|(e, _)| e.kind == "message_update") {
+            likers = likers_of(c, &ids).await?;
+        }
+    }
+    let mut out = Vec::with_capacity(events.len());
+    for (stored, user) in events {
+        if !is_message(stored) {
+            out.extend(envelope(c, stored, *user).await?);
+            continue;
+        }
+        let id = message_id(stored);
+        let (Some(message), Some(room)) = (messages.get(&id), stored.room_id) else { continue };
+        let event = if stored.kind == "new_message" {
+            Event::NewMessage(message.clone())
+        } else {
+            Event::MessageUpdate { message: message.clone(), liked_by: likers.get(&id).cloned().unwrap_or_default() }
+        };
+        let audience: Vec<UserId> = members.get(&room).into_iter().flatten().map(|(user, _)| *user).collect();
+        let mut envelope = Envelope::new(audience, event);
+        envelope.position = Some(stored.position);
+        out.push(envelope);
+    }
+    Ok(out)
+}
+
 /// A stored event as its audience sees it now, with that audience (the
 /// room's members, or its one user); `None` when nothing is left to show.
 pub async fn envelope(

@@ -128,10 +128,8 @@ async fn step(pg: &Pg, horizon: &mut Horizon, deliver: &impl Fn(Envelope)) -> Re
         while from < safe {
             let events = reads::stored_events(client, from, safe, PAGE).await?;
             let Some(last) = events.last().map(|(e, _)| e.position) else { break };
-            for (stored, user) in &events {
-                if let Some(envelope) = reads::envelope(client, stored, *user).await? {
-                    deliver(envelope);
-                }
+            for envelope in reads::envelopes(client, &events).await? {
+                deliver(envelope);
             }
             pg.release(last);
             from = last;
