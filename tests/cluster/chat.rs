@@ -291,3 +291,51 @@ async fn count_soon(database_url: &str, sql: &str) -> i64 {
 fn shared_postgres_port() -> u16 {
     lock(&services().0).port()
 }
+
+/// A logout on one node ends the token on every node: the others refuse
+/// it over REST and close its WebSockets with 1008.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and NATS: run by .ci/cluster.sh via --ignored"]
+async fn a_logout_on_one_node_ends_the_token_on_every_node() {
+    let cluster = Cluster::start("logout", 2);
+    let [a, b] = &cluster.remotes[..] else { unreachable!() };
+    let ann = a.user("ann").await;
+    // Node 1 knows the token (it has seen it) before the logout.
+    assert_eq!(b.get("/api/auth/me", &ann.token).await.status, StatusCode::OK);
+    let mut on_b = b.ws(&ann).await;
+    let out = a.send_json(Method::POST, "/api/auth/logout", Some(&ann.token), json!({})).await;
+    assert!(out.status.is_success(), "{}", out.text());
+    assert_eq!(on_b.close_code().await, Some(1008), "{}", cluster.logs());
+    assert_eq!(b.get("/api/auth/me", &ann.token).await.status, StatusCode::UNAUTHORIZED);
+}
+
+/// A node that dies (SIGKILL) does not leave its users online: another node
+/// notices its heartbeat stopped and announces them offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and NATS: run by .ci/cluster.sh via --ignored"]
+async fn a_dead_nodes_users_go_offline() {
+    let mut cluster = Cluster::start("dead_node", 2);
+    let ann = cluster.remotes[1].user("ann").await;
+    let bob = cluster.remotes[1].user("bob").await;
+    cluster.remotes[1].room(&ann, &bob).await;
+    let mut ann_ws = cluster.remotes[1].ws(&ann).await;
+    let _bob_ws = cluster.remotes[0].ws(&bob).await;
+    ann_ws.expect_where("presence", |f| f["data"]["user_id"] == bob.id && f["data"]["is_online"] == true).await;
+
+    cluster.nodes[0].kill();
+    // Heartbeats every 3 s, a node is gone after 15 s of silence.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match ann_ws.next_within(left).await {
+            Ok(Some(f)) if f["type"] == "presence" && f["data"]["user_id"] == bob.id => {
+                assert_eq!(f["data"]["is_online"], false, "{f}");
+                break;
+            }
+            Ok(Some(_)) => continue,
+            _ => panic!("bob stayed online after his node died\n{}", cluster.logs()),
+        }
+    }
+    let online = cluster.remotes[1].get("/api/chat/online-users", &ann.token).await;
+    assert!(!online.text().contains(&format!("\"id\":{}", bob.id)), "{}", online.text());
+}
