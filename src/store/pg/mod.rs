@@ -24,7 +24,10 @@ use tokio_postgres::NoTls;
 use super::StoreError;
 
 /// The schema, in order; each applied once, recorded in `schema_migrations`.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../../sql/postgres/001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../../sql/postgres/001_init.sql")),
+    (2, include_str!("../../../sql/postgres/002_search.sql")),
+];
 
 /// How long a request waits for a pooled connection (or a new one) before
 /// it is answered 503: a database that is down fails requests quickly.
