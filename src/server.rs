@@ -194,7 +194,16 @@ async fn start_cluster(
             bus.poke();
         }
     });
-    let writer = store::pg::writes::spawn(pg.clone(), Box::new(sink), writer_options(config), poke, pool_size - 8);
+    let (thumbnail_queue, thumbnail_jobs) = crate::thumbnails::queue();
+    let writer = store::pg::writes::spawn(
+        pg.clone(),
+        Box::new(sink),
+        writer_options(config),
+        poke,
+        pool_size - 8,
+        Some(thumbnail_queue),
+    );
+    crate::thumbnails::spawn(thumbnail_jobs, writer.clone(), config.static_dir.clone(), config.thumbnail_workers);
     let (deliver_hub, deliver_metrics) = (hub.clone(), metrics.clone());
     tokio::spawn(store::pg::stream::tail(pg.clone(), tail, move |envelope| {
         if let crate::model::Event::NewMessage(m) = envelope.event.as_ref() {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::attach::thumbnail::{self, Thumbnail};
-use crate::model::{Message, MessageId};
+use crate::model::{FileMeta, Message, MessageId};
 use crate::store::WriterHandle;
 
 /// Jobs that may wait for a worker.
@@ -33,13 +33,19 @@ pub fn queue() -> (Queue, mpsc::Receiver<Job>) {
 
 impl Queue {
     pub fn offer(&self, message: &Message) {
+        self.offer_files(message.id, message.files.iter().flatten());
+    }
+
+    /// The images of a message stored by id (a cluster node offers what it
+    /// stored itself, so one node makes each thumbnail).
+    pub fn offer_files<'a>(&self, message_id: MessageId, files: impl IntoIterator<Item = &'a FileMeta>) {
         let files: Vec<String> =
-            message.files.iter().flatten().filter(|f| f.wants_thumbnail()).map(|f| f.file_path.clone()).collect();
+            files.into_iter().filter(|f| f.wants_thumbnail()).map(|f| f.file_path.clone()).collect();
         if files.is_empty() {
             return;
         }
-        if self.0.try_send(Job { message_id: message.id, files }).is_err() {
-            tracing::warn!(message = message.id, "thumbnail queue full; this message's images keep none");
+        if self.0.try_send(Job { message_id, files }).is_err() {
+            tracing::warn!(message = message_id, "thumbnail queue full; this message's images keep none");
         }
     }
 }

@@ -30,10 +30,11 @@ pub fn spawn(
     options: WriterOptions,
     poke: Arc<dyn Fn() + Send + Sync>,
     lanes: usize,
+    thumbnails: Option<crate::thumbnails::Queue>,
 ) -> WriterHandle {
     let (tx, rx) = mpsc::channel(crate::store::writer::QUEUE);
     let sink = Arc::new(std::sync::Mutex::new(sink));
-    let context = Arc::new(Context { pg, sink, options, poke });
+    let context = Arc::new(Context { pg, sink, options, poke, thumbnails });
     tokio::spawn(run(rx, context, lanes.max(1)));
     WriterHandle::from_sender(tx)
 }
@@ -43,6 +44,8 @@ struct Context {
     sink: Arc<std::sync::Mutex<Box<dyn EventSink>>>,
     options: WriterOptions,
     poke: Arc<dyn Fn() + Send + Sync>,
+    /// Images of messages this node stored get their thumbnails here.
+    thumbnails: Option<crate::thumbnails::Queue>,
 }
 
 impl Context {
@@ -179,9 +182,13 @@ async fn execute(cx: &Context, cmd: Command) {
             answer(reply, result);
         }
         Command::Send(message, reply) => {
+            let files = message.files.clone();
             let result = send_message(pg, &cx.options, *message).await;
-            if matches!(result, Ok(SendOutcome::Stored(_))) {
+            if let Ok(SendOutcome::Stored(id)) = &result {
                 (cx.poke)();
+                if let Some(queue) = &cx.thumbnails {
+                    queue.offer_files(*id, files.iter().flatten());
+                }
             }
             answer(reply, result);
         }
