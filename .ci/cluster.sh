@@ -3,7 +3,8 @@
 # PostgreSQL and a real NATS. Installs what they need first (quick when it
 # is there), then runs them; they are #[ignore]d in a plain `cargo test`.
 # Then, against one private PostgreSQL (and NATS) started here: the store's
-# own PostgreSQL tests, and the integration suite on the PostgreSQL store.
+# own PostgreSQL tests, and the integration suite against one node of a
+# three-node cluster (each test server starts two more nodes on its database).
 #
 # Two test threads: each test may start its own PostgreSQL and chatd
 # processes, and CI machines are small. Extra arguments go to the cluster
@@ -41,6 +42,7 @@ export CHATD_IT_NATS="nats://127.0.0.1:$nats_port"
 
 echo "store tests on PostgreSQL ($CHATD_IT_POSTGRES)"
 cargo test --locked --lib -- --ignored store::pg
-echo "integration suite on the PostgreSQL store"
+echo "integration suite on a node of a three-node cluster (PostgreSQL store, NATS)"
+export CHATD_IT_NODES=3
 # What is not on PostgreSQL yet, or checks SQLite's own files (see README).
 cargo test --locked --test it -- $(sed -e 's/#.*//' -e '/^ *$/d' -e 's/^/--skip /' .ci/it-not-on-postgres.txt)

@@ -168,7 +168,7 @@ async fn start_cluster(
     let tokens = Arc::new(TokenState::new(reader.revoked_tokens(crate::auth::jwt::unix_now()).await?));
     // Registered before serving: presence sessions name their node.
     store::pg::writes::beat(&pg, crate::cluster::NODE_TIMEOUT).await?;
-    let tail = Arc::new(tokio::sync::Notify::new());
+    let tail = pg.tail_bell();
     let bus = match &config.nats_url {
         Some(nats) => Some(
             crate::cluster::Bus::start(

@@ -329,8 +329,9 @@ impl Reader {
             let c = pg.client().await?;
             // Only what this node has released: a cursor never passes a
             // position that may still commit below it.
-            let head = pg.released();
             let (horizon, issued) = pg::reads::event_bounds(&**c).await?;
+            pg.catch_up_to(issued).await;
+            let head = pg.released();
             return Ok(StreamBounds { head, horizon, issued });
         }
         self.run(|c| {

@@ -32,6 +32,9 @@ pub struct TestServer {
     pub state: Arc<AppState>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The other nodes of its cluster (`CHATD_IT_NODES` with
+    /// `CHATD_IT_POSTGRES`): same database and bus, data of their own.
+    others: Vec<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     /// The HTTP and WebSocket client of this server (`Deref`: `s.get(…)`).
     remote: Remote,
 }
@@ -91,11 +94,24 @@ impl TestServer {
         let task = tokio::spawn(server.run(listener, async {
             let _ = stopped.await;
         }));
-        TestServer { addr, dir, state, stop: Some(stop), task: Some(task), remote: Remote::new(addr) }
+        let mut others = Vec::new();
+        let nodes: usize = std::env::var("CHATD_IT_NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(1);
+        if state.config.database_url.is_some() {
+            for node in 1..nodes {
+                let mut config = state.config.clone();
+                config.data_dir = dir.path().join(format!("node-{node}"));
+                others.push(start_node(config).await);
+            }
+        }
+        TestServer { addr, dir, state, stop: Some(stop), task: Some(task), others, remote: Remote::new(addr) }
     }
 
     /// Runs the shutdown path and waits for it to finish.
     pub async fn stop(mut self) -> TempDir {
+        for (stop, task) in self.others.drain(..) {
+            let _ = stop.send(());
+            tokio::time::timeout(Duration::from_secs(30), task).await.expect("shutdown in time").expect("node task");
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -269,6 +285,18 @@ impl Remote {
         let echo = ws.expect_where("new_message", |v| v["data"]["local_temp_id"] == temp.as_str()).await;
         echo["data"].clone()
     }
+}
+
+/// Another node of a test server's cluster, serving on its own port.
+async fn start_node(mut config: Config) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    config.addr = listener.local_addr().expect("addr");
+    let server = chatd::server::start(config).await.expect("start node");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(listener, async {
+        let _ = stopped.await;
+    }));
+    (stop, task)
 }
 
 /// A new, empty database on the PostgreSQL server of `url`; its URL.

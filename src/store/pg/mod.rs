@@ -42,6 +42,8 @@ pub struct Pg {
     released: AtomicI64,
     /// This process's name among the nodes (presence sessions are per node).
     node_id: String,
+    /// Wakes this node's tail (`stream::tail` waits on it).
+    tail: Arc<tokio::sync::Notify>,
 }
 
 impl Pg {
@@ -60,7 +62,12 @@ impl Pg {
             .recycle_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|e| StoreError::Down(format!("cannot build the PostgreSQL pool: {e}")))?;
-        let pg = Arc::new(Pg { pool, released: AtomicI64::new(0), node_id: new_node_id()? });
+        let pg = Arc::new(Pg {
+            pool,
+            released: AtomicI64::new(0),
+            node_id: new_node_id()?,
+            tail: Arc::new(tokio::sync::Notify::new()),
+        });
         pg.migrate().await?;
         let head = stream::safe_head(&*pg.client().await?).await?;
         pg.released.store(head, Ordering::Release);
@@ -74,6 +81,22 @@ impl Pg {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// What wakes this node's tail: its own commits and the bus's pokes.
+    pub fn tail_bell(&self) -> Arc<tokio::sync::Notify> {
+        self.tail.clone()
+    }
+
+    /// Waits (bounded) until this node has released every position
+    /// committed before the call: a connection made after a command was
+    /// answered replays that command's events before `synced`, on any node.
+    pub async fn catch_up_to(&self, committed: i64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.released() < committed && tokio::time::Instant::now() < deadline {
+            self.tail.notify_one();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// The highest position released to this node's connections.

@@ -547,16 +547,20 @@ pub async fn envelopes(
     rooms.dedup();
     // Every membership of these rooms: the audiences and the read states.
     let mut members: HashMap<RoomId, Vec<(UserId, MessageId)>> = HashMap::new();
+    // When each member joined: an event goes to those who were members
+    // when it was stored (a member added since starts at its welcome).
+    let mut joined: HashMap<(RoomId, UserId), i64> = HashMap::new();
     if !ids.is_empty() {
         let rows = c
             .query(
-                "SELECT room_id, user_id, last_read_id FROM chat_participants WHERE room_id = ANY($1)
-                 ORDER BY room_id, user_id",
+                "SELECT room_id, user_id, last_read_id, joined_event_id FROM chat_participants
+                 WHERE room_id = ANY($1) ORDER BY room_id, user_id",
                 &[&rooms],
             )
             .await?;
         for r in &rows {
             members.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
+            joined.insert((r.get::<_, RoomId>(0), r.get::<_, UserId>(1)), r.get::<_, i64>(3));
         }
     }
     let mut messages: HashMap<MessageId, Message> = HashMap::new();
@@ -584,7 +588,13 @@ pub async fn envelopes(
         } else {
             Event::MessageUpdate { message: message.clone(), liked_by: likers.get(&id).cloned().unwrap_or_default() }
         };
-        let audience: Vec<UserId> = members.get(&room).into_iter().flatten().map(|(user, _)| *user).collect();
+        let audience: Vec<UserId> = members
+            .get(&room)
+            .into_iter()
+            .flatten()
+            .map(|(user, _)| *user)
+            .filter(|user| joined.get(&(room, *user)).is_none_or(|at| *at <= stored.position))
+            .collect();
         let mut envelope = Envelope::new(audience, event);
         envelope.position = Some(stored.position);
         out.push(envelope);
@@ -601,7 +611,16 @@ pub async fn envelope(
 ) -> Result<Option<Envelope>, StoreError> {
     let Some(event) = event_of(c, user.unwrap_or(NOBODY), stored).await? else { return Ok(None) };
     let audience: Vec<UserId> = match (stored.room_id, user) {
-        (Some(room), _) => member_ids(c, room).await?,
+        // Those who were members when it was stored (see `envelopes`).
+        (Some(room), _) => c
+            .query(
+                "SELECT user_id FROM chat_participants WHERE room_id = $1 AND joined_event_id <= $2 ORDER BY user_id",
+                &[&room, &stored.position],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
         (None, Some(user)) => vec![user],
         (None, None) => return Ok(None),
     };

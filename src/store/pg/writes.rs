@@ -406,6 +406,7 @@ pub(super) async fn room_of_member(
 }
 
 async fn send_message(pg: &Pg, options: &WriterOptions, m: NewMessage) -> Result<SendOutcome, StoreError> {
+    refuse_nul(&m.content)?;
     let mut client = pg.client().await?;
     let tx = super::raw(&mut client).transaction().await?;
     lock_room(&tx, m.room_id).await?;
@@ -496,6 +497,15 @@ async fn send_message(pg: &Pg, options: &WriterOptions, m: NewMessage) -> Result
     Ok(SendOutcome::Stored(id))
 }
 
+/// PostgreSQL's text cannot hold U+0000 (the embedded store can): such a
+/// message is refused as bad input (400) rather than failing in the database.
+fn refuse_nul(content: &str) -> Result<(), StoreError> {
+    match content.contains('\0') {
+        true => Err(StoreError::Invalid("content cannot contain a NUL character on this server")),
+        false => Ok(()),
+    }
+}
+
 /// The message (locked until the commit) and its room, if `user` is in it.
 pub(super) async fn visible_message(
     tx: &Transaction<'_>,
@@ -515,6 +525,7 @@ pub(super) async fn visible_message(
 }
 
 async fn edit(pg: &Pg, user: UserId, id: MessageId, content: String) -> Result<(Message, bool), StoreError> {
+    refuse_nul(&content)?;
     let mut client = pg.client().await?;
     let tx = super::raw(&mut client).transaction().await?;
     let row = visible_message(&tx, user, id).await?;
