@@ -9,7 +9,8 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::services::{Node, lock, services, shared_database, shared_nats_url};
-use crate::support::{Remote, TestUser, Ws, rand_id};
+pub use crate::support::replay;
+use crate::support::{Remote, Ws, rand_id};
 
 /// The secret every node of a test's cluster shares (tokens from one node
 /// are good on the others).
@@ -52,25 +53,6 @@ pub fn node_env(database_url: &str, nats_url: &str, files: &std::path::Path) -> 
         ("CHAT_STATIC_DIR", files.display().to_string()),
         ("CHAT_RATE_LIMITS", "off".to_owned()),
     ]
-}
-
-/// Opens a WebSocket (with `cursor`, if any) and reads up to `synced`:
-/// answers the frames replayed before it and the synced cursor.
-pub async fn replay(node: &Remote, user: &TestUser, cursor: Option<&str>) -> (Ws, Vec<Value>, String) {
-    let query = match cursor {
-        Some(c) => format!("token={}&cursor={c}", user.token),
-        None => format!("token={}", user.token),
-    };
-    let mut ws = node.ws_query(&query).await.expect("ws connect");
-    let mut frames = Vec::new();
-    loop {
-        let frame = ws.next().await.expect("a frame before synced");
-        if frame["type"] == "synced" {
-            let cursor = frame["data"]["cursor"].as_str().expect("synced cursor").to_owned();
-            return (ws, frames, cursor);
-        }
-        frames.push(frame);
-    }
 }
 
 /// The stored events' frames until one of `kind` satisfies `done`, skipping

@@ -8,28 +8,7 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, TestUser, Ws};
-
-/// Opens a WebSocket with `cursor` and reads the replay up to `synced`:
-/// answers the frames before it and the synced cursor.
-async fn replay(s: &TestServer, user: &TestUser, cursor: Option<&str>) -> (Ws, Vec<Value>, String) {
-    let query = match cursor {
-        Some(c) => format!("token={}&cursor={c}", user.token),
-        None => format!("token={}", user.token),
-    };
-    let mut ws = s.ws_query(&query).await.expect("connect");
-    let mut frames = Vec::new();
-    loop {
-        let frame = ws.next().await.expect("a frame before synced");
-        if frame["type"] == "synced" {
-            let cursor = frame["data"]["cursor"].as_str().expect("synced cursor").to_owned();
-            return (ws, frames, cursor);
-        }
-        if !matches!(frame["type"].as_str(), Some("presence" | "typing")) {
-            frames.push(frame);
-        }
-    }
-}
+use crate::support::{TestServer, TestUser, Ws, replay};
 
 /// Bob says something, then goes away: answers the cursor of his echo.
 async fn say_then_leave(s: &TestServer, bob: &TestUser, room: i64) -> String {

@@ -135,22 +135,19 @@ impl TestServer {
     /// check what was (not) written. Write the SQL for both (no `?1`/`$1`).
     #[allow(dead_code)]
     pub async fn sql_i64(&self, sql: &str) -> i64 {
-        match self.state.config.database_url.clone() {
-            None => {
-                let sql = sql.to_owned();
-                self.state.reader.run_blocking(move |c| Ok(c.query_row(&sql, [], |r| r.get(0))?)).expect("query")
-            }
-            Some(url) => {
-                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
-                tokio::spawn(connection);
-                client.query_one(sql, &[]).await.expect("query").get(0)
-            }
-        }
+        self.sql_one(sql).await
     }
 
     /// One text a query answers (see `sql_i64`).
     #[allow(dead_code)]
     pub async fn sql_text(&self, sql: &str) -> String {
+        self.sql_one(sql).await
+    }
+
+    async fn sql_one<T>(&self, sql: &str) -> T
+    where
+        T: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a> + Send + 'static,
+    {
         match self.state.config.database_url.clone() {
             None => {
                 let sql = sql.to_owned();
@@ -307,6 +304,27 @@ async fn fresh_database(url: &str) -> String {
     client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
     let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
     format!("{base}/{name}")
+}
+
+/// Opens a WebSocket (any node) with `cursor` and reads the replay up to `synced`:
+/// answers the frames before it and the synced cursor.
+pub async fn replay(s: &Remote, user: &TestUser, cursor: Option<&str>) -> (Ws, Vec<Value>, String) {
+    let query = match cursor {
+        Some(c) => format!("token={}&cursor={c}", user.token),
+        None => format!("token={}", user.token),
+    };
+    let mut ws = s.ws_query(&query).await.expect("connect");
+    let mut frames = Vec::new();
+    loop {
+        let frame = ws.next().await.expect("a frame before synced");
+        if frame["type"] == "synced" {
+            let cursor = frame["data"]["cursor"].as_str().expect("synced cursor").to_owned();
+            return (ws, frames, cursor);
+        }
+        if !matches!(frame["type"].as_str(), Some("presence" | "typing")) {
+            frames.push(frame);
+        }
+    }
 }
 
 pub fn rand_id() -> u64 {

@@ -133,15 +133,6 @@ async fn release_files(tx: &Transaction<'_>, files: Vec<String>) -> Result<Vec<S
     Ok(unused)
 }
 
-fn files_json(files: &Option<Vec<FileMeta>>) -> Result<Option<String>, StoreError> {
-    match files {
-        Some(files) => {
-            Ok(Some(serde_json::to_string(files).map_err(|_| StoreError::Invalid("files_data cannot be stored"))?))
-        }
-        None => Ok(None),
-    }
-}
-
 /// Stores a message to be posted at `send_at` (SPEC section 10), checked as
 /// a message sent now would be (room, receiver, reply, uploads, quota), and
 /// tells the sender's connections with `message_scheduled` (a personal
@@ -155,7 +146,7 @@ pub async fn schedule(pg: &Pg, options: &WriterOptions, m: NewMessage, send_at: 
     if let Some(files) = &m.files {
         charge_files(&tx, options, m.sender, files).await?;
     }
-    let files_json = files_json(&m.files)?;
+    let files_json = super::writes::files_json(&m.files)?;
     let id: i64 = tx
         .query_one(
             "INSERT INTO scheduled_messages (sender_id, room_id, receiver_id, message_type, content, files_data,
@@ -360,37 +351,7 @@ fn transient(e: &StoreError) -> bool {
 /// (false: the sender already used its temp id, nothing stored).
 async fn post(tx: &Transaction<'_>, options: &WriterOptions, m: NewMessage) -> Result<bool, StoreError> {
     let receiver = addressed(tx, &m).await?;
-    let files_json = files_json(&m.files)?;
-    let first = m.files.as_ref().and_then(|f| f.first());
-    let inserted = tx
-        .query_opt(
-            "INSERT INTO chat_messages (room_id, sender_id, receiver_id, message_type, content, file_name, file_path,
-                 file_size, mime_type, files_data, duration, local_temp_id, created_at, reply_to_id,
-                 forwarded_from_id, forwarded_from_name)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-             ON CONFLICT DO NOTHING RETURNING id",
-            &[
-                &m.room_id,
-                &m.sender,
-                &receiver,
-                &m.message_type.as_str(),
-                &m.content,
-                &first.map(|f| &f.file_name),
-                &first.map(|f| &f.file_path),
-                &first.map(|f| f.file_size as i64),
-                &first.map(|f| &f.mime_type),
-                &files_json,
-                &m.duration,
-                &m.local_temp_id,
-                &now_ms(),
-                &m.reply_to_id,
-                &m.forwarded_from.as_ref().map(|f| f.message_id),
-                &m.forwarded_from.as_ref().map(|f| &f.sender_name),
-            ],
-        )
-        .await?;
-    let Some(row) = inserted else { return Ok(false) };
-    let id: MessageId = row.get(0);
+    let Some(id) = super::writes::insert_message(tx, &m, receiver).await? else { return Ok(false) };
     consume_uploads(tx, m.sender, &m.uploads).await?;
     if let Some(files) = m.files.as_ref().filter(|_| !m.files_counted) {
         charge_files(tx, options, m.sender, files).await?;

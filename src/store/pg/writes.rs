@@ -428,15 +428,60 @@ async fn send_message(pg: &Pg, options: &WriterOptions, m: NewMessage) -> Result
             return Err(StoreError::Invalid("reply_to_id must be a message of the same room"));
         }
     }
-    let files_json = match &m.files {
-        Some(files) => {
-            Some(serde_json::to_string(files).map_err(|_| StoreError::Invalid("files_data cannot be stored"))?)
-        }
-        None => None,
-    };
-    let first = m.files.as_ref().and_then(|f| f.first());
     // A temp id this sender used before (on any node) meets the unique
     // index: nothing is inserted and the original is answered.
+    let inserted = insert_message(&tx, &m, receiver).await?;
+    let Some(id) = inserted else {
+        let temp_id = m.local_temp_id.as_deref().unwrap_or_default();
+        let row = reads::message_by_temp_id(&tx, m.sender, temp_id)
+            .await?
+            .ok_or(StoreError::Conflict("Duplicate message"))?;
+        return Ok(SendOutcome::Duplicate(Box::new(reads::message_of(&tx, row).await?.0)));
+    };
+    for upload in &m.uploads {
+        let used =
+            tx.execute("DELETE FROM uploads WHERE id = $1 AND user_id = $2 AND complete", &[upload, &m.sender]).await?;
+        if used == 0 {
+            return Err(StoreError::Invalid("upload_id is unknown, unfinished or already used"));
+        }
+    }
+    if let Some(files) = m.files.as_ref().filter(|_| !m.files_counted) {
+        let bytes: u64 = files.iter().map(|f| f.file_size).sum();
+        let used: i64 = tx
+            .query_one(
+                "UPDATE users SET storage_bytes = storage_bytes + $1 WHERE id = $2 RETURNING storage_bytes",
+                &[&(bytes as i64), &m.sender],
+            )
+            .await?
+            .get(0);
+        if let Some(quota) = options.user_quota_bytes.filter(|quota| used.max(0) as u64 > *quota) {
+            return Err(StoreError::QuotaExceeded(quota));
+        }
+    }
+    emit(&tx, Some(m.room_id), None, "new_message", serde_json::json!({"message_id": id})).await?;
+    tx.commit().await?;
+    Ok(SendOutcome::Stored(id))
+}
+
+/// The files of a message as stored (`files_data`).
+pub(super) fn files_json(files: &Option<Vec<crate::model::FileMeta>>) -> Result<Option<String>, StoreError> {
+    match files {
+        Some(files) => {
+            Ok(Some(serde_json::to_string(files).map_err(|_| StoreError::Invalid("files_data cannot be stored"))?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Inserts a message (the seed's single-file columns from its first file);
+/// `None` when the sender used its temp id before: nothing inserted.
+pub(super) async fn insert_message(
+    tx: &Transaction<'_>,
+    m: &NewMessage,
+    receiver: Option<UserId>,
+) -> Result<Option<MessageId>, StoreError> {
+    let files_json = files_json(&m.files)?;
+    let first = m.files.as_ref().and_then(|f| f.first());
     let inserted = tx
         .query_opt(
             "INSERT INTO chat_messages (room_id, sender_id, receiver_id, message_type, content, file_name, file_path,
@@ -464,37 +509,7 @@ async fn send_message(pg: &Pg, options: &WriterOptions, m: NewMessage) -> Result
             ],
         )
         .await?;
-    let Some(row) = inserted else {
-        let temp_id = m.local_temp_id.as_deref().unwrap_or_default();
-        let row = reads::message_by_temp_id(&tx, m.sender, temp_id)
-            .await?
-            .ok_or(StoreError::Conflict("Duplicate message"))?;
-        return Ok(SendOutcome::Duplicate(Box::new(reads::message_of(&tx, row).await?.0)));
-    };
-    let id: MessageId = row.get(0);
-    for upload in &m.uploads {
-        let used =
-            tx.execute("DELETE FROM uploads WHERE id = $1 AND user_id = $2 AND complete", &[upload, &m.sender]).await?;
-        if used == 0 {
-            return Err(StoreError::Invalid("upload_id is unknown, unfinished or already used"));
-        }
-    }
-    if let Some(files) = m.files.as_ref().filter(|_| !m.files_counted) {
-        let bytes: u64 = files.iter().map(|f| f.file_size).sum();
-        let used: i64 = tx
-            .query_one(
-                "UPDATE users SET storage_bytes = storage_bytes + $1 WHERE id = $2 RETURNING storage_bytes",
-                &[&(bytes as i64), &m.sender],
-            )
-            .await?
-            .get(0);
-        if let Some(quota) = options.user_quota_bytes.filter(|quota| used.max(0) as u64 > *quota) {
-            return Err(StoreError::QuotaExceeded(quota));
-        }
-    }
-    emit(&tx, Some(m.room_id), None, "new_message", serde_json::json!({"message_id": id})).await?;
-    tx.commit().await?;
-    Ok(SendOutcome::Stored(id))
+    Ok(inserted.map(|row| row.get(0)))
 }
 
 /// PostgreSQL's text cannot hold U+0000 (the embedded store can): such a
