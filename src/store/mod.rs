@@ -44,8 +44,8 @@ pub enum StoreError {
     /// A statement PostgreSQL refused.
     #[error("database: {0}")]
     Database(String),
-    /// A feature the PostgreSQL store does not have yet.
-    #[error("This is not available yet when chatd runs on PostgreSQL (CHAT_DATABASE_URL)")]
+    /// What only the embedded store does (reads of its own SQLite file).
+    #[error("This is not available when chatd runs on PostgreSQL (CHAT_DATABASE_URL)")]
     NotInCluster,
     #[error("commit failed: {0}")]
     CommitFailed(String),
