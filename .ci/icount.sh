@@ -40,8 +40,8 @@ if ! command -v valgrind >/dev/null 2>&1; then
   fi
 fi
 
-# The binary `cargo bench --no-run --locked` built already (same profile and
-# features, so nothing is rebuilt); its path comes from cargo's JSON.
+# Builds the icount bench alone (the bench profile, so the same binary
+# `cargo bench` runs); its path comes from cargo's JSON.
 bin="$(cargo bench --no-run --locked --bench icount --message-format=json \
   | grep '"name":"icount"' | grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | tail -n 1)"
 if [ ! -x "$bin" ]; then

@@ -64,7 +64,7 @@ impl Reader {
     pub async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::reads::user_by_id(&**c, id).await;
+            return pg::reads::user_by_id(&c, id).await;
         }
         self.run(move |c| reads::user_by_id(c, id)).await
     }
@@ -73,7 +73,7 @@ impl Reader {
     pub async fn credentials_by_email(&self, email: String) -> Result<Option<Credentials>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::reads::credentials_by_email(&**c, &email).await;
+            return pg::reads::credentials_by_email(&c, &email).await;
         }
         self.run(move |c| reads::user_by_email(c, &email)).await
     }
@@ -81,7 +81,7 @@ impl Reader {
     pub async fn credentials(&self, id: UserId) -> Result<Option<Credentials>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::reads::credentials_by_id(&**c, id).await;
+            return pg::reads::credentials_by_id(&c, id).await;
         }
         self.run(move |c| reads::credentials_by_id(c, id)).await
     }
@@ -90,7 +90,7 @@ impl Reader {
     pub async fn token_version(&self, id: UserId) -> Result<Option<u32>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::reads::token_version(&**c, id).await;
+            return pg::reads::token_version(&c, id).await;
         }
         self.run(move |c| reads::token_version(c, id)).await
     }
@@ -99,7 +99,7 @@ impl Reader {
     pub async fn revoked_tokens(&self, now_secs: u64) -> Result<Vec<(String, u64)>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::reads::revoked_tokens(&**c, now_secs).await;
+            return pg::reads::revoked_tokens(&c, now_secs).await;
         }
         self.run(move |c| reads::revoked_tokens(c, now_secs)).await
     }
@@ -107,7 +107,7 @@ impl Reader {
     pub async fn storage_bytes(&self, id: UserId) -> Result<u64, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::reads::storage_bytes(&**c, id).await;
+            return pg::reads::storage_bytes(&c, id).await;
         }
         self.run(move |c| reads::storage_bytes(c, id)).await
     }
@@ -120,7 +120,7 @@ impl Reader {
     ) -> Result<(Vec<User>, i64), StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::reads::search_users(&**c, caller, &needle, limit).await;
+            return pg::reads::search_users(&c, caller, &needle, limit).await;
         }
         self.run(move |c| reads::search_users(c, caller, &needle, limit)).await
     }
@@ -128,7 +128,7 @@ impl Reader {
     pub async fn online_users(&self, caller: UserId) -> Result<Vec<User>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::reads::online_users(&**c, caller).await;
+            return pg::reads::online_users(&c, caller).await;
         }
         self.run(move |c| reads::online_users(c, caller)).await
     }
@@ -136,7 +136,7 @@ impl Reader {
     pub async fn is_member(&self, room_id: RoomId, user: UserId) -> Result<bool, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::reads::is_participant(&**c, room_id, user).await;
+            return pg::reads::is_participant(&c, room_id, user).await;
         }
         self.run(move |c| reads::is_participant(c, room_id, user)).await
     }
@@ -145,7 +145,7 @@ impl Reader {
     pub async fn member_ids(&self, room_id: RoomId) -> Result<Vec<UserId>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::reads::member_ids(&**c, room_id).await;
+            return pg::reads::member_ids(&c, room_id).await;
         }
         self.run(move |c| reads::member_ids(c, room_id)).await
     }
@@ -161,10 +161,10 @@ impl Reader {
     ) -> Result<Option<(Vec<Member>, i64)>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            if !pg::reads::is_participant(&**c, room_id, viewer).await? {
+            if !pg::reads::is_participant(&c, room_id, viewer).await? {
                 return Ok(None);
             }
-            return pg::reads::members(&**c, room_id, after, limit).await.map(Some);
+            return pg::reads::members(&c, room_id, after, limit).await.map(Some);
         }
         self.run(move |c| {
             if !reads::is_participant(c, room_id, viewer)? {
@@ -178,7 +178,7 @@ impl Reader {
     pub async fn member(&self, room_id: RoomId, user: UserId) -> Result<Option<Member>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::reads::member(&**c, room_id, user).await;
+            return pg::reads::member(&c, room_id, user).await;
         }
         self.run(move |c| reads::member(c, room_id, user)).await
     }
@@ -187,7 +187,7 @@ impl Reader {
     pub async fn room(&self, viewer: UserId, room_id: RoomId) -> Result<Option<Room>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::reads::room(&**c, viewer, room_id).await;
+            return pg::reads::room(&c, viewer, room_id).await;
         }
         self.run(move |c| one_snapshot(c, |c| reads::room(c, viewer, room_id))).await
     }
@@ -195,7 +195,7 @@ impl Reader {
     pub async fn rooms(&self, viewer: UserId) -> Result<Vec<Room>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::reads::rooms(&**c, viewer).await;
+            return pg::reads::rooms(&c, viewer).await;
         }
         self.run(move |c| one_snapshot(c, |c| reads::rooms(c, viewer))).await
     }
@@ -203,7 +203,7 @@ impl Reader {
     pub async fn unread_counts(&self, user: UserId) -> Result<Vec<(RoomId, i64)>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::reads::unread_counts(&**c, user).await;
+            return pg::reads::unread_counts(&c, user).await;
         }
         self.run(move |c| reads::unread_counts(c, user)).await
     }
@@ -216,7 +216,7 @@ impl Reader {
     ) -> Result<Option<MessagePage>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::reads::messages_page(&**c, viewer, room_id, query).await;
+            return pg::reads::messages_page(&c, viewer, room_id, query).await;
         }
         self.run(move |c| one_snapshot(c, |c| reads::messages_page(c, viewer, room_id, query))).await
     }
@@ -235,7 +235,7 @@ impl Reader {
     ) -> Result<Option<MessageId>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return Ok(pg::reads::message_by_temp_id(&**c, sender, &temp_id).await?.map(|row| row.id));
+            return Ok(pg::reads::message_by_temp_id(&c, sender, &temp_id).await?.map(|row| row.id));
         }
         self.run(move |c| Ok(reads::message_by_temp_id(c, sender, &temp_id)?.map(|row| row.id))).await
     }
@@ -250,7 +250,7 @@ impl Reader {
     ) -> Result<(std::fs::File, u64), StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::search::export(&**c, user, static_dir, dir).await;
+            return pg::search::export(&c, user, static_dir, dir).await;
         }
         self.run(move |c| {
             let io = |e: std::io::Error| StoreError::CommitFailed(format!("cannot write the export: {e}"));
@@ -265,7 +265,7 @@ impl Reader {
     pub async fn upload(&self, id: String) -> Result<Option<reads::Upload>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::later::upload(&**c, &id).await;
+            return pg::later::upload(&c, &id).await;
         }
         self.run(move |c| reads::upload(c, &id)).await
     }
@@ -273,7 +273,7 @@ impl Reader {
     pub async fn upload_ids(&self) -> Result<Vec<String>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::later::upload_ids(&**c).await;
+            return pg::later::upload_ids(&c).await;
         }
         self.run(reads::upload_ids).await
     }
@@ -283,8 +283,8 @@ impl Reader {
     pub async fn message_files(&self, viewer: UserId, id: MessageId) -> Result<Option<Vec<FileMeta>>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            let Some(row) = pg::reads::message_row(&**c, viewer, id).await? else { return Ok(None) };
-            if row.is_deleted || !pg::reads::is_participant(&**c, row.room_id, viewer).await? {
+            let Some(row) = pg::reads::message_row(&c, viewer, id).await? else { return Ok(None) };
+            if row.is_deleted || !pg::reads::is_participant(&c, row.room_id, viewer).await? {
                 return Ok(None);
             }
             return Ok(Some(row.files.unwrap_or_default()));
@@ -303,7 +303,7 @@ impl Reader {
     pub async fn scheduled(&self, user: UserId) -> Result<Vec<Scheduled>, StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::later::scheduled_of(&**c, user).await;
+            return pg::later::scheduled_of(&c, user).await;
         }
         self.run(move |c| reads::scheduled_of(c, user)).await
     }
@@ -319,7 +319,7 @@ impl Reader {
     ) -> Result<(Vec<search::Found>, Option<MessageId>), StoreError> {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
-            return pg::search::search(&**c, viewer, &query, room_id, before, limit).await;
+            return pg::search::search(&c, viewer, &query, room_id, before, limit).await;
         }
         self.run(move |c| search::search(c, &search::Query { viewer, text: &query, room_id, before, limit })).await
     }
@@ -329,7 +329,7 @@ impl Reader {
             let c = pg.client().await?;
             // Only what this node has released: a cursor never passes a
             // position that may still commit below it.
-            let (horizon, issued) = pg::reads::event_bounds(&**c).await?;
+            let (horizon, issued) = pg::reads::event_bounds(&c).await?;
             pg.catch_up_to(issued).await;
             let head = pg.released();
             return Ok(StreamBounds { head, horizon, issued });
@@ -353,13 +353,13 @@ impl Reader {
         if let Some(pg) = self.pg() {
             let c = pg.client().await?;
             let upto = pg.released();
-            let events = pg::reads::events_for(&**c, user, after, upto, i64::from(limit)).await?;
+            let events = pg::reads::events_for(&c, user, after, upto, i64::from(limit)).await?;
             let has_more = events.len() == limit as usize;
             let mut through = after;
             let mut frames = Vec::with_capacity(events.len());
             for stored in &events {
                 through = stored.position;
-                if let Some(event) = pg::reads::event_of(&**c, user, stored).await? {
+                if let Some(event) = pg::reads::event_of(&c, user, stored).await? {
                     frames.push(event.render(user, &links, Some(stored.position)));
                 }
             }

@@ -5,7 +5,7 @@
 //! answers, errors and event rows are the embedded writer's
 //! (`store::writer`), so either store serves the same API.
 
-use tokio_postgres::GenericClient;
+use super::Sql;
 
 use super::writes::{emit, lock_room, room_of_member, visible_message};
 use super::{Pg, reads};
@@ -17,9 +17,9 @@ use crate::time::now_ms;
 
 /// The reactions of one message, in order of first use (the row id is the
 /// order reactions were added in), each with its users in that order too.
-async fn reactions(c: &impl GenericClient, message: MessageId) -> Result<Vec<Reaction>, StoreError> {
+async fn reactions(c: &impl Sql, message: MessageId) -> Result<Vec<Reaction>, StoreError> {
     let rows =
-        c.query("SELECT emoji, user_id FROM message_reactions WHERE message_id = $1 ORDER BY id", &[&message]).await?;
+        c.rows("SELECT emoji, user_id FROM message_reactions WHERE message_id = $1 ORDER BY id", &[&message]).await?;
     let mut out: Vec<Reaction> = Vec::new();
     for row in &rows {
         let (emoji, user): (String, UserId) = (row.get(0), row.get(1));
@@ -41,7 +41,7 @@ pub async fn react(
     add: bool,
 ) -> Result<Vec<Reaction>, StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
+    let tx = client.transaction().await?;
     // Takes the message's room lock: the 20-emoji count below cannot be
     // raced past by a reaction on another node.
     let row = visible_message(&tx, user, id).await?;
@@ -53,14 +53,14 @@ pub async fn react(
         return Err(StoreError::TooManyReactions(MAX_REACTIONS));
     }
     let changed = if add {
-        tx.execute(
+        tx.exec(
             "INSERT INTO message_reactions (message_id, emoji, user_id, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
             &[&id, &emoji, &user, &now_ms()],
         )
         .await?
     } else {
-        tx.execute(
+        tx.exec(
             "DELETE FROM message_reactions WHERE message_id = $1 AND emoji = $2 AND user_id = $3",
             &[&id, &emoji, &user],
         )
@@ -96,10 +96,10 @@ pub async fn forward(
     room_ids: Vec<RoomId>,
 ) -> Result<Vec<(Message, bool)>, StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
+    let tx = client.transaction().await?;
     // A message never changes rooms: reading its room before the lock is safe.
     let source: RoomId = tx
-        .query_opt("SELECT room_id FROM chat_messages WHERE id = $1", &[&id])
+        .row_opt("SELECT room_id FROM chat_messages WHERE id = $1", &[&id])
         .await?
         .ok_or(StoreError::NotFound("Message not found"))?
         .get(0);
@@ -135,7 +135,7 @@ pub async fn forward(
         // A direct room's receiver is the other person; a group has none.
         let receiver = if group { None } else { Some(members.iter().copied().find(|u| *u != user).unwrap_or(user)) };
         let copy_id: MessageId = tx
-            .query_one(
+            .row(
                 "INSERT INTO chat_messages (room_id, sender_id, receiver_id, message_type, content, file_name,
                      file_path, file_size, mime_type, files_data, duration, created_at, forwarded_from_id,
                      forwarded_from_name)
@@ -162,7 +162,7 @@ pub async fn forward(
         emit(&tx, Some(room_id), None, "new_message", serde_json::json!({"message_id": copy_id})).await?;
         // A file without a row has one user; the first copy makes it two.
         for file in row.files.iter().flatten() {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO file_refs (file_path, refs) VALUES ($1, 2)
                  ON CONFLICT (file_path) DO UPDATE SET refs = file_refs.refs + 1",
                 &[&file.file_path],
@@ -185,8 +185,8 @@ pub async fn set_thumbnails(
     thumbnails: Vec<(String, String)>,
 ) -> Result<bool, StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
-    let Some(room) = tx.query_opt("SELECT room_id FROM chat_messages WHERE id = $1", &[&message_id]).await? else {
+    let tx = client.transaction().await?;
+    let Some(room) = tx.row_opt("SELECT room_id FROM chat_messages WHERE id = $1", &[&message_id]).await? else {
         return Ok(false);
     };
     let room_id: RoomId = room.get(0);
@@ -194,7 +194,7 @@ pub async fn set_thumbnails(
     // slip between the read and the write of `files_data`.
     lock_room(&tx, room_id).await?;
     let stored =
-        tx.query_opt("SELECT files_data FROM chat_messages WHERE id = $1 AND NOT is_deleted", &[&message_id]).await?;
+        tx.row_opt("SELECT files_data FROM chat_messages WHERE id = $1 AND NOT is_deleted", &[&message_id]).await?;
     let Some(Some(json)) = stored.map(|r| r.get::<_, Option<String>>(0)) else { return Ok(false) };
     let mut files: Vec<FileMeta> =
         serde_json::from_str(&json).map_err(|_| StoreError::Invalid("files_data cannot be read"))?;
@@ -211,10 +211,10 @@ pub async fn set_thumbnails(
         return Ok(false);
     }
     let json = serde_json::to_string(&files).map_err(|_| StoreError::Invalid("files_data cannot be stored"))?;
-    tx.execute("UPDATE chat_messages SET files_data = $1 WHERE id = $2", &[&json, &message_id]).await?;
+    tx.exec("UPDATE chat_messages SET files_data = $1 WHERE id = $2", &[&json, &message_id]).await?;
     // As the embedded writer: a room nobody is left in keeps the thumbnails
     // but hears of no update.
-    let active: bool = tx.query_one("SELECT is_active FROM chat_rooms WHERE id = $1", &[&room_id]).await?.get(0);
+    let active: bool = tx.row("SELECT is_active FROM chat_rooms WHERE id = $1", &[&room_id]).await?.get(0);
     if active {
         emit(&tx, Some(room_id), None, "message_update", serde_json::json!({"message_id": message_id})).await?;
     }
@@ -224,7 +224,7 @@ pub async fn set_thumbnails(
 
 /// `message_reaction` rebuilt from a stored event: the change it recorded
 /// and the message's reactions now (a replay shows the current state).
-pub async fn event_of(c: &impl GenericClient, stored: &StoredEvent) -> Result<Option<Event>, StoreError> {
+pub async fn event_of(c: &impl Sql, stored: &StoredEvent) -> Result<Option<Event>, StoreError> {
     let id = |key: &str| stored.data.get(key).and_then(serde_json::Value::as_i64).unwrap_or(0);
     let room_id = stored.room_id.unwrap_or_else(|| id("room_id"));
     let message = id("message_id");

@@ -13,9 +13,11 @@
 
 use std::collections::HashSet;
 
-use tokio_postgres::{GenericClient, Transaction};
+use deadpool_postgres::Transaction;
 
-use super::writes::{emit, lock_room, room_of_member};
+use super::Sql;
+
+use super::writes::{emit, lock_room, lock_room_of_member, room_of_member};
 use super::{Pg, reads};
 use crate::model::{Event, RoomId, User, UserId};
 use crate::store::StoreError;
@@ -28,14 +30,14 @@ use crate::time::now_ms;
 /// `joined_event_id`). An unknown member id creates nothing (404).
 pub async fn create_group(pg: &Pg, options: &WriterOptions, group: NewGroup) -> Result<RoomId, StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
+    let tx = client.transaction().await?;
     let members = existing_users(&tx, &group.member_ids, group.creator).await?;
     if members.len() + 1 > options.max_group_members {
         return Err(StoreError::TooManyMembers(options.max_group_members));
     }
     let now = now_ms();
     let room_id: RoomId = tx
-        .query_one(
+        .row(
             "INSERT INTO chat_rooms (name, room_type, created_by, created_at, updated_at)
              VALUES ($1, 'group', $2, $3, $3) RETURNING id",
             &[&group.name, &group.creator, &now],
@@ -45,7 +47,7 @@ pub async fn create_group(pg: &Pg, options: &WriterOptions, group: NewGroup) -> 
     // Nobody else knows the room yet; the lock only keeps the rule that
     // every command storing a room's events holds it.
     lock_room(&tx, room_id).await?;
-    tx.execute(
+    tx.exec(
         "INSERT INTO chat_participants (room_id, user_id, joined_at, role) VALUES ($1, $2, $3, 'admin')",
         &[&room_id, &group.creator, &now],
     )
@@ -53,7 +55,7 @@ pub async fn create_group(pg: &Pg, options: &WriterOptions, group: NewGroup) -> 
     // The creator's row comes first, then the members in user id order (as
     // the embedded writer inserts them): the participant ids decide who
     // has been in longest when the last admin leaves.
-    tx.execute(
+    tx.exec(
         "INSERT INTO chat_participants (room_id, user_id, joined_at, role)
          SELECT $1, m.user_id, $2, 'member' FROM unnest($3::bigint[]) WITH ORDINALITY AS m(user_id, n) ORDER BY m.n",
         &[&room_id, &now, &members],
@@ -70,10 +72,10 @@ pub async fn create_group(pg: &Pg, options: &WriterOptions, group: NewGroup) -> 
 /// Renames a group (admins only); `room_updated` for every member.
 pub async fn rename_room(pg: &Pg, user: UserId, room_id: RoomId, name: String) -> Result<(), StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
+    let tx = client.transaction().await?;
     lock_room(&tx, room_id).await?;
     administered_group(&tx, room_id, user).await?;
-    tx.execute("UPDATE chat_rooms SET name = $1, updated_at = $2 WHERE id = $3", &[&name, &now_ms(), &room_id]).await?;
+    tx.exec("UPDATE chat_rooms SET name = $1, updated_at = $2 WHERE id = $3", &[&name, &now_ms(), &room_id]).await?;
     emit_room(&tx, room_id).await?;
     tx.commit().await?;
     Ok(())
@@ -91,7 +93,7 @@ pub async fn add_members(
     user_ids: Vec<UserId>,
 ) -> Result<Vec<User>, StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
+    let tx = client.transaction().await?;
     lock_room(&tx, room_id).await?;
     let members = administered_group(&tx, room_id, user).await?;
     let wanted = existing_users(&tx, &user_ids, user).await?;
@@ -105,8 +107,8 @@ pub async fn add_members(
     // Old history is there to read, not unread: a new member starts read
     // up to the room's newest message.
     let newest: i64 =
-        tx.query_one("SELECT COALESCE(MAX(id), 0) FROM chat_messages WHERE room_id = $1", &[&room_id]).await?.get(0);
-    tx.execute(
+        tx.row("SELECT COALESCE(MAX(id), 0) FROM chat_messages WHERE room_id = $1", &[&room_id]).await?.get(0);
+    tx.exec(
         "INSERT INTO chat_participants (room_id, user_id, joined_at, last_read_id)
          SELECT $1, m.user_id, $2, $3 FROM unnest($4::bigint[]) WITH ORDINALITY AS m(user_id, n) ORDER BY m.n",
         &[&room_id, &now_ms(), &newest, &new],
@@ -131,9 +133,9 @@ pub async fn add_members(
 /// member leaving makes the room inactive.
 pub async fn remove_member(pg: &Pg, user: UserId, room_id: RoomId, target: UserId) -> Result<(), StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
-    lock_room(&tx, room_id).await?;
-    let (members, group) = room_of_member(&tx, room_id, user).await?.ok_or(StoreError::NotFound("Room not found"))?;
+    let tx = client.transaction().await?;
+    let (members, group) =
+        lock_room_of_member(&tx, room_id, user).await?.ok_or(StoreError::NotFound("Room not found"))?;
     if !group {
         return Err(StoreError::Invalid("Direct rooms have no members to manage"));
     }
@@ -143,14 +145,14 @@ pub async fn remove_member(pg: &Pg, user: UserId, room_id: RoomId, target: UserI
     if !members.contains(&target) {
         return Err(StoreError::NotFound("Member not found"));
     }
-    tx.execute("DELETE FROM chat_participants WHERE room_id = $1 AND user_id = $2", &[&room_id, &target]).await?;
+    tx.exec("DELETE FROM chat_participants WHERE room_id = $1 AND user_id = $2", &[&room_id, &target]).await?;
     // Personal, not of the room: the removed user no longer replays the
     // room's events, so this one must name the user.
     emit(&tx, None, Some(target), "room_removed", serde_json::json!({"room_id": room_id})).await?;
     let remaining = reads::member_ids(&tx, room_id).await?;
     if remaining.is_empty() {
         // Nobody is left to see it.
-        tx.execute("UPDATE chat_rooms SET is_active = false, updated_at = $1 WHERE id = $2", &[&now_ms(), &room_id])
+        tx.exec("UPDATE chat_rooms SET is_active = false, updated_at = $1 WHERE id = $2", &[&now_ms(), &room_id])
             .await?;
         tx.commit().await?;
         return Ok(());
@@ -158,7 +160,7 @@ pub async fn remove_member(pg: &Pg, user: UserId, room_id: RoomId, target: UserI
     emit(&tx, Some(room_id), None, "member_removed", serde_json::json!({"user_id": target, "by": user})).await?;
     if admin_count(&tx, room_id).await? == 0 {
         // The longest-standing member takes over.
-        tx.execute(
+        tx.exec(
             "UPDATE chat_participants SET role = 'admin' WHERE id =
                  (SELECT id FROM chat_participants WHERE room_id = $1 ORDER BY id LIMIT 1)",
             &[&room_id],
@@ -174,7 +176,7 @@ pub async fn remove_member(pg: &Pg, user: UserId, room_id: RoomId, target: UserI
 /// changed. Demoting the last admin is refused (400) and changes nothing.
 pub async fn set_role(pg: &Pg, user: UserId, room_id: RoomId, target: UserId, admin: bool) -> Result<(), StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
+    let tx = client.transaction().await?;
     lock_room(&tx, room_id).await?;
     let members = administered_group(&tx, room_id, user).await?;
     if !members.contains(&target) {
@@ -182,7 +184,7 @@ pub async fn set_role(pg: &Pg, user: UserId, room_id: RoomId, target: UserId, ad
     }
     let role = if admin { "admin" } else { "member" };
     let changed = tx
-        .execute(
+        .exec(
             "UPDATE chat_participants SET role = $1 WHERE room_id = $2 AND user_id = $3 AND role != $1",
             &[&role, &room_id, &target],
         )
@@ -201,7 +203,7 @@ pub async fn set_role(pg: &Pg, user: UserId, room_id: RoomId, target: UserId, ad
 /// `member_added` and `member_removed` rebuilt from a stored event: the
 /// added users as they are now (in the order stored; one gone since is
 /// left out), the removed one and the actor by id.
-pub async fn event_of(c: &impl GenericClient, stored: &StoredEvent) -> Result<Option<Event>, StoreError> {
+pub async fn event_of(c: &impl Sql, stored: &StoredEvent) -> Result<Option<Event>, StoreError> {
     let id = |key: &str| stored.data.get(key).and_then(serde_json::Value::as_i64).unwrap_or(0);
     let room_id = stored.room_id.unwrap_or_else(|| id("room_id"));
     let event = match stored.kind.as_str() {
@@ -221,7 +223,7 @@ pub async fn event_of(c: &impl GenericClient, stored: &StoredEvent) -> Result<Op
 }
 
 /// The users of `ids` that exist, in the order of `ids`, in one query.
-async fn users_in_order(c: &impl GenericClient, ids: &[UserId]) -> Result<Vec<User>, StoreError> {
+async fn users_in_order(c: &impl Sql, ids: &[UserId]) -> Result<Vec<User>, StoreError> {
     let mut found = reads::users_by_id(c, ids).await?;
     Ok(ids.iter().filter_map(|id| found.remove(id)).map(|user| User::clone(&user)).collect())
 }
@@ -240,7 +242,7 @@ async fn existing_users(tx: &Transaction<'_>, ids: &[UserId], except: UserId) ->
     }
     // KEY SHARE: a user found here cannot vanish before the commit.
     let found: HashSet<UserId> = tx
-        .query("SELECT id FROM users WHERE id = ANY($1) FOR KEY SHARE", &[&wanted])
+        .rows("SELECT id FROM users WHERE id = ANY($1) FOR KEY SHARE", &[&wanted])
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -266,7 +268,7 @@ async fn administered_group(tx: &Transaction<'_>, room_id: RoomId, user: UserId)
 
 async fn is_admin(tx: &Transaction<'_>, room_id: RoomId, user: UserId) -> Result<bool, StoreError> {
     let row = tx
-        .query_opt(
+        .row_opt(
             "SELECT 1 FROM chat_participants WHERE room_id = $1 AND user_id = $2 AND role = 'admin'",
             &[&room_id, &user],
         )
@@ -275,9 +277,8 @@ async fn is_admin(tx: &Transaction<'_>, room_id: RoomId, user: UserId) -> Result
 }
 
 async fn admin_count(tx: &Transaction<'_>, room_id: RoomId) -> Result<i64, StoreError> {
-    let row = tx
-        .query_one("SELECT count(*) FROM chat_participants WHERE room_id = $1 AND role = 'admin'", &[&room_id])
-        .await?;
+    let row =
+        tx.row("SELECT count(*) FROM chat_participants WHERE room_id = $1 AND role = 'admin'", &[&room_id]).await?;
     Ok(row.get(0))
 }
 
@@ -290,7 +291,7 @@ async fn emit_room(tx: &Transaction<'_>, room_id: RoomId) -> Result<i64, StoreEr
 /// Records the event that let `users` in: their replay of the room starts
 /// there (`reads::events_for`), not at the room's older events.
 async fn set_joined(tx: &Transaction<'_>, room_id: RoomId, users: &[UserId], position: i64) -> Result<(), StoreError> {
-    tx.execute(
+    tx.exec(
         "UPDATE chat_participants SET joined_event_id = $1 WHERE room_id = $2 AND user_id = ANY($3)",
         &[&position, &room_id, &users],
     )

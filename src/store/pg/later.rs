@@ -9,7 +9,10 @@
 //! functions here take a lock instead (a row lock with `SKIP LOCKED`, a
 //! room's advisory lock, or a job's advisory lock).
 
-use tokio_postgres::{GenericClient, Row, Transaction};
+use deadpool_postgres::Transaction;
+use tokio_postgres::Row;
+
+use super::Sql;
 
 use super::Pg;
 use super::writes::{emit, lock_room, room_of_member};
@@ -60,7 +63,7 @@ async fn addressed(tx: &Transaction<'_>, m: &NewMessage) -> Result<Option<UserId
         Some(other)
     };
     if let Some(id) = m.reply_to_id {
-        let room = tx.query_opt("SELECT room_id FROM chat_messages WHERE id = $1", &[&id]).await?;
+        let room = tx.row_opt("SELECT room_id FROM chat_messages WHERE id = $1", &[&id]).await?;
         if room.map(|r| r.get::<_, RoomId>(0)) != Some(m.room_id) {
             return Err(StoreError::Invalid("reply_to_id must be a message of the same room"));
         }
@@ -74,7 +77,7 @@ async fn addressed(tx: &Transaction<'_>, m: &NewMessage) -> Result<Option<UserId
 async fn consume_uploads(tx: &Transaction<'_>, sender: UserId, uploads: &[String]) -> Result<(), StoreError> {
     for upload in uploads {
         let used =
-            tx.execute("DELETE FROM uploads WHERE id = $1 AND user_id = $2 AND complete", &[upload, &sender]).await?;
+            tx.exec("DELETE FROM uploads WHERE id = $1 AND user_id = $2 AND complete", &[upload, &sender]).await?;
         if used == 0 {
             return Err(StoreError::Invalid("upload_id is unknown, unfinished or already used"));
         }
@@ -93,7 +96,7 @@ async fn charge_files(
 ) -> Result<(), StoreError> {
     let bytes: u64 = files.iter().map(|f| f.file_size).sum();
     let used: i64 = tx
-        .query_one(
+        .row(
             "UPDATE users SET storage_bytes = storage_bytes + $1 WHERE id = $2 RETURNING storage_bytes",
             &[&(bytes as i64), &user],
         )
@@ -107,8 +110,7 @@ async fn charge_files(
 
 /// Gives `bytes` of stored files back to a user's quota (never below zero).
 async fn give_back_quota(tx: &Transaction<'_>, user: UserId, bytes: i64) -> Result<(), StoreError> {
-    tx.execute("UPDATE users SET storage_bytes = GREATEST(storage_bytes - $1, 0) WHERE id = $2", &[&bytes, &user])
-        .await?;
+    tx.exec("UPDATE users SET storage_bytes = GREATEST(storage_bytes - $1, 0) WHERE id = $2", &[&bytes, &user]).await?;
     Ok(())
 }
 
@@ -120,11 +122,11 @@ async fn release_files(tx: &Transaction<'_>, files: Vec<String>) -> Result<Vec<S
     let mut unused = Vec::new();
     for path in files {
         let left =
-            tx.query_opt("UPDATE file_refs SET refs = refs - 1 WHERE file_path = $1 RETURNING refs", &[&path]).await?;
+            tx.row_opt("UPDATE file_refs SET refs = refs - 1 WHERE file_path = $1 RETURNING refs", &[&path]).await?;
         match left.map(|r| r.get::<_, i64>(0)) {
             // Still shared; with one user left it goes back to having no row.
             Some(left) if left <= 1 => {
-                tx.execute("DELETE FROM file_refs WHERE file_path = $1", &[&path]).await?;
+                tx.exec("DELETE FROM file_refs WHERE file_path = $1", &[&path]).await?;
             }
             Some(_) => {}
             None => unused.push(path),
@@ -140,7 +142,7 @@ async fn release_files(tx: &Transaction<'_>, files: Vec<String>) -> Result<Vec<S
 /// room yet, and delivery checks the room again under its lock.
 pub async fn schedule(pg: &Pg, options: &WriterOptions, m: NewMessage, send_at: i64) -> Result<Scheduled, StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
+    let tx = client.transaction().await?;
     let receiver = addressed(&tx, &m).await?;
     consume_uploads(&tx, m.sender, &m.uploads).await?;
     if let Some(files) = &m.files {
@@ -148,7 +150,7 @@ pub async fn schedule(pg: &Pg, options: &WriterOptions, m: NewMessage, send_at: 
     }
     let files_json = super::writes::files_json(&m.files)?;
     let id: i64 = tx
-        .query_one(
+        .row(
             "INSERT INTO scheduled_messages (sender_id, room_id, receiver_id, message_type, content, files_data,
                  duration, reply_to_id, local_temp_id, send_at, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
@@ -186,12 +188,9 @@ pub async fn schedule(pg: &Pg, options: &WriterOptions, m: NewMessage, send_at: 
 /// then finds nothing (404, as for an item already sent).
 pub async fn cancel_scheduled(pg: &Pg, user: UserId, id: i64) -> Result<Vec<String>, StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
+    let tx = client.transaction().await?;
     let row = tx
-        .query_opt(
-            "DELETE FROM scheduled_messages WHERE id = $1 AND sender_id = $2 RETURNING files_data",
-            &[&id, &user],
-        )
+        .row_opt("DELETE FROM scheduled_messages WHERE id = $1 AND sender_id = $2 RETURNING files_data", &[&id, &user])
         .await?;
     let Some(row) = row else { return Err(StoreError::NotFound("Scheduled message not found")) };
     let files: Vec<FileMeta> =
@@ -227,7 +226,7 @@ pub async fn deliver_due(pg: &Pg, options: &WriterOptions, now: i64) -> Result<D
     let mut client = pg.client().await?;
     let (mut delivered, mut unused_files, mut taken, mut exhausted) = (0, Vec::new(), 0, false);
     while taken < DELIVERY_ROUND {
-        match deliver_one(super::raw(&mut client), options, now).await {
+        match deliver_one(&mut client, options, now).await {
             Ok(None) => {
                 exhausted = true;
                 break;
@@ -246,7 +245,7 @@ pub async fn deliver_due(pg: &Pg, options: &WriterOptions, now: i64) -> Result<D
         taken += 1;
     }
     let row = client
-        .query_one(
+        .row(
             "SELECT min(send_at), EXISTS (SELECT 1 FROM scheduled_messages WHERE send_at <= $1)
              FROM scheduled_messages",
             &[&now],
@@ -269,13 +268,13 @@ pub async fn deliver_due(pg: &Pg, options: &WriterOptions, now: i64) -> Result<D
 /// `Some(None)`: sent; `Some(Some(files))`: dropped, with its files, which
 /// nothing uses now.
 async fn deliver_one(
-    client: &mut tokio_postgres::Client,
+    client: &mut deadpool_postgres::Client,
     options: &WriterOptions,
     now: i64,
 ) -> Result<Option<Option<Vec<String>>>, StoreError> {
     let mut tx = client.transaction().await?;
     let row = tx
-        .query_opt(
+        .row_opt(
             "SELECT id, sender_id, room_id, receiver_id, message_type, content, files_data, duration, reply_to_id,
                  local_temp_id FROM scheduled_messages WHERE send_at <= $1 ORDER BY send_at, id LIMIT 1
              FOR UPDATE SKIP LOCKED",
@@ -329,7 +328,7 @@ async fn deliver_one(
             Some(files.into_iter().map(|f| f.file_path).collect())
         }
     };
-    tx.execute("DELETE FROM scheduled_messages WHERE id = $1", &[&id]).await?;
+    tx.exec("DELETE FROM scheduled_messages WHERE id = $1", &[&id]).await?;
     tx.commit().await?;
     Ok(Some(outcome))
 }
@@ -351,12 +350,13 @@ fn transient(e: &StoreError) -> bool {
 /// (false: the sender already used its temp id, nothing stored).
 async fn post(tx: &Transaction<'_>, options: &WriterOptions, m: NewMessage) -> Result<bool, StoreError> {
     let receiver = addressed(tx, &m).await?;
-    let Some(id) = super::writes::insert_message(tx, &m, receiver).await? else { return Ok(false) };
+    if super::writes::insert_message(tx, &m, receiver).await?.is_none() {
+        return Ok(false);
+    }
     consume_uploads(tx, m.sender, &m.uploads).await?;
     if let Some(files) = m.files.as_ref().filter(|_| !m.files_counted) {
         charge_files(tx, options, m.sender, files).await?;
     }
-    emit(tx, Some(m.room_id), None, "new_message", serde_json::json!({"message_id": id})).await?;
     Ok(true)
 }
 
@@ -366,22 +366,20 @@ async fn post(tx: &Transaction<'_>, options: &WriterOptions, m: NewMessage) -> R
 /// the other (each sees the other's row).
 pub async fn create_upload(pg: &Pg, options: &WriterOptions, u: NewUpload) -> Result<(), StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
+    let tx = client.transaction().await?;
     if let Some(quota) = options.user_quota_bytes {
         let stored: i64 = tx
-            .query_opt("SELECT storage_bytes FROM users WHERE id = $1 FOR NO KEY UPDATE", &[&u.user])
+            .row_opt("SELECT storage_bytes FROM users WHERE id = $1 FOR NO KEY UPDATE", &[&u.user])
             .await?
             .ok_or(StoreError::NotFound("User not found"))?
             .get(0);
-        let pending: i64 = tx
-            .query_one("SELECT COALESCE(sum(length), 0)::bigint FROM uploads WHERE user_id = $1", &[&u.user])
-            .await?
-            .get(0);
+        let pending: i64 =
+            tx.row("SELECT COALESCE(sum(length), 0)::bigint FROM uploads WHERE user_id = $1", &[&u.user]).await?.get(0);
         if stored.max(0) as u64 + pending.max(0) as u64 + u.length > quota {
             return Err(StoreError::QuotaExceeded(quota));
         }
     }
-    tx.execute(
+    tx.exec(
         "INSERT INTO uploads (id, user_id, file_name, mime_type, length, created_at, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[&u.id, &u.user, &u.file_name, &u.mime_type, &(u.length as i64), &now_ms(), &u.expires_at],
@@ -396,7 +394,7 @@ pub async fn finish_upload(pg: &Pg, id: String, passed: bool) -> Result<(), Stor
     let client = pg.client().await?;
     let sql =
         if passed { "UPDATE uploads SET complete = true WHERE id = $1" } else { "DELETE FROM uploads WHERE id = $1" };
-    match client.execute(sql, &[&id]).await? {
+    match client.exec(sql, &[&id]).await? {
         0 => Err(StoreError::NotFound("Upload not found")),
         _ => Ok(()),
     }
@@ -408,7 +406,7 @@ pub async fn finish_upload(pg: &Pg, id: String, passed: bool) -> Result<(), Stor
 /// first's row locks and then skipping the rows it removed.
 pub async fn expire_uploads(pg: &Pg, now: i64) -> Result<Vec<String>, StoreError> {
     let client = pg.client().await?;
-    let rows = client.query("DELETE FROM uploads WHERE expires_at <= $1 RETURNING id", &[&now]).await?;
+    let rows = client.rows("DELETE FROM uploads WHERE expires_at <= $1 RETURNING id", &[&now]).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -423,12 +421,12 @@ pub async fn expire_uploads(pg: &Pg, now: i64) -> Result<Vec<String>, StoreError
 /// first removed), and both statements are idempotent besides.
 pub async fn prune_events(pg: &Pg, before_ms: i64) -> Result<usize, StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&PRUNE_LOCK.0, &PRUNE_LOCK.1]).await?;
+    let tx = client.transaction().await?;
+    tx.exec("SELECT pg_advisory_xact_lock($1, $2)", &[&PRUNE_LOCK.0, &PRUNE_LOCK.1]).await?;
     // Walk from the oldest and stop at the first young one: a scan of the
     // batch, never of the table.
     let rows = tx
-        .query(
+        .rows(
             "SELECT position, created_at FROM events WHERE position <= $1 ORDER BY position LIMIT $2",
             &[&pg.released(), &PRUNE_BATCH],
         )
@@ -440,9 +438,8 @@ pub async fn prune_events(pg: &Pg, before_ms: i64) -> Result<usize, StoreError> 
         .last()
         .map(|(position, _)| position);
     let Some(through) = through else { return Ok(0) };
-    let removed = tx.execute("DELETE FROM events WHERE position <= $1", &[&through]).await?;
-    tx.execute("UPDATE event_horizon SET pruned_through = GREATEST(pruned_through, $1) WHERE id = 1", &[&through])
-        .await?;
+    let removed = tx.exec("DELETE FROM events WHERE position <= $1", &[&through]).await?;
+    tx.exec("UPDATE event_horizon SET pruned_through = GREATEST(pruned_through, $1) WHERE id = 1", &[&through]).await?;
     tx.commit().await?;
     Ok(removed as usize)
 }
@@ -479,10 +476,10 @@ fn old_from(row: &Row) -> Old {
 /// messages are then read again under those locks.
 pub async fn expire_messages(pg: &Pg, before_ms: i64) -> Result<Expired, StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&EXPIRE_LOCK.0, &EXPIRE_LOCK.1]).await?;
+    let tx = client.transaction().await?;
+    tx.exec("SELECT pg_advisory_xact_lock($1, $2)", &[&EXPIRE_LOCK.0, &EXPIRE_LOCK.1]).await?;
     let rows =
-        tx.query("SELECT id, created_at, room_id FROM chat_messages ORDER BY id LIMIT $1", &[&EXPIRE_BATCH]).await?;
+        tx.rows("SELECT id, created_at, room_id FROM chat_messages ORDER BY id LIMIT $1", &[&EXPIRE_BATCH]).await?;
     let batch: Vec<(MessageId, RoomId)> = rows
         .iter()
         .take_while(|r| r.get::<_, i64>(1) < before_ms)
@@ -499,7 +496,7 @@ pub async fn expire_messages(pg: &Pg, before_ms: i64) -> Result<Expired, StoreEr
     }
     let ids: Vec<MessageId> = batch.iter().map(|(id, _)| *id).collect();
     let old: Vec<Old> = tx
-        .query(
+        .rows(
             "SELECT id, sender_id, forwarded_from_id IS NOT NULL, NOT is_deleted AND content <> '', files_data
              FROM chat_messages WHERE id = ANY($1) ORDER BY id FOR UPDATE",
             &[&ids],
@@ -526,10 +523,10 @@ pub async fn expire_messages(pg: &Pg, before_ms: i64) -> Result<Expired, StoreEr
         }
     }
     let ids: Vec<MessageId> = old.iter().map(|m| m.id).collect();
-    tx.execute("UPDATE chat_messages SET reply_to_id = NULL WHERE reply_to_id = ANY($1)", &[&ids]).await?;
-    tx.execute("DELETE FROM message_likes WHERE message_id = ANY($1)", &[&ids]).await?;
-    tx.execute("DELETE FROM message_reactions WHERE message_id = ANY($1)", &[&ids]).await?;
-    let removed = tx.execute("DELETE FROM chat_messages WHERE id = ANY($1)", &[&ids]).await?;
+    tx.exec("UPDATE chat_messages SET reply_to_id = NULL WHERE reply_to_id = ANY($1)", &[&ids]).await?;
+    tx.exec("DELETE FROM message_likes WHERE message_id = ANY($1)", &[&ids]).await?;
+    tx.exec("DELETE FROM message_reactions WHERE message_id = ANY($1)", &[&ids]).await?;
+    let removed = tx.exec("DELETE FROM chat_messages WHERE id = ANY($1)", &[&ids]).await?;
     let indexed: Vec<MessageId> = old.iter().filter(|m| m.indexed).map(|m| m.id).collect();
     if !indexed.is_empty() {
         emit(&tx, None, None, "messages_expired", serde_json::json!({ "message_ids": indexed })).await?;
@@ -554,20 +551,20 @@ fn scheduled_from(row: &Row) -> Scheduled {
 }
 
 /// `user`'s pending scheduled messages, soonest first.
-pub async fn scheduled_of(c: &impl GenericClient, user: UserId) -> Result<Vec<Scheduled>, StoreError> {
+pub async fn scheduled_of(c: &impl Sql, user: UserId) -> Result<Vec<Scheduled>, StoreError> {
     let sql = format!("SELECT {SCHEDULED_COLS} FROM scheduled_messages WHERE sender_id = $1 ORDER BY send_at, id");
-    Ok(c.query(&sql, &[&user]).await?.iter().map(scheduled_from).collect())
+    Ok(c.rows(&sql, &[&user]).await?.iter().map(scheduled_from).collect())
 }
 
-async fn scheduled_item(c: &impl GenericClient, user: UserId, id: i64) -> Result<Option<Scheduled>, StoreError> {
+async fn scheduled_item(c: &impl Sql, user: UserId, id: i64) -> Result<Option<Scheduled>, StoreError> {
     let sql = format!("SELECT {SCHEDULED_COLS} FROM scheduled_messages WHERE id = $1 AND sender_id = $2");
-    Ok(c.query_opt(&sql, &[&id, &user]).await?.as_ref().map(scheduled_from))
+    Ok(c.row_opt(&sql, &[&id, &user]).await?.as_ref().map(scheduled_from))
 }
 
 /// An upload as stored (its bytes are in `<data dir>/uploads/<id>`).
-pub async fn upload(c: &impl GenericClient, id: &str) -> Result<Option<Upload>, StoreError> {
+pub async fn upload(c: &impl Sql, id: &str) -> Result<Option<Upload>, StoreError> {
     let row = c
-        .query_opt(
+        .row_opt(
             "SELECT id, user_id, file_name, mime_type, length, complete, expires_at FROM uploads WHERE id = $1",
             &[&id],
         )
@@ -584,17 +581,13 @@ pub async fn upload(c: &impl GenericClient, id: &str) -> Result<Option<Upload>, 
 }
 
 /// Every upload id still stored (the start-up sweep keeps their files).
-pub async fn upload_ids(c: &impl GenericClient) -> Result<Vec<String>, StoreError> {
-    Ok(c.query("SELECT id FROM uploads", &[]).await?.iter().map(|r| r.get(0)).collect())
+pub async fn upload_ids(c: &impl Sql) -> Result<Vec<String>, StoreError> {
+    Ok(c.rows("SELECT id FROM uploads", &[]).await?.iter().map(|r| r.get(0)).collect())
 }
 
 /// `message_scheduled` rebuilt from a stored event for `viewer` (the sender),
 /// only while the item is pending: once sent, its `new_message` follows.
-pub async fn event_of(
-    c: &impl GenericClient,
-    viewer: UserId,
-    stored: &StoredEvent,
-) -> Result<Option<Event>, StoreError> {
+pub async fn event_of(c: &impl Sql, viewer: UserId, stored: &StoredEvent) -> Result<Option<Event>, StoreError> {
     let id = stored.data.get("scheduled_id").and_then(serde_json::Value::as_i64).unwrap_or(0);
     Ok(scheduled_item(c, viewer, id).await?.map(Event::MessageScheduled))
 }
@@ -634,7 +627,7 @@ mod tests {
     }
 
     async fn one(pg: &Pg, sql: &str) -> i64 {
-        pg.client().await.expect("client").query_one(sql, &[]).await.expect(sql).get(0)
+        pg.client().await.expect("client").row(sql, &[]).await.expect(sql).get(0)
     }
 
     async fn exec(pg: &Pg, sql: &str) {

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
 
 use super::StoreError;
 
@@ -69,7 +70,7 @@ impl Pg {
             tail: Arc::new(tokio::sync::Notify::new()),
         });
         pg.migrate().await?;
-        let head = stream::safe_head(&*pg.client().await?).await?;
+        let head = stream::safe_head(&pg.client().await?).await?;
         pg.released.store(head, Ordering::Release);
         Ok(pg)
     }
@@ -110,15 +111,15 @@ impl Pg {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.client().await?;
-        let tx = raw(&mut client).transaction().await?;
+        let tx = client.transaction().await?;
         // One node migrates; the others wait here and find nothing to do.
-        tx.execute("SELECT pg_advisory_xact_lock(7210, 481)", &[]).await?;
+        tx.exec("SELECT pg_advisory_xact_lock(7210, 481)", &[]).await?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY)").await?;
         for (version, sql) in MIGRATIONS {
-            let done = tx.query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version]).await?;
+            let done = tx.row_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version]).await?;
             if done.is_none() {
                 tx.batch_execute(sql).await?;
-                tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version]).await?;
+                tx.exec("INSERT INTO schema_migrations (version) VALUES ($1)", &[version]).await?;
                 tracing::info!(version, "PostgreSQL schema migrated");
             }
         }
@@ -140,11 +141,36 @@ fn new_node_id() -> Result<String, StoreError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The tokio-postgres client of a pooled connection (its transactions are
-/// the ones `reads` and `writes` take).
-pub fn raw(conn: &mut deadpool_postgres::Object) -> &mut tokio_postgres::Client {
-    conn
+/// Statements through the connection's statement cache: each SQL text is
+/// prepared once per pooled connection (deadpool keeps the cache) and then
+/// runs in one round trip, where a plain `query(&str)` parses, plans and
+/// describes it again each time (two round trips). Implemented for pooled
+/// connections and their transactions alike.
+pub trait Sql: GenericClient + Sync {
+    /// Every row the statement answers.
+    fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> impl Future<Output = PgResult<Vec<Row>>> + Send {
+        async move { self.query(&self.prepare_cached(sql).await?, params).await }
+    }
+
+    /// Exactly one row (an error otherwise).
+    fn row(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> impl Future<Output = PgResult<Row>> + Send {
+        async move { self.query_one(&self.prepare_cached(sql).await?, params).await }
+    }
+
+    /// At most one row.
+    fn row_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> impl Future<Output = PgResult<Option<Row>>> + Send {
+        async move { self.query_opt(&self.prepare_cached(sql).await?, params).await }
+    }
+
+    /// How many rows the statement changed.
+    fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> impl Future<Output = PgResult<u64>> + Send {
+        async move { self.execute(&self.prepare_cached(sql).await?, params).await }
+    }
 }
+
+impl<C: GenericClient + Sync> Sql for C {}
+
+type PgResult<T> = Result<T, tokio_postgres::Error>;
 
 impl From<tokio_postgres::Error> for StoreError {
     /// An error the server reported is a failed statement; anything else

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
+
+use super::Sql;
 
 use crate::model::{
     Envelope, Event, ForwardedFrom, GROUP_PARTICIPANTS_SHOWN, Message, MessageId, MessageType, NOBODY, ReadState,
@@ -21,74 +23,72 @@ fn user_from(row: &Row) -> User {
     User { id: row.get(0), name: row.get(1), email: row.get(2), avatar_url: row.get(3), is_online: row.get(4) }
 }
 
-pub async fn user_by_id(c: &impl GenericClient, id: UserId) -> Result<Option<User>, StoreError> {
+pub async fn user_by_id(c: &impl Sql, id: UserId) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {USER_COLS} FROM {USER_FROM} WHERE u.id = $1");
-    Ok(c.query_opt(&sql, &[&id]).await?.as_ref().map(user_from))
+    Ok(c.row_opt(&sql, &[&id]).await?.as_ref().map(user_from))
 }
 
-pub async fn users_by_id(c: &impl GenericClient, ids: &[UserId]) -> Result<HashMap<UserId, Arc<User>>, StoreError> {
+pub async fn users_by_id(c: &impl Sql, ids: &[UserId]) -> Result<HashMap<UserId, Arc<User>>, StoreError> {
     let sql = format!("SELECT {USER_COLS} FROM {USER_FROM} WHERE u.id = ANY($1)");
-    let rows = c.query(&sql, &[&ids]).await?;
+    let rows = c.rows(&sql, &[&ids]).await?;
     Ok(rows.iter().map(|r| (r.get::<_, i64>(0), Arc::new(user_from(r)))).collect())
 }
 
-pub async fn credentials_by_email(c: &impl GenericClient, email: &str) -> Result<Option<Credentials>, StoreError> {
+pub async fn credentials_by_email(c: &impl Sql, email: &str) -> Result<Option<Credentials>, StoreError> {
     credentials_where(c, "u.email = $1", &email).await
 }
 
-pub async fn credentials_by_id(c: &impl GenericClient, id: UserId) -> Result<Option<Credentials>, StoreError> {
+pub async fn credentials_by_id(c: &impl Sql, id: UserId) -> Result<Option<Credentials>, StoreError> {
     credentials_where(c, "u.id = $1", &id).await
 }
 
 async fn credentials_where(
-    c: &impl GenericClient,
+    c: &impl Sql,
     condition: &str,
     key: &(dyn tokio_postgres::types::ToSql + Sync),
 ) -> Result<Option<Credentials>, StoreError> {
     let sql = format!("SELECT {USER_COLS}, u.password_hash, u.token_version FROM {USER_FROM} WHERE {condition}");
-    Ok(c.query_opt(&sql, &[key]).await?.map(|row| Credentials {
+    Ok(c.row_opt(&sql, &[key]).await?.map(|row| Credentials {
         user: user_from(&row),
         password_hash: row.get(5),
         token_version: row.get::<_, i32>(6).max(0) as u32,
     }))
 }
 
-pub async fn token_version(c: &impl GenericClient, id: UserId) -> Result<Option<u32>, StoreError> {
-    let row = c.query_opt("SELECT token_version FROM users WHERE id = $1", &[&id]).await?;
+pub async fn token_version(c: &impl Sql, id: UserId) -> Result<Option<u32>, StoreError> {
+    let row = c.row_opt("SELECT token_version FROM users WHERE id = $1", &[&id]).await?;
     Ok(row.map(|r| r.get::<_, i32>(0).max(0) as u32))
 }
 
-pub async fn revoked_tokens(c: &impl GenericClient, now_secs: u64) -> Result<Vec<(String, u64)>, StoreError> {
+pub async fn revoked_tokens(c: &impl Sql, now_secs: u64) -> Result<Vec<(String, u64)>, StoreError> {
     let rows =
-        c.query("SELECT token_id, expires_at FROM revoked_tokens WHERE expires_at > $1", &[&(now_secs as i64)]).await?;
+        c.rows("SELECT token_id, expires_at FROM revoked_tokens WHERE expires_at > $1", &[&(now_secs as i64)]).await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1).max(0) as u64)).collect())
 }
 
-pub async fn storage_bytes(c: &impl GenericClient, id: UserId) -> Result<u64, StoreError> {
-    let row = c.query_opt("SELECT storage_bytes FROM users WHERE id = $1", &[&id]).await?;
+pub async fn storage_bytes(c: &impl Sql, id: UserId) -> Result<u64, StoreError> {
+    let row = c.row_opt("SELECT storage_bytes FROM users WHERE id = $1", &[&id]).await?;
     Ok(row.map_or(0, |r| r.get::<_, i64>(0).max(0) as u64))
 }
 
 /// Substring of the (lower-case) email, the caller excluded, by email.
 pub async fn search_users(
-    c: &impl GenericClient,
+    c: &impl Sql,
     caller: UserId,
     needle: &str,
     limit: u32,
 ) -> Result<(Vec<User>, i64), StoreError> {
     let needle = needle.trim().to_lowercase();
-    let total: i64 = c
-        .query_one("SELECT count(*) FROM users WHERE strpos(email, $1) > 0 AND id != $2", &[&needle, &caller])
-        .await?
-        .get(0);
+    let total: i64 =
+        c.row("SELECT count(*) FROM users WHERE strpos(email, $1) > 0 AND id != $2", &[&needle, &caller]).await?.get(0);
     let sql = format!(
         "SELECT {USER_COLS} FROM {USER_FROM} WHERE strpos(u.email, $1) > 0 AND u.id != $2 ORDER BY u.email LIMIT $3"
     );
-    let rows = c.query(&sql, &[&needle, &caller, &i64::from(limit)]).await?;
+    let rows = c.rows(&sql, &[&needle, &caller, &i64::from(limit)]).await?;
     Ok((rows.iter().map(user_from).collect(), total))
 }
 
-pub async fn online_users(c: &impl GenericClient, caller: UserId) -> Result<Vec<User>, StoreError> {
+pub async fn online_users(c: &impl Sql, caller: UserId) -> Result<Vec<User>, StoreError> {
     let sql = format!(
         "SELECT {USER_COLS} FROM user_presence p JOIN users u ON u.id = p.user_id
          WHERE p.is_online AND p.user_id != $1 AND p.user_id IN (
@@ -97,24 +97,23 @@ pub async fn online_users(c: &impl GenericClient, caller: UserId) -> Result<Vec<
              WHERE mine.user_id = $1)
          ORDER BY u.name, u.id"
     );
-    Ok(c.query(&sql, &[&caller]).await?.iter().map(user_from).collect())
+    Ok(c.rows(&sql, &[&caller]).await?.iter().map(user_from).collect())
 }
 
-pub async fn is_participant(c: &impl GenericClient, room_id: RoomId, user: UserId) -> Result<bool, StoreError> {
+pub async fn is_participant(c: &impl Sql, room_id: RoomId, user: UserId) -> Result<bool, StoreError> {
     let sql = "SELECT 1 FROM chat_participants WHERE room_id = $1 AND user_id = $2";
-    Ok(c.query_opt(sql, &[&room_id, &user]).await?.is_some())
+    Ok(c.row_opt(sql, &[&room_id, &user]).await?.is_some())
 }
 
-pub async fn member_ids(c: &impl GenericClient, room_id: RoomId) -> Result<Vec<UserId>, StoreError> {
-    let rows =
-        c.query("SELECT user_id FROM chat_participants WHERE room_id = $1 ORDER BY user_id", &[&room_id]).await?;
+pub async fn member_ids(c: &impl Sql, room_id: RoomId) -> Result<Vec<UserId>, StoreError> {
+    let rows = c.rows("SELECT user_id FROM chat_participants WHERE room_id = $1 ORDER BY user_id", &[&room_id]).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Every user who shares a room with `user`.
-pub async fn contacts(c: &impl GenericClient, user: UserId) -> Result<Vec<UserId>, StoreError> {
+pub async fn contacts(c: &impl Sql, user: UserId) -> Result<Vec<UserId>, StoreError> {
     let rows = c
-        .query(
+        .rows(
             "SELECT DISTINCT other.user_id FROM chat_participants mine
              JOIN chat_participants other ON other.room_id = mine.room_id
              WHERE mine.user_id = $1 AND other.user_id != $1",
@@ -133,23 +132,22 @@ fn member_from(row: &Row) -> Member {
 }
 
 pub async fn members(
-    c: &impl GenericClient,
+    c: &impl Sql,
     room_id: RoomId,
     after: UserId,
     limit: u32,
 ) -> Result<(Vec<Member>, i64), StoreError> {
-    let total: i64 =
-        c.query_one("SELECT count(*) FROM chat_participants WHERE room_id = $1", &[&room_id]).await?.get(0);
+    let total: i64 = c.row("SELECT count(*) FROM chat_participants WHERE room_id = $1", &[&room_id]).await?.get(0);
     let sql = format!(
         "SELECT {MEMBER_COLS} FROM {MEMBER_FROM} WHERE cp.room_id = $1 AND cp.user_id > $2 ORDER BY cp.user_id LIMIT $3"
     );
-    let rows = c.query(&sql, &[&room_id, &after, &i64::from(limit)]).await?;
+    let rows = c.rows(&sql, &[&room_id, &after, &i64::from(limit)]).await?;
     Ok((rows.iter().map(member_from).collect(), total))
 }
 
-pub async fn member(c: &impl GenericClient, room_id: RoomId, user: UserId) -> Result<Option<Member>, StoreError> {
+pub async fn member(c: &impl Sql, room_id: RoomId, user: UserId) -> Result<Option<Member>, StoreError> {
     let sql = format!("SELECT {MEMBER_COLS} FROM {MEMBER_FROM} WHERE cp.room_id = $1 AND cp.user_id = $2");
-    Ok(c.query_opt(&sql, &[&room_id, &user]).await?.as_ref().map(member_from))
+    Ok(c.row_opt(&sql, &[&room_id, &user]).await?.as_ref().map(member_from))
 }
 
 /// Columns for `message_from`; `$1` of the query is the viewer.
@@ -184,36 +182,28 @@ fn message_from(row: &Row) -> MessageRow {
     }
 }
 
-pub async fn message_row(
-    c: &impl GenericClient,
-    viewer: UserId,
-    id: MessageId,
-) -> Result<Option<MessageRow>, StoreError> {
+pub async fn message_row(c: &impl Sql, viewer: UserId, id: MessageId) -> Result<Option<MessageRow>, StoreError> {
     let sql = format!("SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.id = $2");
-    Ok(c.query_opt(&sql, &[&viewer, &id]).await?.as_ref().map(message_from))
+    Ok(c.row_opt(&sql, &[&viewer, &id]).await?.as_ref().map(message_from))
 }
 
-pub async fn message_by_temp_id(
-    c: &impl GenericClient,
-    sender: UserId,
-    temp_id: &str,
-) -> Result<Option<MessageRow>, StoreError> {
+pub async fn message_by_temp_id(c: &impl Sql, sender: UserId, temp_id: &str) -> Result<Option<MessageRow>, StoreError> {
     let sql = format!("SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.sender_id = $1 AND m.local_temp_id = $2");
-    Ok(c.query_opt(&sql, &[&sender, &temp_id]).await?.as_ref().map(message_from))
+    Ok(c.row_opt(&sql, &[&sender, &temp_id]).await?.as_ref().map(message_from))
 }
 
-pub async fn read_state(c: &impl GenericClient, room_id: RoomId) -> Result<ReadState, StoreError> {
-    let rows = c.query("SELECT user_id, last_read_id FROM chat_participants WHERE room_id = $1", &[&room_id]).await?;
+pub async fn read_state(c: &impl Sql, room_id: RoomId) -> Result<ReadState, StoreError> {
+    let rows = c.rows("SELECT user_id, last_read_id FROM chat_participants WHERE room_id = $1", &[&room_id]).await?;
     Ok(ReadState::new(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
 }
 
-async fn replies_of(c: &impl GenericClient, rows: &[MessageRow]) -> Result<HashMap<MessageId, ReplyTo>, StoreError> {
+async fn replies_of(c: &impl Sql, rows: &[MessageRow]) -> Result<HashMap<MessageId, ReplyTo>, StoreError> {
     let ids: Vec<MessageId> = rows.iter().filter_map(|r| r.reply_to_id).collect();
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
     let found = c
-        .query(
+        .rows(
             "SELECT m.id, m.message_type, m.content, m.is_deleted, u.id, u.name, u.email, u.avatar_url,
                     COALESCE(p.is_online, false)
              FROM chat_messages m JOIN users u ON u.id = m.sender_id LEFT JOIN user_presence p ON p.user_id = u.id
@@ -233,12 +223,12 @@ async fn replies_of(c: &impl GenericClient, rows: &[MessageRow]) -> Result<HashM
 }
 
 async fn reactions_of(
-    c: &impl GenericClient,
+    c: &impl Sql,
     rows: &[MessageRow],
 ) -> Result<HashMap<MessageId, Vec<crate::model::Reaction>>, StoreError> {
     let ids: Vec<MessageId> = rows.iter().map(|r| r.id).collect();
     let found = c
-        .query(
+        .rows(
             "SELECT message_id, emoji, user_id FROM message_reactions WHERE message_id = ANY($1)
              ORDER BY message_id, id",
             &[&ids],
@@ -257,12 +247,9 @@ async fn reactions_of(
 }
 
 /// Who liked each message, in user id order.
-pub async fn likers_of(
-    c: &impl GenericClient,
-    ids: &[MessageId],
-) -> Result<HashMap<MessageId, Vec<UserId>>, StoreError> {
+pub async fn likers_of(c: &impl Sql, ids: &[MessageId]) -> Result<HashMap<MessageId, Vec<UserId>>, StoreError> {
     let rows = c
-        .query(
+        .rows(
             "SELECT message_id, user_id FROM message_likes WHERE message_id = ANY($1) ORDER BY message_id, user_id",
             &[&ids],
         )
@@ -276,7 +263,7 @@ pub async fn likers_of(
 
 /// Rows with their people, replies and reactions attached; `reads` by room.
 async fn messages_of(
-    c: &impl GenericClient,
+    c: &impl Sql,
     rows: Vec<MessageRow>,
     reads: &HashMap<RoomId, ReadState>,
 ) -> Result<Vec<(Message, bool)>, StoreError> {
@@ -297,14 +284,14 @@ async fn messages_of(
 }
 
 /// One message, as everyone (or `viewer`, for its like) sees it.
-pub async fn message_of(c: &impl GenericClient, row: MessageRow) -> Result<(Message, bool), StoreError> {
+pub async fn message_of(c: &impl Sql, row: MessageRow) -> Result<(Message, bool), StoreError> {
     let reads = HashMap::from([(row.room_id, read_state(c, row.room_id).await?)]);
     let mut one = messages_of(c, vec![row], &reads).await?;
     one.pop().ok_or(StoreError::NotFound("Message not found"))
 }
 
 pub async fn messages_page(
-    c: &impl GenericClient,
+    c: &impl Sql,
     viewer: UserId,
     room_id: RoomId,
     query: PageQuery,
@@ -312,14 +299,14 @@ pub async fn messages_page(
     if !is_participant(c, room_id, viewer).await? {
         return Ok(None);
     }
-    let total: i64 = c.query_one("SELECT count(*) FROM chat_messages WHERE room_id = $1", &[&room_id]).await?.get(0);
+    let total: i64 = c.row("SELECT count(*) FROM chat_messages WHERE room_id = $1", &[&room_id]).await?.get(0);
     let base = format!("SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.room_id = $2");
     let (rows, has_more, page, total_pages, per_page) = match query {
         PageQuery::Page { page, per_page } => {
             let offset = i64::from(page - 1) * i64::from(per_page);
             let sql = format!("{base} ORDER BY m.id DESC LIMIT $3 OFFSET $4");
             let mut rows: Vec<MessageRow> = c
-                .query(&sql, &[&viewer, &room_id, &i64::from(per_page), &offset])
+                .rows(&sql, &[&viewer, &room_id, &i64::from(per_page), &offset])
                 .await?
                 .iter()
                 .map(message_from)
@@ -336,7 +323,7 @@ pub async fn messages_page(
                 format!("{base} AND m.id > $3 ORDER BY m.id ASC LIMIT $4")
             };
             let mut rows: Vec<MessageRow> = c
-                .query(&sql, &[&viewer, &room_id, &id, &(i64::from(limit) + 1)])
+                .rows(&sql, &[&viewer, &room_id, &id, &(i64::from(limit) + 1)])
                 .await?
                 .iter()
                 .map(message_from)
@@ -358,20 +345,20 @@ pub async fn messages_page(
 const UNREAD: &str = "SELECT count(*) FROM chat_messages m WHERE m.room_id = cp.room_id AND m.id > cp.last_read_id
     AND m.sender_id != cp.user_id AND NOT m.is_deleted";
 
-pub async fn unread_counts(c: &impl GenericClient, user: UserId) -> Result<Vec<(RoomId, i64)>, StoreError> {
+pub async fn unread_counts(c: &impl Sql, user: UserId) -> Result<Vec<(RoomId, i64)>, StoreError> {
     let sql = format!(
         "SELECT room_id, unread FROM (SELECT cp.room_id, ({UNREAD}) AS unread FROM chat_participants cp
          WHERE cp.user_id = $1) counts WHERE unread > 0 ORDER BY room_id"
     );
-    Ok(c.query(&sql, &[&user]).await?.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(c.rows(&sql, &[&user]).await?.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-async fn unread_by_member(c: &impl GenericClient, room_id: RoomId) -> Result<Vec<(UserId, i64)>, StoreError> {
+async fn unread_by_member(c: &impl Sql, room_id: RoomId) -> Result<Vec<(UserId, i64)>, StoreError> {
     let sql = format!("SELECT cp.user_id, ({UNREAD}) FROM chat_participants cp WHERE cp.room_id = $1");
-    Ok(c.query(&sql, &[&room_id]).await?.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(c.rows(&sql, &[&room_id]).await?.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-pub async fn room(c: &impl GenericClient, viewer: UserId, room_id: RoomId) -> Result<Option<Room>, StoreError> {
+pub async fn room(c: &impl Sql, viewer: UserId, room_id: RoomId) -> Result<Option<Room>, StoreError> {
     if !is_participant(c, room_id, viewer).await? {
         return Ok(None);
     }
@@ -379,9 +366,9 @@ pub async fn room(c: &impl GenericClient, viewer: UserId, room_id: RoomId) -> Re
 }
 
 /// The rooms of `viewer`, most recent activity first.
-pub async fn rooms(c: &impl GenericClient, viewer: UserId) -> Result<Vec<Room>, StoreError> {
+pub async fn rooms(c: &impl Sql, viewer: UserId) -> Result<Vec<Room>, StoreError> {
     let ids: Vec<RoomId> = c
-        .query("SELECT room_id FROM chat_participants WHERE user_id = $1", &[&viewer])
+        .rows("SELECT room_id FROM chat_participants WHERE user_id = $1", &[&viewer])
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -392,7 +379,7 @@ pub async fn rooms(c: &impl GenericClient, viewer: UserId) -> Result<Vec<Room>, 
 }
 
 /// Rooms as `viewer` sees them, in a fixed number of queries.
-async fn rooms_by_id(c: &impl GenericClient, viewer: UserId, ids: &[RoomId]) -> Result<Vec<Room>, StoreError> {
+async fn rooms_by_id(c: &impl Sql, viewer: UserId, ids: &[RoomId]) -> Result<Vec<Room>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -404,7 +391,7 @@ async fn rooms_by_id(c: &impl GenericClient, viewer: UserId, ids: &[RoomId]) -> 
          FROM chat_rooms r WHERE r.id = ANY($2)"
     );
     let (mut rooms, mut newest) = (Vec::new(), Vec::new());
-    for r in c.query(&sql, &[&viewer, &ids]).await? {
+    for r in c.rows(&sql, &[&viewer, &ids]).await? {
         rooms.push(Room {
             id: r.get(0),
             name: r.get(1),
@@ -424,7 +411,7 @@ async fn rooms_by_id(c: &impl GenericClient, viewer: UserId, ids: &[RoomId]) -> 
     let mut members: HashMap<RoomId, Vec<(UserId, MessageId)>> = HashMap::new();
     let mut admins: HashMap<RoomId, Vec<UserId>> = HashMap::new();
     let memberships = c
-        .query(
+        .rows(
             "SELECT room_id, user_id, role = 'admin', last_read_id FROM chat_participants
              WHERE room_id = ANY($1) ORDER BY room_id, user_id",
             &[&ids],
@@ -439,7 +426,7 @@ async fn rooms_by_id(c: &impl GenericClient, viewer: UserId, ids: &[RoomId]) -> 
         }
     }
     let sql = format!("SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.id = ANY($2)");
-    let rows: Vec<MessageRow> = c.query(&sql, &[&viewer, &newest]).await?.iter().map(message_from).collect();
+    let rows: Vec<MessageRow> = c.rows(&sql, &[&viewer, &newest]).await?.iter().map(message_from).collect();
     let shown = |room: RoomId| -> Vec<UserId> {
         members.get(&room).into_iter().flatten().take(GROUP_PARTICIPANTS_SHOWN).map(|(user, _)| *user).collect()
     };
@@ -463,16 +450,16 @@ async fn rooms_by_id(c: &impl GenericClient, viewer: UserId, ids: &[RoomId]) -> 
 }
 
 /// The room as every member sees it (for `room_created`, `room_updated`).
-pub async fn room_view(c: &impl GenericClient, room_id: RoomId) -> Result<Option<RoomView>, StoreError> {
+pub async fn room_view(c: &impl Sql, room_id: RoomId) -> Result<Option<RoomView>, StoreError> {
     let Some(room) = rooms_by_id(c, NOBODY, &[room_id]).await?.pop() else { return Ok(None) };
     Ok(Some(RoomView { room, unread: unread_by_member(c, room_id).await? }))
 }
 
 /// Positions at or below the first were removed by retention; the second
 /// is the highest stored (committed) position.
-pub async fn event_bounds(c: &impl GenericClient) -> Result<(i64, i64), StoreError> {
+pub async fn event_bounds(c: &impl Sql) -> Result<(i64, i64), StoreError> {
     let row = c
-        .query_one(
+        .row(
             "SELECT pruned_through, (SELECT COALESCE(max(position), 0) FROM events) FROM event_horizon WHERE id = 1",
             &[],
         )
@@ -492,13 +479,13 @@ fn stored_from(row: &Row) -> StoredEvent {
 
 /// Every stored event in `(after, upto]`, oldest first, at most `limit`.
 pub async fn stored_events(
-    c: &impl GenericClient,
+    c: &impl Sql,
     after: i64,
     upto: i64,
     limit: i64,
 ) -> Result<Vec<(StoredEvent, Option<UserId>)>, StoreError> {
     let rows = c
-        .query(
+        .rows(
             "SELECT position, room_id, kind, data, user_id FROM events
              WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3",
             &[&after, &upto, &limit],
@@ -510,14 +497,14 @@ pub async fn stored_events(
 /// The events `user` may see in `(after, upto]`, oldest first, at most
 /// `limit`: its rooms' from the event that let it in, and its own.
 pub async fn events_for(
-    c: &impl GenericClient,
+    c: &impl Sql,
     user: UserId,
     after: i64,
     upto: i64,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let rows = c
-        .query(
+        .rows(
             "SELECT e.position, e.room_id, e.kind, e.data FROM chat_participants cp
                  JOIN events e ON e.room_id = cp.room_id AND e.position > GREATEST($2, cp.joined_event_id - 1)
                  WHERE cp.user_id = $1 AND e.position <= $3
@@ -535,10 +522,7 @@ pub async fn events_for(
 /// fixed number of queries for the messages among them (the tail's hot
 /// path: a page of `new_message`s costs five queries, not five each);
 /// other kinds go one by one through `envelope`.
-pub async fn envelopes(
-    c: &impl GenericClient,
-    events: &[(StoredEvent, Option<UserId>)],
-) -> Result<Vec<Envelope>, StoreError> {
+pub async fn envelopes(c: &impl Sql, events: &[(StoredEvent, Option<UserId>)]) -> Result<Vec<Envelope>, StoreError> {
     let is_message = |e: &StoredEvent| matches!(e.kind.as_str(), "new_message" | "message_update");
     let message_id = |e: &StoredEvent| e.data.get("message_id").and_then(serde_json::Value::as_i64).unwrap_or(0);
     let ids: Vec<MessageId> = events.iter().filter(|(e, _)| is_message(e)).map(|(e, _)| message_id(e)).collect();
@@ -552,7 +536,7 @@ pub async fn envelopes(
     let mut joined: HashMap<(RoomId, UserId), i64> = HashMap::new();
     if !ids.is_empty() {
         let rows = c
-            .query(
+            .rows(
                 "SELECT room_id, user_id, last_read_id, joined_event_id FROM chat_participants
                  WHERE room_id = ANY($1) ORDER BY room_id, user_id",
                 &[&rooms],
@@ -567,7 +551,7 @@ pub async fn envelopes(
     let mut likers = HashMap::new();
     if !ids.is_empty() {
         let sql = format!("SELECT {MESSAGE_COLS} FROM chat_messages m WHERE m.id = ANY($2)");
-        let rows: Vec<MessageRow> = c.query(&sql, &[&NOBODY, &ids]).await?.iter().map(message_from).collect();
+        let rows: Vec<MessageRow> = c.rows(&sql, &[&NOBODY, &ids]).await?.iter().map(message_from).collect();
         let reads: HashMap<RoomId, ReadState> =
             members.iter().map(|(room, list)| (*room, ReadState::new(list.clone()))).collect();
         messages = messages_of(c, rows, &reads).await?.into_iter().map(|(m, _)| (m.id, m)).collect();
@@ -605,7 +589,7 @@ pub async fn envelopes(
 /// A stored event as its audience sees it now, with that audience (the
 /// room's members, or its one user); `None` when nothing is left to show.
 pub async fn envelope(
-    c: &impl GenericClient,
+    c: &impl Sql,
     stored: &StoredEvent,
     user: Option<UserId>,
 ) -> Result<Option<Envelope>, StoreError> {
@@ -613,7 +597,7 @@ pub async fn envelope(
     let audience: Vec<UserId> = match (stored.room_id, user) {
         // Those who were members when it was stored (see `envelopes`).
         (Some(room), _) => c
-            .query(
+            .rows(
                 "SELECT user_id FROM chat_participants WHERE room_id = $1 AND joined_event_id <= $2 ORDER BY user_id",
                 &[&room, &stored.position],
             )
@@ -632,11 +616,7 @@ pub async fn envelope(
 /// A stored event rebuilt from the current state of its objects, for
 /// every viewer at once (per-viewer fields come from `render`); `viewer`
 /// is the one user of a personal event.
-pub async fn event_of(
-    c: &impl GenericClient,
-    viewer: UserId,
-    stored: &StoredEvent,
-) -> Result<Option<Event>, StoreError> {
+pub async fn event_of(c: &impl Sql, viewer: UserId, stored: &StoredEvent) -> Result<Option<Event>, StoreError> {
     let id = |key: &str| stored.data.get(key).and_then(serde_json::Value::as_i64).unwrap_or(0);
     let room_id = stored.room_id.unwrap_or_else(|| id("room_id"));
     let event = match stored.kind.as_str() {
@@ -654,7 +634,7 @@ pub async fn event_of(
         "message_delete" => Event::MessageDelete { id: id("message_id"), room_id },
         "message_like" => {
             let message = id("message_id");
-            let row = c.query_opt("SELECT like_count FROM chat_messages WHERE id = $1", &[&message]).await?;
+            let row = c.row_opt("SELECT like_count FROM chat_messages WHERE id = $1", &[&message]).await?;
             let like_count = row.map_or(0, |r| r.get(0));
             Event::MessageLike { id: message, room_id, user_id: id("user_id"), like_count }
         }

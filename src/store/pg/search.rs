@@ -16,8 +16,8 @@
 use std::io::{BufWriter, Seek};
 use std::path::PathBuf;
 
+use super::Sql;
 use futures_util::future::try_join_all;
-use tokio_postgres::GenericClient;
 
 use super::reads;
 use crate::model::{MessageId, RoomId, User, UserId};
@@ -85,7 +85,7 @@ fn indexable(text: &str) -> bool {
 /// Messages of `viewer`'s rooms containing `text`, newest first; and the id
 /// to continue before, when the search stopped early.
 pub async fn search(
-    c: &impl GenericClient,
+    c: &impl Sql,
     viewer: UserId,
     text: &str,
     room_id: Option<RoomId>,
@@ -102,7 +102,7 @@ pub async fn search(
         (None, false)
     } else {
         let edge = c
-            .query(
+            .rows(
                 &format!(
                     "SELECT m.id FROM chat_messages m WHERE m.id < $2 AND NOT m.is_deleted AND {ROOMS}
                      ORDER BY m.id DESC OFFSET $4 LIMIT 2"
@@ -122,7 +122,7 @@ pub async fn search(
     let mut below = before;
     let mut rows: Vec<(MessageId, String)> = Vec::with_capacity(want);
     while rows.len() < want {
-        let found = c.query(&sql, &[&viewer, &below, &room_id, &floor.unwrap_or(0), &pattern, &batch]).await?;
+        let found = c.rows(&sql, &[&viewer, &below, &room_id, &floor.unwrap_or(0), &pattern, &batch]).await?;
         let Some(last) = found.last() else { break };
         below = last.get(0);
         let full = found.len() as i64 == batch;
@@ -173,13 +173,13 @@ pub async fn search(
 /// later messages are left out of every room, as the embedded store's one
 /// snapshot leaves them out; an edit or delete made meanwhile may show.
 pub async fn export(
-    c: &impl GenericClient,
+    c: &impl Sql,
     user: UserId,
     static_dir: PathBuf,
     dir: PathBuf,
 ) -> Result<(std::fs::File, u64), StoreError> {
     let io = |e: std::io::Error| StoreError::CommitFailed(format!("cannot write the export: {e}"));
-    let newest: MessageId = c.query_one("SELECT COALESCE(max(id), 0) FROM chat_messages", &[]).await?.get(0);
+    let newest: MessageId = c.row("SELECT COALESCE(max(id), 0) FROM chat_messages", &[]).await?.get(0);
     let file = tempfile::tempfile_in(&dir).map_err(io)?;
     // Buffered: the messages are written from this (async) thread in many
     // small pieces.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{Pg, reads};
+use super::{Pg, Sql, reads};
 use crate::model::Envelope;
 use crate::store::StoreError;
 
@@ -33,9 +33,9 @@ pub struct Mark {
 }
 
 /// The stream's state at the current snapshot (one statement, one snapshot).
-pub async fn mark(client: &tokio_postgres::Client) -> Result<Mark, StoreError> {
+pub async fn mark(client: &deadpool_postgres::Client) -> Result<Mark, StoreError> {
     let row = client
-        .query_one(
+        .row(
             "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text,
                     (SELECT COALESCE(max(position), 0) FROM events)
              FROM pg_current_snapshot() s",
@@ -79,7 +79,7 @@ impl Horizon {
 
 /// The highest final position now (at start: waits, bounded, for the
 /// transactions running at the first snapshot to end).
-pub async fn safe_head(client: &tokio_postgres::Client) -> Result<i64, StoreError> {
+pub async fn safe_head(client: &deadpool_postgres::Client) -> Result<i64, StoreError> {
     let mut horizon = Horizon::default();
     for _ in 0..2000 {
         if let Some(head) = horizon.observe(mark(client).await?) {
@@ -121,7 +121,7 @@ pub async fn tail(pg: Arc<Pg>, poke: Arc<Notify>, deliver: impl Fn(Envelope) + S
 /// One look: answers whether a mark still waits (look again soon).
 async fn step(pg: &Pg, horizon: &mut Horizon, deliver: &impl Fn(Envelope)) -> Result<bool, StoreError> {
     let conn = pg.client().await?;
-    let client: &tokio_postgres::Client = &conn;
+    let client: &deadpool_postgres::Client = &conn;
     let now = mark(client).await?;
     if let Some(safe) = horizon.observe(now) {
         let mut from = pg.released();

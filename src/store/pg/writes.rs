@@ -9,10 +9,10 @@
 
 use std::sync::Arc;
 
+use deadpool_postgres::Transaction;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::Transaction;
 
-use super::{Pg, is_unique_violation, reads};
+use super::{Pg, Sql, is_unique_violation, reads};
 use crate::model::{Envelope, Event, Message, MessageId, MessageType, Revocation, RoomId, User, UserId};
 use crate::store::StoreError;
 use crate::store::writer::{
@@ -305,9 +305,11 @@ async fn execute(cx: &Context, cmd: Command) {
     }
 }
 
+const LOCK_ROOM: &str = "SELECT pg_advisory_xact_lock($1)";
+
 /// Serialises a room's changes across every node until the commit.
 pub(super) async fn lock_room(tx: &Transaction<'_>, room_id: RoomId) -> Result<(), StoreError> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&room_id]).await?;
+    tx.exec(LOCK_ROOM, &[&room_id]).await?;
     Ok(())
 }
 
@@ -322,7 +324,7 @@ pub(super) async fn emit(
     data: serde_json::Value,
 ) -> Result<i64, StoreError> {
     let row = tx
-        .query_one(
+        .row(
             "WITH x AS MATERIALIZED (SELECT pg_current_xact_id() AS xid)
              INSERT INTO events (xid, room_id, user_id, kind, data, created_at)
              SELECT x.xid, $1, $2, $3, $4, $5 FROM x RETURNING position",
@@ -335,7 +337,7 @@ pub(super) async fn emit(
 async fn register(pg: &Pg, user: NewUser) -> Result<User, StoreError> {
     let client = pg.client().await?;
     let inserted = client
-        .query_one(
+        .row(
             "INSERT INTO users (name, email, password_hash, avatar_url, created_at) VALUES ($1, $2, $3, $4, $5)
              RETURNING id",
             &[&user.name, &user.email, &user.password_hash, &user.avatar_url, &now_ms()],
@@ -354,7 +356,7 @@ async fn create_room(pg: &Pg, creator: UserId, other: UserId) -> Result<(RoomId,
         return Err(StoreError::Invalid("Cannot create a room with yourself"));
     }
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
+    let tx = client.transaction().await?;
     if reads::user_by_id(&tx, other).await?.is_none() {
         return Err(StoreError::NotFound("User not found"));
     }
@@ -364,30 +366,35 @@ async fn create_room(pg: &Pg, creator: UserId, other: UserId) -> Result<(RoomId,
     // Two nodes creating the same room meet at the unique key: the second
     // waits for the first's commit, then finds its room.
     let inserted = tx
-        .query_opt(
+        .row_opt(
             "INSERT INTO chat_rooms (room_type, created_by, created_at, updated_at, direct_key)
              VALUES ('direct', $1, $2, $2, $3) ON CONFLICT (direct_key) DO NOTHING RETURNING id",
             &[&creator, &now, &key],
         )
         .await?;
     let Some(row) = inserted else {
-        let id: RoomId = tx.query_one("SELECT id FROM chat_rooms WHERE direct_key = $1", &[&key]).await?.get(0);
+        let id: RoomId = tx.row("SELECT id FROM chat_rooms WHERE direct_key = $1", &[&key]).await?.get(0);
         return Ok((id, false));
     };
     let room_id: RoomId = row.get(0);
     lock_room(&tx, room_id).await?;
     for user in [low, high] {
-        tx.execute(
+        tx.exec(
             "INSERT INTO chat_participants (room_id, user_id, joined_at) VALUES ($1, $2, $3)",
             &[&room_id, &user, &now],
         )
         .await?;
     }
     let position = emit(&tx, Some(room_id), None, "room_created", serde_json::json!({})).await?;
-    tx.execute("UPDATE chat_participants SET joined_event_id = $1 WHERE room_id = $2", &[&position, &room_id]).await?;
+    tx.exec("UPDATE chat_participants SET joined_event_id = $1 WHERE room_id = $2", &[&position, &room_id]).await?;
     tx.commit().await?;
     Ok((room_id, true))
 }
+
+/// An active room's type and members (ordered as `member_ids` orders them).
+const ROOM_AND_MEMBERS: &str = "SELECT room_type, ARRAY(SELECT user_id FROM chat_participants WHERE room_id = $1
+                                    ORDER BY user_id)
+                                FROM chat_rooms WHERE id = $1 AND is_active";
 
 /// The room's members if `user` is one of them (and the room is active),
 /// and whether it is a group.
@@ -396,21 +403,39 @@ pub(super) async fn room_of_member(
     room_id: RoomId,
     user: UserId,
 ) -> Result<Option<(Vec<UserId>, bool)>, StoreError> {
-    let room = tx.query_opt("SELECT room_type, is_active FROM chat_rooms WHERE id = $1", &[&room_id]).await?;
-    let Some(room) = room.filter(|r| r.get::<_, bool>(1)) else { return Ok(None) };
-    let members = reads::member_ids(tx, room_id).await?;
-    if !members.contains(&user) {
-        return Ok(None);
-    }
-    Ok(Some((members, room.get::<_, String>(0) == crate::model::GROUP)))
+    Ok(tx.row_opt(ROOM_AND_MEMBERS, &[&room_id]).await?.and_then(|room| with_member(&room, user)))
+}
+
+/// `lock_room`, then `room_of_member`, in one round trip: both statements
+/// are prepared first, so the two executions go out together, lock first
+/// (tokio-postgres sends a request when its future is first polled, and a
+/// `biased` join polls in order), and the database runs them in that
+/// order: the room is read with the lock held, in a snapshot taken after
+/// it was granted.
+pub(super) async fn lock_room_of_member(
+    tx: &Transaction<'_>,
+    room_id: RoomId,
+    user: UserId,
+) -> Result<Option<(Vec<UserId>, bool)>, StoreError> {
+    let lock = tx.prepare_cached(LOCK_ROOM).await?;
+    let read = tx.prepare_cached(ROOM_AND_MEMBERS).await?;
+    let room_param: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&room_id];
+    let (_, room) = tokio::try_join!(biased; tx.execute(&lock, &room_param), tx.query_opt(&read, &room_param))?;
+    Ok(room.and_then(|room| with_member(&room, user)))
+}
+
+/// A `ROOM_AND_MEMBERS` row's members and whether it is a group, if `user`
+/// is a member.
+fn with_member(room: &tokio_postgres::Row, user: UserId) -> Option<(Vec<UserId>, bool)> {
+    let members: Vec<UserId> = room.get(1);
+    members.contains(&user).then(|| (members, room.get::<_, String>(0) == crate::model::GROUP))
 }
 
 async fn send_message(pg: &Pg, options: &WriterOptions, m: NewMessage) -> Result<SendOutcome, StoreError> {
     refuse_nul(&m.content)?;
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
-    lock_room(&tx, m.room_id).await?;
-    let Some((members, group)) = room_of_member(&tx, m.room_id, m.sender).await? else {
+    let tx = client.transaction().await?;
+    let Some((members, group)) = lock_room_of_member(&tx, m.room_id, m.sender).await? else {
         return Err(StoreError::NotFound("Room not found"));
     };
     let receiver = if group {
@@ -423,7 +448,7 @@ async fn send_message(pg: &Pg, options: &WriterOptions, m: NewMessage) -> Result
         Some(other)
     };
     if let Some(id) = m.reply_to_id {
-        let room = tx.query_opt("SELECT room_id FROM chat_messages WHERE id = $1", &[&id]).await?;
+        let room = tx.row_opt("SELECT room_id FROM chat_messages WHERE id = $1", &[&id]).await?;
         if room.map(|r| r.get::<_, RoomId>(0)) != Some(m.room_id) {
             return Err(StoreError::Invalid("reply_to_id must be a message of the same room"));
         }
@@ -440,7 +465,7 @@ async fn send_message(pg: &Pg, options: &WriterOptions, m: NewMessage) -> Result
     };
     for upload in &m.uploads {
         let used =
-            tx.execute("DELETE FROM uploads WHERE id = $1 AND user_id = $2 AND complete", &[upload, &m.sender]).await?;
+            tx.exec("DELETE FROM uploads WHERE id = $1 AND user_id = $2 AND complete", &[upload, &m.sender]).await?;
         if used == 0 {
             return Err(StoreError::Invalid("upload_id is unknown, unfinished or already used"));
         }
@@ -448,7 +473,7 @@ async fn send_message(pg: &Pg, options: &WriterOptions, m: NewMessage) -> Result
     if let Some(files) = m.files.as_ref().filter(|_| !m.files_counted) {
         let bytes: u64 = files.iter().map(|f| f.file_size).sum();
         let used: i64 = tx
-            .query_one(
+            .row(
                 "UPDATE users SET storage_bytes = storage_bytes + $1 WHERE id = $2 RETURNING storage_bytes",
                 &[&(bytes as i64), &m.sender],
             )
@@ -458,7 +483,6 @@ async fn send_message(pg: &Pg, options: &WriterOptions, m: NewMessage) -> Result
             return Err(StoreError::QuotaExceeded(quota));
         }
     }
-    emit(&tx, Some(m.room_id), None, "new_message", serde_json::json!({"message_id": id})).await?;
     tx.commit().await?;
     Ok(SendOutcome::Stored(id))
 }
@@ -473,8 +497,11 @@ pub(super) fn files_json(files: &Option<Vec<crate::model::FileMeta>>) -> Result<
     }
 }
 
-/// Inserts a message (the seed's single-file columns from its first file);
-/// `None` when the sender used its temp id before: nothing inserted.
+/// Inserts a message (the seed's single-file columns from its first file)
+/// and its `new_message` event, in one statement (one round trip); `None`
+/// when the sender used its temp id before: nothing inserted. As in `emit`,
+/// the transaction's id is taken before the event's position: the event
+/// row is made from the inserted message's row, by then written.
 pub(super) async fn insert_message(
     tx: &Transaction<'_>,
     m: &NewMessage,
@@ -483,12 +510,18 @@ pub(super) async fn insert_message(
     let files_json = files_json(&m.files)?;
     let first = m.files.as_ref().and_then(|f| f.first());
     let inserted = tx
-        .query_opt(
-            "INSERT INTO chat_messages (room_id, sender_id, receiver_id, message_type, content, file_name, file_path,
-                 file_size, mime_type, files_data, duration, local_temp_id, created_at, reply_to_id,
-                 forwarded_from_id, forwarded_from_name)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-             ON CONFLICT DO NOTHING RETURNING id",
+        .row_opt(
+            "WITH m AS (
+                 INSERT INTO chat_messages (room_id, sender_id, receiver_id, message_type, content, file_name,
+                     file_path, file_size, mime_type, files_data, duration, local_temp_id, created_at, reply_to_id,
+                     forwarded_from_id, forwarded_from_name)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                 ON CONFLICT DO NOTHING RETURNING id, room_id, created_at),
+             x AS MATERIALIZED (SELECT pg_current_xact_id() AS xid),
+             e AS (
+                 INSERT INTO events (xid, room_id, kind, data, created_at)
+                 SELECT x.xid, m.room_id, 'new_message', '{\"message_id\":' || m.id || '}', m.created_at FROM m, x)
+             SELECT id FROM m",
             &[
                 &m.room_id,
                 &m.sender,
@@ -528,7 +561,7 @@ pub(super) async fn visible_message(
     id: MessageId,
 ) -> Result<crate::store::reads::MessageRow, StoreError> {
     let room: RoomId = tx
-        .query_opt("SELECT room_id FROM chat_messages WHERE id = $1", &[&id])
+        .row_opt("SELECT room_id FROM chat_messages WHERE id = $1", &[&id])
         .await?
         .ok_or(StoreError::NotFound("Message not found"))?
         .get(0);
@@ -542,7 +575,7 @@ pub(super) async fn visible_message(
 async fn edit(pg: &Pg, user: UserId, id: MessageId, content: String) -> Result<(Message, bool), StoreError> {
     refuse_nul(&content)?;
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
+    let tx = client.transaction().await?;
     let row = visible_message(&tx, user, id).await?;
     if row.sender_id != user {
         return Err(StoreError::Forbidden("Only the sender can edit this message"));
@@ -554,7 +587,7 @@ async fn edit(pg: &Pg, user: UserId, id: MessageId, content: String) -> Result<(
         return Err(StoreError::Invalid("Only text messages can be edited"));
     }
     let now = now_ms();
-    tx.execute("UPDATE chat_messages SET content = $1, edited_at = $2 WHERE id = $3", &[&content, &now, &id]).await?;
+    tx.exec("UPDATE chat_messages SET content = $1, edited_at = $2 WHERE id = $3", &[&content, &now, &id]).await?;
     let room_id = row.room_id;
     let liked = row.liked;
     let (mut message, _) = reads::message_of(&tx, row).await?;
@@ -568,7 +601,7 @@ async fn edit(pg: &Pg, user: UserId, id: MessageId, content: String) -> Result<(
 
 async fn delete(pg: &Pg, user: UserId, id: MessageId) -> Result<(Message, bool, Vec<String>), StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
+    let tx = client.transaction().await?;
     let row = visible_message(&tx, user, id).await?;
     if row.sender_id != user {
         return Err(StoreError::Forbidden("Only the sender can delete this message"));
@@ -581,13 +614,13 @@ async fn delete(pg: &Pg, user: UserId, id: MessageId) -> Result<(Message, bool, 
     let mut unused = Vec::new();
     if !already {
         if bytes > 0 {
-            tx.execute(
+            tx.exec(
                 "UPDATE users SET storage_bytes = GREATEST(storage_bytes - $1, 0) WHERE id = $2",
                 &[&(bytes as i64), &user],
             )
             .await?;
         }
-        tx.execute(
+        tx.exec(
             "UPDATE chat_messages SET content = '', files_data = NULL, file_name = NULL, file_path = NULL,
                  file_size = NULL, mime_type = NULL, duration = NULL, is_deleted = true WHERE id = $1",
             &[&id],
@@ -596,11 +629,11 @@ async fn delete(pg: &Pg, user: UserId, id: MessageId) -> Result<(Message, bool, 
         emit(&tx, Some(room_id), None, "message_delete", serde_json::json!({"message_id": id})).await?;
         for path in files {
             let left = tx
-                .query_opt("UPDATE file_refs SET refs = refs - 1 WHERE file_path = $1 RETURNING refs", &[&path])
+                .row_opt("UPDATE file_refs SET refs = refs - 1 WHERE file_path = $1 RETURNING refs", &[&path])
                 .await?;
             match left.map(|r| r.get::<_, i64>(0)) {
                 Some(left) if left <= 1 => {
-                    tx.execute("DELETE FROM file_refs WHERE file_path = $1", &[&path]).await?;
+                    tx.exec("DELETE FROM file_refs WHERE file_path = $1", &[&path]).await?;
                 }
                 Some(_) => {}
                 None => unused.push(path),
@@ -618,25 +651,25 @@ async fn delete(pg: &Pg, user: UserId, id: MessageId) -> Result<(Message, bool, 
 
 async fn like_message(pg: &Pg, user: UserId, id: MessageId, like: bool) -> Result<LikeState, StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
+    let tx = client.transaction().await?;
     let row = visible_message(&tx, user, id).await?;
     if like && row.is_deleted {
         return Err(StoreError::Invalid("Cannot like a deleted message"));
     }
     let changed = if like {
-        tx.execute(
+        tx.exec(
             "INSERT INTO message_likes (message_id, user_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             &[&id, &user, &now_ms()],
         )
         .await?
     } else {
-        tx.execute("DELETE FROM message_likes WHERE message_id = $1 AND user_id = $2", &[&id, &user]).await?
+        tx.exec("DELETE FROM message_likes WHERE message_id = $1 AND user_id = $2", &[&id, &user]).await?
     };
     let mut like_count = row.like_count;
     if changed > 0 {
         let delta: i64 = if like { 1 } else { -1 };
         like_count = tx
-            .query_one(
+            .row(
                 "UPDATE chat_messages SET like_count = like_count + $1 WHERE id = $2 RETURNING like_count",
                 &[&delta, &id],
             )
@@ -651,13 +684,13 @@ async fn like_message(pg: &Pg, user: UserId, id: MessageId, like: bool) -> Resul
 
 async fn mark_read(pg: &Pg, user: UserId, room_id: RoomId) -> Result<i64, StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
+    let tx = client.transaction().await?;
     lock_room(&tx, room_id).await?;
     if room_of_member(&tx, room_id, user).await?.is_none() {
         return Err(StoreError::NotFound("Room not found"));
     }
     let row = tx
-        .query_one(
+        .row(
             "SELECT cp.last_read_id, (SELECT COALESCE(MAX(id), 0) FROM chat_messages WHERE room_id = $1)
              FROM chat_participants cp WHERE cp.room_id = $1 AND cp.user_id = $2",
             &[&room_id, &user],
@@ -665,14 +698,14 @@ async fn mark_read(pg: &Pg, user: UserId, room_id: RoomId) -> Result<i64, StoreE
         .await?;
     let (last_read, newest): (i64, i64) = (row.get(0), row.get(1));
     let marked: i64 = tx
-        .query_one(
+        .row(
             "SELECT count(*) FROM chat_messages WHERE room_id = $1 AND id > $2 AND id <= $3
                  AND sender_id != $4 AND NOT is_deleted",
             &[&room_id, &last_read, &newest, &user],
         )
         .await?
         .get(0);
-    tx.execute(
+    tx.exec(
         "UPDATE chat_participants SET last_read_at = $1, last_read_id = $2 WHERE room_id = $3 AND user_id = $4",
         &[&now_ms(), &newest.max(last_read), &room_id, &user],
     )
@@ -688,7 +721,7 @@ async fn mark_read(pg: &Pg, user: UserId, room_id: RoomId) -> Result<i64, StoreE
 async fn change_password(pg: &Pg, user: UserId, password_hash: String) -> Result<u32, StoreError> {
     let client = pg.client().await?;
     let row = client
-        .query_opt(
+        .row_opt(
             "UPDATE users SET password_hash = $1, token_version = token_version + 1 WHERE id = $2
              RETURNING token_version",
             &[&password_hash, &user],
@@ -701,12 +734,12 @@ async fn change_password(pg: &Pg, user: UserId, password_hash: String) -> Result
 /// Ends one token (answers its id) or all of a user's; and the version.
 async fn revoke_token(pg: &Pg, user: UserId, revoke: Revoke) -> Result<(u32, Option<String>), StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
+    let tx = client.transaction().await?;
     let (version, token) = match revoke {
         Revoke::Token { id, expires_at } => {
             let now = crate::auth::jwt::unix_now() as i64;
-            tx.execute("DELETE FROM revoked_tokens WHERE expires_at <= $1", &[&now]).await?;
-            tx.execute(
+            tx.exec("DELETE FROM revoked_tokens WHERE expires_at <= $1", &[&now]).await?;
+            tx.exec(
                 "INSERT INTO revoked_tokens (token_id, user_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                 &[&id, &user, &(expires_at as i64)],
             )
@@ -715,7 +748,7 @@ async fn revoke_token(pg: &Pg, user: UserId, revoke: Revoke) -> Result<(u32, Opt
         }
         Revoke::All => {
             let row = tx
-                .query_opt(
+                .row_opt(
                     "UPDATE users SET token_version = token_version + 1 WHERE id = $1 RETURNING token_version",
                     &[&user],
                 )
@@ -745,20 +778,19 @@ async fn presence_task(mut rx: mpsc::UnboundedReceiver<(UserId, bool)>, cx: Arc<
 /// it and answers the event for the user's contacts.
 pub async fn presence(pg: &Pg, user: UserId, online: bool) -> Result<Option<Envelope>, StoreError> {
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
+    let tx = client.transaction().await?;
     // One user's presence changes one at a time, whichever nodes report them.
-    let Some(me) = tx.query_opt("SELECT name FROM users WHERE id = $1 FOR NO KEY UPDATE", &[&user]).await? else {
+    let Some(me) = tx.row_opt("SELECT name FROM users WHERE id = $1 FOR NO KEY UPDATE", &[&user]).await? else {
         return Ok(None);
     };
     if online {
-        tx.execute(
+        tx.exec(
             "INSERT INTO presence_sessions (node_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             &[&pg.node_id(), &user],
         )
         .await?;
     } else {
-        tx.execute("DELETE FROM presence_sessions WHERE node_id = $1 AND user_id = $2", &[&pg.node_id(), &user])
-            .await?;
+        tx.exec("DELETE FROM presence_sessions WHERE node_id = $1 AND user_id = $2", &[&pg.node_id(), &user]).await?;
     }
     let envelope = settle_presence(&tx, user, me.get(0)).await?;
     tx.commit().await?;
@@ -772,9 +804,9 @@ pub async fn settle_presence(
     user_name: String,
 ) -> Result<Option<Envelope>, StoreError> {
     let online: bool =
-        tx.query_one("SELECT EXISTS (SELECT 1 FROM presence_sessions WHERE user_id = $1)", &[&user]).await?.get(0);
-    let was = tx.query_opt("SELECT is_online FROM user_presence WHERE user_id = $1", &[&user]).await?;
-    tx.execute(
+        tx.row("SELECT EXISTS (SELECT 1 FROM presence_sessions WHERE user_id = $1)", &[&user]).await?.get(0);
+    let was = tx.row_opt("SELECT is_online FROM user_presence WHERE user_id = $1", &[&user]).await?;
+    tx.exec(
         "INSERT INTO user_presence (user_id, is_online, last_seen) VALUES ($1, $2, $3)
          ON CONFLICT (user_id) DO UPDATE SET is_online = excluded.is_online, last_seen = excluded.last_seen",
         &[&user, &online, &now_ms()],
@@ -797,8 +829,8 @@ pub async fn beat(pg: &Pg, node_timeout: std::time::Duration) -> Result<Vec<Enve
     let now = crate::time::now_ms();
     let cutoff = now - node_timeout.as_millis() as i64;
     let mut client = pg.client().await?;
-    let tx = super::raw(&mut client).transaction().await?;
-    tx.execute(
+    let tx = client.transaction().await?;
+    tx.exec(
         "INSERT INTO cluster_nodes (node_id, seen_at) VALUES ($1, $2)
          ON CONFLICT (node_id) DO UPDATE SET seen_at = excluded.seen_at",
         &[&pg.node_id(), &now],
@@ -806,7 +838,7 @@ pub async fn beat(pg: &Pg, node_timeout: std::time::Duration) -> Result<Vec<Enve
     .await?;
     // SKIP LOCKED: two nodes sweeping at once share the work.
     let dead: Vec<String> = tx
-        .query("SELECT node_id FROM cluster_nodes WHERE seen_at < $1 FOR UPDATE SKIP LOCKED", &[&cutoff])
+        .rows("SELECT node_id FROM cluster_nodes WHERE seen_at < $1 FOR UPDATE SKIP LOCKED", &[&cutoff])
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -814,7 +846,7 @@ pub async fn beat(pg: &Pg, node_timeout: std::time::Duration) -> Result<Vec<Enve
     let mut envelopes = Vec::new();
     if !dead.is_empty() {
         let users: Vec<(UserId, String)> = tx
-            .query(
+            .rows(
                 "SELECT DISTINCT s.user_id, u.name FROM presence_sessions s JOIN users u ON u.id = s.user_id
                  WHERE s.node_id = ANY($1)",
                 &[&dead],
@@ -823,9 +855,9 @@ pub async fn beat(pg: &Pg, node_timeout: std::time::Duration) -> Result<Vec<Enve
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
-        tx.execute("DELETE FROM cluster_nodes WHERE node_id = ANY($1)", &[&dead]).await?;
+        tx.exec("DELETE FROM cluster_nodes WHERE node_id = ANY($1)", &[&dead]).await?;
         for (user, name) in users {
-            tx.query_opt("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", &[&user]).await?;
+            tx.row_opt("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", &[&user]).await?;
             envelopes.extend(settle_presence(&tx, user, name).await?);
         }
         tracing::info!(nodes = dead.len(), "removed nodes whose heartbeat stopped");
