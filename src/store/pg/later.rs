@@ -614,15 +614,7 @@ mod tests {
 
     /// Two nodes on a fresh database of the `CHATD_IT_POSTGRES` server.
     async fn two_nodes() -> Option<(Arc<Pg>, Arc<Pg>)> {
-        let url = std::env::var("CHATD_IT_POSTGRES").expect("CHATD_IT_POSTGRES: a PostgreSQL server for this test");
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
-        tokio::spawn(connection);
-        let mut bytes = [0u8; 8];
-        getrandom::fill(&mut bytes).expect("random");
-        let name = format!("later_{}", u64::from_le_bytes(bytes));
-        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
-        let base = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base);
-        let db = format!("{base}/{name}");
+        let db = crate::store::pg::testing::fresh_database("later").await;
         Some((Pg::open(&db, 8).await.expect("open a"), Pg::open(&db, 8).await.expect("open b")))
     }
 

@@ -187,3 +187,29 @@ impl From<tokio_postgres::Error> for StoreError {
 pub fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
+
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A fresh database on the `CHATD_IT_POSTGRES` server (the store's
+    /// PostgreSQL tests are `#[ignore]`d; `.ci/cluster.sh` runs them with
+    /// one): answers its URL.
+    pub async fn fresh_database(prefix: &str) -> String {
+        let url = std::env::var("CHATD_IT_POSTGRES").expect("CHATD_IT_POSTGRES: a PostgreSQL server for this test");
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).expect("random");
+        let name = format!("{prefix}_{}", u64::from_le_bytes(bytes));
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+        let base = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base);
+        format!("{base}/{name}")
+    }
+
+    /// A connection of its own (not pooled), for a test's hand-made
+    /// transactions.
+    pub async fn connect(url: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        client
+    }
+}
