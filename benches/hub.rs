@@ -10,20 +10,21 @@ use std::time::{Duration, Instant};
 
 use chatd::config::Config;
 use chatd::http::router::ROUTE_NAMES;
+use chatd::hub::outbox::{self, OutboxReceiver};
 use chatd::hub::{ConnectionEntry, HubHandle};
 use chatd::links::Links;
 use chatd::metrics::Metrics;
 use chatd::model::{Envelope, Event, Message, MessageType, User, UserId};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tokio::runtime::Runtime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 const SIZES: [usize; 4] = [1, 2, 100, 10_000];
 const BASE_URL: &str = "http://127.0.0.1:8000";
 
 /// The receiving ends of registered connections, kept alive for the bench.
 struct Connections {
-    outboxes: Vec<mpsc::Receiver<chatd::hub::Outgoing>>,
+    outboxes: Vec<OutboxReceiver<chatd::hub::Outgoing>>,
     _kills: Vec<oneshot::Receiver<chatd::hub::CloseReason>>,
 }
 
@@ -31,7 +32,7 @@ fn connect(hub: &HubHandle, users: &[UserId]) -> Connections {
     let mut outboxes = Vec::with_capacity(users.len());
     let mut kills = Vec::with_capacity(users.len());
     for &user in users {
-        let (outbox, outbox_rx) = mpsc::channel(64);
+        let (outbox, outbox_rx) = outbox::bounded(64);
         let (kill, kill_rx) = oneshot::channel();
         let entry = ConnectionEntry {
             id: hub.next_conn_id(),

@@ -4,6 +4,7 @@
 //! delivery path. The hub never touches SQL or sockets: it renders frames and
 //! pushes them into connection outboxes.
 
+pub mod outbox;
 mod shard;
 
 use crate::links::Links;
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use self::outbox::OutboxSender;
 use crate::metrics::Metrics;
 use crate::model::{Envelope, UserId};
 
@@ -33,7 +35,7 @@ pub enum CloseReason {
 /// What the hub keeps of one connection.
 pub struct ConnectionEntry {
     pub id: ConnId,
-    pub outbox: mpsc::Sender<Outgoing>,
+    pub outbox: OutboxSender<Outgoing>,
     pub kill: oneshot::Sender<CloseReason>,
     /// The token the connection was opened with, for revocation.
     pub token_version: u32,
@@ -46,7 +48,7 @@ pub struct ConnectionEntry {
 /// One frame for one connection, with the position of its stored event
 /// (so a replaying connection can drop what it already sent). Positions
 /// start at 1, so `NonZeroI64` keeps the item at 40 bytes: every outbox
-/// holds a block of 32 of them from the start.
+/// holds one in place (`outbox::State`), allocated with its shared state.
 #[derive(Clone, Debug)]
 pub struct Outgoing {
     pub frame: Utf8Bytes,

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::outbox::TrySendError;
 use super::{CloseReason, ConnectionEntry, Outgoing, ShardCommand};
 use crate::metrics::Metrics;
 use crate::model::{Envelope, Event, Revocation, UserId};
@@ -201,9 +201,10 @@ fn revoke(
 mod tests {
     use super::*;
     use crate::hub::CatchUp;
+    use crate::hub::outbox::{self, OutboxSender};
     use crate::model::{Message, MessageType, User};
 
-    fn entry(outbox: mpsc::Sender<Outgoing>) -> (ConnectionEntry, tokio::sync::oneshot::Receiver<CloseReason>) {
+    fn entry(outbox: OutboxSender<Outgoing>) -> (ConnectionEntry, tokio::sync::oneshot::Receiver<CloseReason>) {
         let (kill, killed) = tokio::sync::oneshot::channel();
         let entry = ConnectionEntry {
             id: 1,
@@ -267,7 +268,7 @@ mod tests {
     fn typing_to_a_connection_that_is_behind_is_dropped_a_stored_event_closes_it() {
         let metrics = Metrics::new(&["x"]);
         let (presence, _presence_rx) = mpsc::unbounded_channel();
-        let (outbox, _outbox_rx) = mpsc::channel(4);
+        let (outbox, _outbox_rx) = outbox::bounded(4);
         let (conn, mut killed) = entry(outbox);
         assert!(conn.catch_up.finish_replay(), "a live connection");
         let mut users = Users::from_iter([(7, vec![conn])]);
@@ -291,7 +292,7 @@ mod tests {
     fn a_replaying_connection_that_is_behind_is_told_to_read_storage_not_closed() {
         let metrics = Metrics::new(&["x"]);
         let (presence, _presence_rx) = mpsc::unbounded_channel();
-        let (outbox, _outbox_rx) = mpsc::channel(1);
+        let (outbox, _outbox_rx) = outbox::bounded(1);
         let (conn, mut killed) = entry(outbox);
         let catch_up = conn.catch_up.clone();
         let mut users = Users::from_iter([(7, vec![conn])]);

@@ -18,7 +18,7 @@ use futures_util::stream::{FuturesUnordered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -28,6 +28,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf
 use super::metered::Metered;
 use super::protocol::{self, ClientCommand, FileIn, SendMessage, UploadRef};
 use crate::attach::{self, FileMessageKind, IncomingFile, StoredFile};
+use crate::hub::outbox::{self, OutboxReceiver, OutboxSender};
 use crate::hub::{CatchUp, CloseReason, ConnId, ConnectionEntry, Outgoing};
 use crate::limits::{Meter, retry_after_secs};
 use crate::metrics::Limit;
@@ -151,8 +152,8 @@ type Pending = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
 /// so that everything committed after the 101 reaches it.
 pub struct Registration {
     conn_id: ConnId,
-    outbox_tx: mpsc::Sender<Outgoing>,
-    outbox_rx: mpsc::Receiver<Outgoing>,
+    outbox_tx: OutboxSender<Outgoing>,
+    outbox_rx: OutboxReceiver<Outgoing>,
     kill_rx: oneshot::Receiver<CloseReason>,
     catch_up: Arc<CatchUp>,
     /// The stream's head and horizon before registering: every event after
@@ -165,7 +166,7 @@ impl Registration {
     /// shard has it). Live events wait in the outbox from then on.
     pub async fn new(state: &AppState, session: &Session) -> Result<Registration, StoreError> {
         let now = state.reader.stream_bounds().await?;
-        let (outbox_tx, outbox_rx) = mpsc::channel::<Outgoing>(state.config.ws_outbox);
+        let (outbox_tx, outbox_rx) = outbox::bounded::<Outgoing>(state.config.ws_outbox);
         let (kill_tx, kill_rx) = oneshot::channel();
         let conn_id = state.hub.next_conn_id();
         let catch_up = Arc::new(CatchUp::default());
@@ -241,7 +242,7 @@ fn close_frame(code: CloseCode, reason: &'static str) -> WsMessage {
 
 async fn write_loop(
     mut sink: SplitSink<Socket, WsMessage>,
-    mut outbox: mpsc::Receiver<Outgoing>,
+    mut outbox: OutboxReceiver<Outgoing>,
     mut kill: oneshot::Receiver<CloseReason>,
     mut end: oneshot::Receiver<Ending>,
     timers: WriterTimers,
@@ -280,7 +281,7 @@ fn kill_ending(reason: Result<CloseReason, oneshot::error::RecvError>) -> Ending
 /// reader's word, the idle timeout or the token's expiry.
 async fn live(
     sink: &mut SplitSink<Socket, WsMessage>,
-    outbox: &mut mpsc::Receiver<Outgoing>,
+    outbox: &mut OutboxReceiver<Outgoing>,
     kill: &mut oneshot::Receiver<CloseReason>,
     end: &mut oneshot::Receiver<Ending>,
     timers: &WriterTimers,
@@ -298,7 +299,7 @@ async fn live(
             reason = &mut *kill => {
                 if let Ok(CloseReason::Shutdown) = reason {
                     // Frames already queued were committed: send them first.
-                    while let Ok(item) = outbox.try_recv() {
+                    while let Some(item) = outbox.try_recv() {
                         if fresh(&item) && sink.feed(WsMessage::Text(item.frame)).await.is_err() {
                             break;
                         }
@@ -314,7 +315,7 @@ async fn live(
                         sink.feed(WsMessage::Text(item.frame)).await?;
                     }
                     // Batch whatever else is queued into one flush.
-                    while let Ok(item) = outbox.try_recv() {
+                    while let Some(item) = outbox.try_recv() {
                         if fresh(&item) {
                             sink.feed(WsMessage::Text(item.frame)).await?;
                         }
@@ -355,7 +356,7 @@ async fn write_within<T>(mut write: Pin<&mut impl Future<Output = T>>, limit: Du
 struct Reader {
     state: Arc<AppState>,
     session: Session,
-    outbox: mpsc::Sender<Outgoing>,
+    outbox: OutboxSender<Outgoing>,
     /// This connection's share of the frame budget.
     meter: Arc<Meter>,
     /// The last typing state sent on: repeats within `TYPING_REPEAT` merge.
