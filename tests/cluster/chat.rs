@@ -192,6 +192,35 @@ async fn an_idempotent_send_holds_across_nodes() {
     assert_eq!(page.json["total"], 1, "{}", page.text());
 }
 
+/// PostgreSQL text cannot hold U+0000: a message or a scheduled message
+/// carrying one is refused as bad input, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and NATS: run by .ci/cluster.sh via --ignored"]
+async fn content_with_a_nul_is_refused_and_nothing_is_stored() {
+    let cluster = Cluster::start("nul_content", 1);
+    let a = &cluster.remotes[0];
+    let ann = a.user("ann").await;
+    let bob = a.user("bob").await;
+    let room = a.room(&ann, &bob).await;
+    let mut ws = a.ws(&ann).await;
+    let later = chatd::time::rfc3339_ms(chatd::time::now_ms() + 3_600_000);
+    for (temp, send_at) in [("now", None), ("later", Some(later.as_str()))] {
+        let mut data = json!({"room_id": room, "message_type": "text", "content": "a\u{0}b", "local_temp_id": temp});
+        if let Some(at) = send_at {
+            data["send_at"] = json!(at);
+        }
+        ws.send(json!({"type": "send_message", "data": data})).await;
+        let error = ws.expect("error").await;
+        assert!(error["message"].as_str().is_some_and(|m| m.contains("NUL")), "{temp}: {error}");
+        assert_eq!(error["local_temp_id"], temp, "{error}");
+    }
+    let page = a.get(&format!("/api/chat/rooms/{room}/messages"), &ann.token).await;
+    assert_eq!(page.json["total"], 0, "{}", page.text());
+    let scheduled = a.get("/api/chat/scheduled", &ann.token).await;
+    assert_eq!(scheduled.status, StatusCode::OK, "{}", scheduled.text());
+    assert_eq!(scheduled.json["scheduled"].as_array().map(Vec::len), Some(0), "{}", scheduled.text());
+}
+
 /// The safe horizon on a real PostgreSQL: a transaction that took an
 /// event position and has not committed holds back every later position,
 /// on every node, live and in replays; once it commits, both arrive, in

@@ -141,6 +141,7 @@ async fn release_files(tx: &Transaction<'_>, files: Vec<String>) -> Result<Vec<S
 /// event: `user_id` set, no room). No room lock: nothing is posted to the
 /// room yet, and delivery checks the room again under its lock.
 pub async fn schedule(pg: &Pg, options: &WriterOptions, m: NewMessage, send_at: i64) -> Result<Scheduled, StoreError> {
+    super::writes::refuse_nul(&m.content)?;
     let mut client = pg.client().await?;
     let tx = client.transaction().await?;
     let receiver = addressed(&tx, &m).await?;

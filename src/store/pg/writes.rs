@@ -547,7 +547,7 @@ pub(super) async fn insert_message(
 
 /// PostgreSQL's text cannot hold U+0000 (the embedded store can): such a
 /// message is refused as bad input (400) rather than failing in the database.
-fn refuse_nul(content: &str) -> Result<(), StoreError> {
+pub(super) fn refuse_nul(content: &str) -> Result<(), StoreError> {
     match content.contains('\0') {
         true => Err(StoreError::Invalid("content cannot contain a NUL character on this server")),
         false => Ok(()),
