@@ -252,7 +252,10 @@ async fn write_loop(
         biased;
         reason = &mut kill => Err(kill_ending(reason)),
         ending = &mut end => Err(ending.unwrap_or(Ending::Gone)),
-        sent = replay.run(&mut sink) => sent,
+        // Boxed: the replay awaits the store (on PostgreSQL a pooled
+        // client and its queries, kilobytes of future), and inline it would
+        // size the writer task for the connection's whole life.
+        sent = Box::pin(replay.run(&mut sink)) => sent,
     };
     drop(replay);
     let ending = match replayed {
