@@ -1905,16 +1905,16 @@ fn mark_read(
                  AND sender_id != ?4 AND is_deleted = 0",
         )?
         .query_row(params![room_id, last_read, newest, user], |r| r.get(0))?;
+    let last_read_id = newest.max(last_read);
     tx.prepare_cached(
         "UPDATE chat_participants SET last_read_at = ?1, last_read_id = ?2 WHERE room_id = ?3 AND user_id = ?4",
     )?
-    .execute(params![now_ms(), newest.max(last_read), room_id, user])?;
-    if marked > 0 {
-        let user_name = user_or_placeholder(tx, cache, user)?.name.clone();
-        let event = Event::MessageRead { room_id, user_id: user, user_name, last_read_id: newest };
-        let data = serde_json::json!({"user_id": user, "last_read_id": newest});
-        emit(tx, events, Scope::Room(room_id), room.members, event, data)?;
-    }
+    .execute(params![now_ms(), last_read_id, room_id, user])?;
+    // SPEC: a read always tells the room, also when nothing was unread.
+    let user_name = user_or_placeholder(tx, cache, user)?.name.clone();
+    let event = Event::MessageRead { room_id, user_id: user, user_name, last_read_id };
+    let data = serde_json::json!({"user_id": user, "last_read_id": last_read_id});
+    emit(tx, events, Scope::Room(room_id), room.members, event, data)?;
     Ok(marked)
 }
 

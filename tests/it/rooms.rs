@@ -95,6 +95,9 @@ async fn room_list_orders_by_activity_and_counts_unread() {
     assert_eq!(ev["data"], json!({"room_id": room_ab, "user_id": ann.id, "user_name": "ann", "last_read_id": newest}));
     let again = s.post(&format!("/api/chat/rooms/{room_ab}/read"), &ann.token, json!({})).await;
     assert_eq!(again.json["marked_read"], 0);
+    // SPEC 4: a read sends message_read to the room even when nothing was unread.
+    let repeat = bob_ws.expect("message_read").await;
+    assert_eq!(repeat["data"], ev["data"]);
     let one = s.get(&format!("/api/chat/rooms/{room_ab}"), &ann.token).await;
     assert_eq!(one.json["unread_count"], 0);
     let page = s.get(&format!("/api/chat/rooms/{room_ab}/messages"), &bob.token).await;

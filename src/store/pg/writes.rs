@@ -215,7 +215,7 @@ async fn execute(cx: &Context, cmd: Command) {
         }
         Command::MarkRead { user, room_id, reply } => {
             let result = mark_read(pg, user, room_id).await;
-            if matches!(result, Ok(marked) if marked > 0) {
+            if result.is_ok() {
                 (cx.poke)();
             }
             answer(reply, result);
@@ -705,15 +705,15 @@ async fn mark_read(pg: &Pg, user: UserId, room_id: RoomId) -> Result<i64, StoreE
         )
         .await?
         .get(0);
+    let last_read_id = newest.max(last_read);
     tx.exec(
         "UPDATE chat_participants SET last_read_at = $1, last_read_id = $2 WHERE room_id = $3 AND user_id = $4",
-        &[&now_ms(), &newest.max(last_read), &room_id, &user],
+        &[&now_ms(), &last_read_id, &room_id, &user],
     )
     .await?;
-    if marked > 0 {
-        let data = serde_json::json!({"user_id": user, "last_read_id": newest});
-        emit(&tx, Some(room_id), None, "message_read", data).await?;
-    }
+    // SPEC: a read always tells the room, also when nothing was unread.
+    let data = serde_json::json!({"user_id": user, "last_read_id": last_read_id});
+    emit(&tx, Some(room_id), None, "message_read", data).await?;
     tx.commit().await?;
     Ok(marked)
 }
