@@ -338,7 +338,9 @@ async fn live(
                 if timers.started.elapsed().saturating_sub(heard) >= timers.idle_timeout {
                     return Ending::Close(CloseCode::Away, "no answer to pings");
                 }
-                if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                // A ping waits for the socket like any frame, and no longer.
+                let send = std::pin::pin!(sink.send(WsMessage::Ping(Default::default())));
+                if !matches!(write_within(send, timers.idle_timeout).await, Some(Ok(()))) {
                     return Ending::Gone;
                 }
             }
