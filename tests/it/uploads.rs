@@ -299,3 +299,20 @@ async fn unused_uploads_expire() {
     assert!(gone, "an expired upload and its file are removed");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_upload_past_the_storage_quota_is_refused_with_422_and_leaves_nothing() {
+    let png = sample("png");
+    let quota = png.len() as u64 * 3 / 2;
+    let s = TestServer::start_limited(|c| c.limits.user_quota_bytes = Some(quota)).await;
+    let ann = s.user("ann").await;
+    let first = upload(&s, &ann, "a.png", "image/png", &png).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
+    let kept = upload_files(&s);
+    // Pending uploads count against the quota.
+    let second = upload(&s, &ann, "b.png", "image/png", &[png.as_slice(), &png].concat()).await;
+    assert_eq!(second.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", second.text());
+    assert!(second.text().contains("Storage quota exceeded"), "{}", second.text());
+    assert_eq!(upload_files(&s), kept, "the refused upload left nothing on disk");
+    s.stop().await;
+}
