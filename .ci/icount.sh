@@ -40,9 +40,11 @@ if ! command -v valgrind >/dev/null 2>&1; then
   fi
 fi
 
-# Builds the icount bench alone (the bench profile, so the same binary
-# `cargo bench` runs); its path comes from cargo's JSON.
-bin="$(cargo bench --no-run --locked --bench icount --message-format=json \
+# Builds the icount bench alone, with the release profile (the bench
+# profile inherits it unchanged, so the code is what `cargo bench` runs),
+# which lets CI's later `cargo build --release` reuse the dependencies;
+# its path comes from cargo's JSON.
+bin="$(cargo build --release --locked --bench icount --message-format=json \
   | grep '"name":"icount"' | grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | tail -n 1)"
 if [ ! -x "$bin" ]; then
   echo "icount: cargo built no icount bench binary" >&2
