@@ -3,8 +3,9 @@
 //! loopback addresses only, and every run is bounded in time and count.
 //!
 //! Layout: `main` parses arguments and dispatches; `dm`, `idle`, `upload`,
-//! `rest`, `abuse`, `reconnect`, `replay`, `group` and `search` are the
-//! subcommands; `client` speaks the API and `stream` the event stream;
+//! `rest`, `abuse`, `reconnect`, `replay`, `group`, `search` and `floor`
+//! are the subcommands (`floor` needs no chatd: it measures the kernel's
+//! cost of a loopback copy, with its reading client in `floor-client`); `client` speaks the API and `stream` the event stream;
 //! `audit` keeps the books of `reconnect`; `stats` sums up latencies;
 //! `procfs` reads the server's memory and CPU from /proc, and `indexer`
 //! watches its search indexer there; `random` spreads load; `context`
@@ -16,6 +17,7 @@ mod client;
 mod context;
 mod dm;
 mod error;
+mod floor;
 mod group;
 mod idle;
 mod indexer;
@@ -38,7 +40,7 @@ use crate::context::{Bench, Report, progress};
 use crate::error::{BenchError, Result};
 
 /// Load tool for chatd: direct messages, idle connections, uploads, REST reads, attacks,
-/// the event stream (reconnects, replay), large groups and search.
+/// the event stream (reconnects, replay), large groups and search; and the floor of a copy.
 #[derive(Debug, Parser)]
 #[command(name = "chatd-bench", version)]
 struct Cli {
@@ -76,18 +78,27 @@ enum Command {
     Group(group::GroupArgs),
     /// Many messages in many scripts, then searches: index catch-up, index size, latency per query shape.
     Search(search::SearchArgs),
+    /// No chatd: the CPU of writing one small WebSocket frame per loopback socket, the floor of group's CPU per copy.
+    Floor(floor::FloorArgs),
+    /// The reading process of `floor` (started by it).
+    #[command(hide = true)]
+    FloorClient(floor::FloorClientArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("chatd-bench: error: cannot start the tokio runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let outcome = match &cli.command {
+        // `floor` measures this process's CPU: it runs without the main
+        // runtime, so that no idle worker of it is counted.
+        Command::Floor(args) => floor::run(args),
+        // One JSON line on stdout, read by `floor`.
+        Command::FloorClient(args) => floor::run_client(args).map(|line| Report { text: line.to_string(), json: line }),
+        _ => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(run(&cli)),
+            Err(error) => Err(BenchError::new(format!("cannot start the tokio runtime: {error}"))),
+        },
     };
-    match runtime.block_on(run(&cli)) {
+    match outcome {
         Ok(report) => {
             if cli.json {
                 println!("{}", report.json);
@@ -138,6 +149,7 @@ async fn run(cli: &Cli) -> Result<Report> {
         Command::Replay(args) => replay::run(&bench, args).await,
         Command::Group(args) => group::run(&bench, args).await,
         Command::Search(args) => search::run(&bench, args).await,
+        Command::Floor(_) | Command::FloorClient(_) => Err(BenchError::new("floor runs without a chatd (see main)")),
     }
 }
 
