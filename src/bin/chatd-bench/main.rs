@@ -5,7 +5,8 @@
 //! Layout: `main` parses arguments and dispatches; `dm`, `idle`, `upload`,
 //! `rest`, `abuse`, `reconnect`, `replay`, `group`, `search` and `floor`
 //! are the subcommands (`floor` needs no chatd: it measures the kernel's
-//! cost of a loopback copy, with its reading client in `floor-client`); `client` speaks the API and `stream` the event stream;
+//! cost of a loopback copy, with its reading client in `floor-client`);
+//! `client` speaks the API and `stream` the event stream;
 //! `audit` keeps the books of `reconnect`; `stats` sums up latencies;
 //! `procfs` reads the server's memory and CPU from /proc, and `indexer`
 //! watches its search indexer there; `random` spreads load; `context`
