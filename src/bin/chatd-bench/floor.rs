@@ -325,33 +325,25 @@ pub fn text_frame(size: usize) -> Result<Vec<u8>> {
     Ok(frame)
 }
 
-/// Raises the soft open-file limit to the hard one when it is below
-/// `needed` (the client, started after, inherits it); answers the soft
-/// limit in force (None: unlimited).
-#[cfg(unix)]
+/// Raises the soft open-file limit to the hard one (the client, started
+/// after, inherits it) and answers the soft limit in force (None:
+/// unlimited), or an error naming `ulimit -n` when it stays below `needed`.
 fn ensure_open_files(needed: u64) -> Result<Option<u64>> {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current.is_some_and(|soft| soft < needed) {
-        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
-        if let Err(error) = setrlimit(Resource::Nofile, raised) {
-            progress(format!("floor: cannot raise the open-file limit: {error}"));
-        }
+    let shown = |n: u64| if n == u64::MAX { "unlimited".to_string() } else { n.to_string() };
+    let raise = procfs::raise_own_nofile_limit();
+    if let Some(note) = &raise.note {
+        progress(format!("floor: cannot raise the open-file limit: {note}"));
     }
-    let now = getrlimit(Resource::Nofile);
-    match now.current {
-        Some(soft) if soft < needed => Err(BenchError::new(format!(
-            "floor needs {needed} open files (--connections plus {SPARE_FILES}) but the limit is {soft} (hard limit {}): \
+    match raise.after {
+        Some(limit) if limit.soft < needed => Err(BenchError::new(format!(
+            "floor needs {needed} open files (--connections plus {SPARE_FILES}) but the limit is {} (hard limit {}): \
              run `ulimit -n {needed}` first, or use fewer connections",
-            now.maximum.map_or("unlimited".to_string(), |hard| hard.to_string())
+            limit.soft,
+            shown(limit.hard)
         ))),
-        soft => Ok(soft),
+        Some(limit) => Ok(Some(limit.soft).filter(|&soft| soft != u64::MAX)),
+        None => Err(BenchError::new("floor: cannot read this process's open-file limit from /proc/self/limits")),
     }
-}
-
-#[cfg(not(unix))]
-fn ensure_open_files(_needed: u64) -> Result<Option<u64>> {
-    Ok(None)
 }
 
 /// The reading client: this executable run as `floor-client`, its stdout

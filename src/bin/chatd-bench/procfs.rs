@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::error::{BenchError, Context, Result};
 
@@ -239,9 +238,9 @@ pub struct NofileRaise {
     pub note: Option<String>,
 }
 
-/// Raises this process's soft RLIMIT_NOFILE to its hard limit. The crate has
-/// no libc binding, so this asks util-linux's `prlimit` to do it; when that
-/// is missing or fails, the note says so and the run goes on.
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit (processes it
+/// starts later inherit it); when that fails, the note says so and the run
+/// goes on.
 pub fn raise_own_nofile_limit() -> NofileRaise {
     let before = read_nofile_limit("self");
     let Some(limit) = before else {
@@ -250,17 +249,21 @@ pub fn raise_own_nofile_limit() -> NofileRaise {
     if limit.soft >= limit.hard {
         return NofileRaise { before, after: before, note: None };
     }
-    let hard = if limit.hard == u64::MAX { "unlimited".to_string() } else { limit.hard.to_string() };
-    let outcome = Command::new("prlimit")
-        .arg(format!("--pid={}", std::process::id()))
-        .arg(format!("--nofile={hard}:{hard}"))
-        .output();
-    let note = match outcome {
-        Ok(output) if output.status.success() => None,
-        Ok(output) => Some(format!("prlimit failed: {}", String::from_utf8_lossy(&output.stderr).trim())),
-        Err(error) => Some(format!("cannot run prlimit: {error}")),
-    };
+    let note = raise_soft_to_hard().err();
     NofileRaise { before, after: read_nofile_limit("self"), note }
+}
+
+#[cfg(unix)]
+fn raise_soft_to_hard() -> std::result::Result<(), String> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    setrlimit(Resource::Nofile, Rlimit { current: limit.maximum, maximum: limit.maximum })
+        .map_err(|error| format!("setrlimit: {error}"))
+}
+
+#[cfg(not(unix))]
+fn raise_soft_to_hard() -> std::result::Result<(), String> {
+    Err("not supported on this system".to_string())
 }
 
 #[cfg(test)]
